@@ -1,0 +1,108 @@
+"""Helpers shared by the HTTP handlers: JSON answers, the caller's key and IP, body parsing."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..auth import Principal, authenticate, key_from_headers
+from ..config import Network
+from ..errors import ApiError, bad_request
+from ..runtime import Runtime
+
+T = TypeVar("T")
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error_response(error: ApiError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status_code)
+
+
+def runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+async def read_db(request: Request, fn: Callable[..., T], *args: Any) -> T:
+    """Run a blocking read on the read engine outside the event loop."""
+    rt = runtime(request)
+
+    def call() -> T:
+        with rt.read_engine.connect() as conn:
+            return fn(conn, *args)
+
+    return await run_in_threadpool(call)
+
+
+async def caller(request: Request) -> Principal:
+    key = key_from_headers(request.headers.get("authorization"), request.headers.get("capgkey"))
+    rt = runtime(request)
+
+    def lookup() -> Principal:
+        with rt.read_engine.connect() as conn:
+            return authenticate(conn, key)
+
+    return await run_in_threadpool(lookup)
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    body = await request.body()
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise bad_request("Request body must be valid JSON") from None
+    if not isinstance(data, dict):
+        raise bad_request("Request body must be a JSON object")
+    return data
+
+
+def client_ip(request: Request, trusted: tuple[Network, ...]) -> str | None:
+    """The socket peer, or the nearest X-Forwarded-For hop not set by a trusted proxy."""
+    peer = request.client.host if request.client else None
+    if not peer or not trusted or not _is_trusted(peer, trusted):
+        return peer
+    header = request.headers.get("x-forwarded-for")
+    if not header:
+        return peer
+    hops = [hop.strip() for hop in header.split(",") if hop.strip()]
+    # Walk from the nearest hop: each trusted proxy vouches for the address before it.
+    for hop in reversed(hops):
+        if not _is_trusted(hop, trusted):
+            return hop
+    return hops[0] if hops else peer
+
+
+def _is_trusted(address: str, trusted: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
+
+
+def require_str(data: dict[str, Any], key: str, *, max_len: int = 255) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise bad_request(f"'{key}' is required and must be a non-empty string")
+    if len(value) > max_len:
+        raise bad_request(f"'{key}' must be at most {max_len} characters")
+    return value.strip()
+
+
+def optional_bool(data: dict[str, Any], key: str, default: bool | None) -> bool | None:
+    value = data.get(key, default)
+    if value is not None and not isinstance(value, bool):
+        raise bad_request(f"'{key}' must be a boolean")
+    return value

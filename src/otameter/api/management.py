@@ -1,0 +1,584 @@
+"""The management API: organizations, members, API keys, apps, bundles and channels."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, select, update
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .. import schema as s
+from ..auth import KEY_MODES, ROLES, Level, Principal, hash_key, new_api_key, org_role
+from ..bundles import remove_file, store_upload
+from ..clock import to_ms
+from ..errors import ApiError, bad_request, not_found
+from ..events import BundleDelete, BundleUpload, Outcome
+from .common import JSONResponse, caller, json_object, optional_bool, read_db, require_str, runtime
+
+APP_ID_RE = re.compile(r"^[a-z0-9]+(\.[\w-]+)+$", re.IGNORECASE | re.ASCII)
+CHECKSUM_RE = re.compile(r"^[0-9a-f]{64}$")
+MAX_BUNDLE_BYTES = 512 * 1024 * 1024
+PAGE_SIZE = 50
+INSUFFICIENT = "Insufficient permissions"
+
+
+def iso(ms: int | None) -> str | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
+# -- access checks ---------------------------------------------------------------------------
+
+
+def org_access(conn: Connection, principal: Principal, org_id: str, need: Level) -> Any:
+    org = conn.execute(select(s.orgs).where(s.orgs.c.id == org_id)).first()
+    level = org_role(conn, principal, org_id) if org is not None else None
+    if org is None or level is None:
+        raise not_found("Organization not found")
+    if level < need:
+        raise ApiError(403, INSUFFICIENT)
+    return org
+
+
+def app_access(conn: Connection, principal: Principal, app_id: str, need: Level) -> Any:
+    app = conn.execute(
+        select(s.apps).where(s.apps.c.app_id == app_id, s.apps.c.deleted_at.is_(None))
+    ).first()
+    level = None
+    if app is not None and principal.sees_app(app_id, app.owner_org):
+        level = org_role(conn, principal, app.owner_org)
+    if app is None or level is None:
+        raise not_found("App not found")
+    if level < need:
+        raise ApiError(403, INSUFFICIENT)
+    return app
+
+
+def _app_json(row: Any) -> dict[str, Any]:
+    return {
+        "app_id": row.app_id,
+        "name": row.name,
+        "owner_org": row.owner_org,
+        "created_at": iso(row.created_at),
+    }
+
+
+def _rejection(outcome: Outcome) -> ApiError:
+    reason = outcome.reason or "rejected"
+    return ApiError(409 if "already exists" in reason else 404, reason)
+
+
+# -- organizations and members ---------------------------------------------------------------
+
+
+async def create_org(request: Request) -> Response:
+    principal = await caller(request)
+    data = await json_object(request)
+    name = require_str(data, "name", max_len=200)
+    if principal.level < Level.OWNER or principal.limited_orgs is not None:
+        raise ApiError(403, "Creating an organization needs an unrestricted key of mode 'all'")
+    rt = runtime(request)
+    org_id = str(uuid.uuid4())
+    now_ms = to_ms(rt.clock.now())
+    trial_ends = now_ms + rt.settings.trial_days * 86_400_000
+
+    def write(conn: Connection) -> None:
+        conn.execute(
+            s.orgs.insert().values(
+                id=org_id,
+                name=name,
+                created_by=principal.user_id,
+                created_at=now_ms,
+                cycle_anchor=rt.clock.now().day,
+                trial_ends_at=trial_ends,
+            )
+        )
+        conn.execute(
+            s.org_members.insert().values(
+                org_id=org_id, user_id=principal.user_id, role="super_admin", created_at=now_ms
+            )
+        )
+
+    await rt.writer.run(write)
+    return JSONResponse({"id": org_id, "name": name}, status_code=201)
+
+
+async def list_orgs(request: Request) -> Response:
+    principal = await caller(request)
+
+    def read(conn: Connection) -> list[dict[str, Any]]:
+        o, m = s.orgs.c, s.org_members.c
+        rows = conn.execute(
+            select(o.id, o.name, o.plan, o.created_at, m.role)
+            .join(s.org_members, m.org_id == o.id)
+            .where(m.user_id == principal.user_id)
+            .order_by(o.created_at, o.id)
+        )
+        return [
+            {
+                "id": r.id,
+                "name": r.name,
+                "role": r.role,
+                "plan": r.plan,
+                "created_at": iso(r.created_at),
+            }
+            for r in rows
+            if principal.sees_org(r.id)
+        ]
+
+    return JSONResponse(await read_db(request, read))
+
+
+async def add_member(request: Request) -> Response:
+    principal = await caller(request)
+    data = await json_object(request)
+    org_id = require_str(data, "orgId", max_len=36)
+    email = require_str(data, "email", max_len=320).lower()
+    role = require_str(data, "invite_type", max_len=16)
+    if role not in ROLES:
+        raise bad_request(f"'invite_type' must be one of {', '.join(ROLES)}")
+    rt = runtime(request)
+    need = Level.OWNER if role == "super_admin" else Level.ADMIN
+
+    def write(conn: Connection) -> dict[str, Any]:
+        org_access(conn, principal, org_id, need)
+        user_id = conn.scalar(select(s.users.c.id).where(func.lower(s.users.c.email) == email))
+        if user_id is None:
+            raise not_found("User not found")
+        m = s.org_members.c
+        exists = conn.scalar(select(m.role).where(m.org_id == org_id, m.user_id == user_id))
+        if exists is None:
+            conn.execute(
+                s.org_members.insert().values(
+                    org_id=org_id, user_id=user_id, role=role, created_at=to_ms(rt.clock.now())
+                )
+            )
+        else:
+            conn.execute(
+                update(s.org_members)
+                .where(m.org_id == org_id, m.user_id == user_id)
+                .values(role=role)
+            )
+        return {"org_id": org_id, "user_id": user_id, "email": email, "role": role}
+
+    return JSONResponse(await rt.writer.run(write))
+
+
+# -- API keys --------------------------------------------------------------------------------
+
+
+def _id_list(data: dict[str, Any], key: str) -> list[str]:
+    value = data.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise bad_request(f"'{key}' must be a list of ids")
+    return sorted(set(value))
+
+
+async def create_key(request: Request) -> Response:
+    principal = await caller(request)
+    data = await json_object(request)
+    name = str(data.get("name") or "")[:200]
+    mode = data.get("mode", "read")
+    if mode not in KEY_MODES:
+        raise bad_request(f"'mode' must be one of {', '.join(KEY_MODES)}")
+    orgs = _id_list(data, "limited_to_orgs")
+    apps = _id_list(data, "limited_to_apps")
+    if principal.level < Level.OWNER:
+        raise ApiError(403, "Creating API keys needs a key of mode 'all'")
+    rt = runtime(request)
+    key = new_api_key()
+    key_id = str(uuid.uuid4())
+    now_ms = to_ms(rt.clock.now())
+
+    def write(conn: Connection) -> None:
+        # A key never sees more than the key that made it.
+        for org_id in orgs:
+            org_access(conn, principal, org_id, Level.READ)
+        for app_id in apps:
+            app = app_access(conn, principal, app_id, Level.READ)
+            if orgs and app.owner_org not in orgs:
+                raise bad_request(f"App {app_id} is not in the orgs the key is limited to")
+        inherited_orgs = orgs or sorted(principal.limited_orgs or [])
+        inherited_apps = apps or sorted(principal.limited_apps or [])
+        conn.execute(
+            s.api_keys.insert().values(
+                id=key_id,
+                user_id=principal.user_id,
+                name=name,
+                key_hash=hash_key(key),
+                mode=mode,
+                limited_to_orgs=json.dumps(inherited_orgs) if inherited_orgs else None,
+                limited_to_apps=json.dumps(inherited_apps) if inherited_apps else None,
+                created_at=now_ms,
+            )
+        )
+
+    await rt.writer.run(write)
+    body = {
+        "id": key_id,
+        "key": key,
+        "name": name,
+        "mode": mode,
+        "limited_to_orgs": orgs,
+        "limited_to_apps": apps,
+        "created_at": iso(now_ms),
+    }
+    return JSONResponse(body, status_code=201)
+
+
+# -- apps ------------------------------------------------------------------------------------
+
+
+async def create_app(request: Request) -> Response:
+    principal = await caller(request)
+    data = await json_object(request)
+    app_id = require_str(data, "app_id")
+    if not APP_ID_RE.match(app_id):
+        raise bad_request("'app_id' must be a reverse-domain id like com.example.app")
+    name = str(data.get("name") or app_id)[:200]
+    owner_org = require_str(data, "owner_org", max_len=36)
+    rt = runtime(request)
+    now_ms = to_ms(rt.clock.now())
+
+    def write(conn: Connection) -> dict[str, Any]:
+        org_access(conn, principal, owner_org, Level.WRITE)
+        if principal.limited_apps is not None:
+            raise ApiError(403, "A key limited to some apps cannot create apps")
+        if conn.scalar(select(func.count()).select_from(s.apps).where(s.apps.c.app_id == app_id)):
+            raise ApiError(409, f"App {app_id} already exists")
+        conn.execute(
+            s.apps.insert().values(app_id=app_id, name=name, owner_org=owner_org, created_at=now_ms)
+        )
+        return {"app_id": app_id, "name": name, "owner_org": owner_org, "created_at": iso(now_ms)}
+
+    result = await rt.writer.run(write)
+    rt.catalog.invalidate(app_id)
+    return JSONResponse(result, status_code=201)
+
+
+async def list_apps(request: Request) -> Response:
+    principal = await caller(request)
+
+    def read(conn: Connection) -> list[dict[str, Any]]:
+        a, m = s.apps.c, s.org_members.c
+        rows = conn.execute(
+            select(s.apps)
+            .join(s.org_members, m.org_id == a.owner_org)
+            .where(m.user_id == principal.user_id, a.deleted_at.is_(None))
+            .order_by(a.app_id)
+        )
+        return [_app_json(r) for r in rows if principal.sees_app(r.app_id, r.owner_org)]
+
+    return JSONResponse(await read_db(request, read))
+
+
+async def get_app(request: Request) -> Response:
+    principal = await caller(request)
+    app_id = request.path_params["app_id"]
+    row = await read_db(request, app_access, principal, app_id, Level.READ)
+    return JSONResponse(_app_json(row))
+
+
+async def delete_app(request: Request) -> Response:
+    principal = await caller(request)
+    app_id = request.path_params["app_id"]
+    rt = runtime(request)
+    now_ms = to_ms(rt.clock.now())
+
+    def write(conn: Connection) -> list[str]:
+        app_access(conn, principal, app_id, Level.ADMIN)
+        b = s.bundles.c
+        versions = list(
+            conn.scalars(select(b.version).where(b.app_id == app_id, b.deleted_at.is_(None)))
+        )
+        # Deleting the app frees its storage through the same path as a bundle delete.
+        outcomes = rt.pipeline.apply(conn, [BundleDelete(app_id, v, now_ms) for v in versions])
+        paths = [o.value["storage_path"] for o in outcomes if o.ok and o.value]
+        conn.execute(update(s.apps).where(s.apps.c.app_id == app_id).values(deleted_at=now_ms))
+        return paths
+
+    paths = await rt.writer.run(write)
+    for path in paths:
+        remove_file(rt.settings.bundle_dir, path)
+    rt.catalog.invalidate(app_id)
+    return JSONResponse({"status": "ok"})
+
+
+# -- bundles ---------------------------------------------------------------------------------
+
+
+def _check_unlocked(conn: Connection, org_id: str) -> None:
+    o = s.orgs.c
+    reason = conn.scalar(select(o.lock_reason).where(o.id == org_id, o.lock_code.is_not(None)))
+    if reason is not None:
+        raise ApiError(402, f"Organization is locked: {reason}")
+
+
+async def upload_bundle(request: Request) -> Response:
+    principal = await caller(request)
+    rt = runtime(request)
+    content_type = request.headers.get("content-type", "")
+    stored: tuple[str, int, str] | None = None
+    if content_type.startswith("multipart/form-data"):
+        async with request.form(max_files=1, max_fields=10) as form:
+            fields = {k: v for k, v in form.items() if isinstance(v, str)}
+            app_id = require_str(fields, "app_id")
+            version = require_str(fields, "version")
+            channel = (fields.get("channel") or "production").strip()
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise bad_request("'file' (a zip) is required")
+            app = await read_db(request, app_access, principal, app_id, Level.UPLOAD)
+            await read_db(request, _check_unlocked, app.owner_org)
+            stored = await run_in_threadpool(
+                store_upload, upload.file, rt.settings.bundle_dir, app_id, MAX_BUNDLE_BYTES
+            )
+        relative, size, checksum = stored
+        event = BundleUpload(
+            app_id,
+            version,
+            size,
+            to_ms(rt.clock.now()),
+            checksum=checksum,
+            storage_path=relative,
+            channel=channel,
+            created_by=principal.user_id,
+        )
+    else:
+        data = await json_object(request)
+        app_id = require_str(data, "app_id")
+        version = require_str(data, "version")
+        external_url = require_str(data, "external_url", max_len=2048)
+        if not re.match(r"^https?://[^\s/]+", external_url):
+            raise bad_request("'external_url' must be an absolute http(s) URL")
+        checksum_value = data.get("checksum")
+        if checksum_value is not None and (
+            not isinstance(checksum_value, str) or not CHECKSUM_RE.match(checksum_value.lower())
+        ):
+            raise bad_request("'checksum' must be the zip's SHA-256 as 64 hex characters")
+        size_value = data.get("size", 0)
+        if not isinstance(size_value, int) or isinstance(size_value, bool) or size_value < 0:
+            raise bad_request("'size' must be a non-negative integer")
+        channel = str(data.get("channel") or "production")
+        app = await read_db(request, app_access, principal, app_id, Level.UPLOAD)
+        await read_db(request, _check_unlocked, app.owner_org)
+        event = BundleUpload(
+            app_id,
+            version,
+            size_value,
+            to_ms(rt.clock.now()),
+            external_url=external_url,
+            checksum=checksum_value.lower() if isinstance(checksum_value, str) else None,
+            channel=channel,
+            created_by=principal.user_id,
+        )
+    try:
+        (outcome,) = await rt.submit([event])
+    except BaseException:
+        if stored:
+            remove_file(rt.settings.bundle_dir, stored[0])
+        raise
+    if not outcome.ok:
+        if stored:
+            remove_file(rt.settings.bundle_dir, stored[0])
+        raise _rejection(outcome)
+    rt.catalog.invalidate(app_id)
+    row = outcome.value
+    body = {
+        "id": row["id"],
+        "app_id": app_id,
+        "version": version,
+        "size": row["size"],
+        "checksum": row["checksum"],
+        "external_url": row["external_url"],
+        "channel": channel,
+        "created_at": iso(row["created_at"]),
+    }
+    return JSONResponse(body, status_code=201)
+
+
+async def list_bundles(request: Request) -> Response:
+    principal = await caller(request)
+    app_id = require_str(dict(request.query_params), "app_id")
+    page_raw = request.query_params.get("page", "0")
+    if not page_raw.isdigit():
+        raise bad_request("'page' must be a non-negative integer")
+    page = int(page_raw)
+
+    def read(conn: Connection) -> list[dict[str, Any]]:
+        app_access(conn, principal, app_id, Level.READ)
+        b, c = s.bundles.c, s.channels.c
+        rows = conn.execute(
+            select(s.bundles)
+            .where(b.app_id == app_id, b.deleted_at.is_(None))
+            .order_by(b.created_at.desc(), b.version.desc())
+            .limit(PAGE_SIZE)
+            .offset(page * PAGE_SIZE)
+        ).all()
+        linked: dict[str, list[str]] = {}
+        for bundle_id, name in conn.execute(
+            select(c.bundle_id, c.name).where(c.app_id == app_id, c.bundle_id.is_not(None))
+        ):
+            linked.setdefault(bundle_id, []).append(name)
+        return [
+            {
+                "id": r.id,
+                "app_id": r.app_id,
+                "version": r.version,
+                "size": r.size,
+                "checksum": r.checksum,
+                "external": r.external_url is not None,
+                "external_url": r.external_url,
+                "created_at": iso(r.created_at),
+                "channels": sorted(linked.get(r.id, [])),
+            }
+            for r in rows
+        ]
+
+    return JSONResponse(await read_db(request, read))
+
+
+async def delete_bundle(request: Request) -> Response:
+    principal = await caller(request)
+    params = dict(request.query_params)
+    app_id = require_str(params, "app_id")
+    version = require_str(params, "version")
+    rt = runtime(request)
+    await read_db(request, app_access, principal, app_id, Level.WRITE)
+    (outcome,) = await rt.submit([BundleDelete(app_id, version, to_ms(rt.clock.now()))])
+    if not outcome.ok:
+        raise not_found(f"Bundle {version} not found for {app_id}")
+    remove_file(rt.settings.bundle_dir, outcome.value["storage_path"])
+    rt.catalog.invalidate(app_id)
+    return JSONResponse({"status": "ok", "app_id": app_id, "version": version})
+
+
+# -- channels --------------------------------------------------------------------------------
+
+CHANNEL_FLAGS = {
+    "public": True,
+    "allow_device_self_set": False,
+    "allow_emulator": True,
+    "allow_dev": True,
+    "ios": True,
+    "android": True,
+    "electron": True,
+}
+
+
+async def upsert_channel(request: Request) -> Response:
+    principal = await caller(request)
+    data = await json_object(request)
+    app_id = require_str(data, "app_id")
+    name = require_str(data, "channel")
+    version = data.get("version")
+    if version is not None and not isinstance(version, str):
+        raise bad_request("'version' must be a string")
+    flags = {key: optional_bool(data, key, None) for key in CHANNEL_FLAGS}
+    rt = runtime(request)
+    now_ms = to_ms(rt.clock.now())
+
+    def write(conn: Connection) -> dict[str, Any]:
+        app_access(conn, principal, app_id, Level.WRITE)
+        c, b = s.channels.c, s.bundles.c
+        bundle_id = None
+        if version:
+            bundle_id = conn.scalar(
+                select(b.id).where(b.app_id == app_id, b.version == version, b.deleted_at.is_(None))
+            )
+            if bundle_id is None:
+                raise not_found(f"Bundle {version} not found for {app_id}")
+        existing = conn.execute(
+            select(s.channels).where(c.app_id == app_id, c.name == name)
+        ).first()
+        values: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
+        if existing is None:
+            values = {**CHANNEL_FLAGS, **values}
+            conn.execute(
+                s.channels.insert().values(
+                    app_id=app_id,
+                    name=name,
+                    bundle_id=bundle_id,
+                    created_at=now_ms,
+                    updated_at=now_ms,
+                    **values,
+                )
+            )
+        else:
+            if version is not None:
+                values["bundle_id"] = bundle_id
+            conn.execute(
+                update(s.channels).where(c.id == existing.id).values(updated_at=now_ms, **values)
+            )
+        if values.get("public"):
+            # One default channel per app: the one made public last.
+            conn.execute(
+                update(s.channels)
+                .where(c.app_id == app_id, c.name != name, c.public.is_(True))
+                .values(public=False, updated_at=now_ms)
+            )
+        row = conn.execute(select(s.channels).where(c.app_id == app_id, c.name == name)).one()
+        bundle_version = (
+            conn.scalar(select(b.version).where(b.id == row.bundle_id)) if row.bundle_id else None
+        )
+        return {
+            "id": row.id,
+            "app_id": app_id,
+            "channel": name,
+            "version": bundle_version,
+            **{key: bool(getattr(row, key)) for key in CHANNEL_FLAGS},
+        }
+
+    result = await rt.writer.run(write)
+    rt.catalog.invalidate(app_id)
+    return JSONResponse(result)
+
+
+async def list_channels(request: Request) -> Response:
+    principal = await caller(request)
+    app_id = require_str(dict(request.query_params), "app_id")
+
+    def read(conn: Connection) -> list[dict[str, Any]]:
+        app_access(conn, principal, app_id, Level.READ)
+        c, b = s.channels.c, s.bundles.c
+        rows = conn.execute(
+            select(s.channels, b.version)
+            .outerjoin(s.bundles, b.id == c.bundle_id)
+            .where(c.app_id == app_id)
+            .order_by(c.id)
+        )
+        return [
+            {
+                "id": r.id,
+                "channel": r.name,
+                "version": r.version,
+                **{key: bool(getattr(r, key)) for key in CHANNEL_FLAGS},
+            }
+            for r in rows
+        ]
+
+    return JSONResponse(await read_db(request, read))
+
+
+routes = [
+    Route("/organization", create_org, methods=["POST"]),
+    Route("/organization", list_orgs, methods=["GET"]),
+    Route("/organization/members", add_member, methods=["POST"]),
+    Route("/apikey", create_key, methods=["POST"]),
+    Route("/app", create_app, methods=["POST"]),
+    Route("/app", list_apps, methods=["GET"]),
+    Route("/app/{app_id}", get_app, methods=["GET"]),
+    Route("/app/{app_id}", delete_app, methods=["DELETE"]),
+    Route("/bundle", upload_bundle, methods=["POST"]),
+    Route("/bundle", list_bundles, methods=["GET"]),
+    Route("/bundle", delete_bundle, methods=["DELETE"]),
+    Route("/channel", upsert_channel, methods=["POST"]),
+    Route("/channel", list_channels, methods=["GET"]),
+]

@@ -1,0 +1,338 @@
+"""The endpoints the capacitor-updater plugin calls: /updates, /stats, /channel_self, downloads.
+
+Every answer follows plugin-protocol.md to the byte: a success body never carries ``error``
+or ``kind``, every other update answer carries a ``kind``, channel ids are integers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+from sqlalchemy import delete, select
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .. import protocol
+from .. import schema as s
+from ..catalog import AppSnapshot, ChannelInfo
+from ..clock import to_ms
+from ..download import MeteredFileResponse
+from ..events import CheckIn, Download, DownloadCorrection, PluginStat
+from ..ingest import dialect_insert
+from ..protocol import ProtocolError
+from ..runtime import Runtime
+from .common import JSONResponse, client_ip, runtime
+
+# Signed download links stay valid long enough for a device to resume a download later.
+DOWNLOAD_LINK_SECONDS = 7 * 24 * 3600
+
+
+async def app_snapshot(rt: Runtime, app_id: str) -> AppSnapshot | None:
+    hit, snapshot = rt.catalog.cached(app_id)
+    if hit:
+        return snapshot
+    return await run_in_threadpool(rt.catalog.get, app_id)
+
+
+def app_not_found(app_id: str) -> JSONResponse:
+    # HTTP 200 so the plugin reads the code instead of a transport error.
+    return JSONResponse(
+        protocol.no_update("app_not_found", f"App {app_id} is not registered on this server")
+    )
+
+
+async def updates(request: Request) -> Response:
+    rt = runtime(request)
+    try:
+        req = protocol.parse_update_request(protocol.decode_json(await request.body()))
+    except ProtocolError as exc:
+        return JSONResponse(exc.body(), status_code=exc.http_status)
+    snapshot = await app_snapshot(rt, req.app_id)
+    if snapshot is None:
+        return app_not_found(req.app_id)
+    await rt.submit(
+        [
+            CheckIn(
+                app_id=req.app_id,
+                device_id=req.device_id,
+                at_ms=to_ms(rt.clock.now()),
+                platform=req.platform,
+                version_name=req.version_name,
+                is_emulator=req.is_emulator,
+                is_prod=req.is_prod,
+                version_build=req.version_build,
+                version_os=req.version_os,
+                plugin_version=req.plugin_version,
+                custom_id=req.custom_id,
+                ip=client_ip(request, rt.settings.trusted_proxies),
+            )
+        ]
+    )
+    return JSONResponse(update_answer(rt, request, snapshot, req))
+
+
+def select_channel(snapshot: AppSnapshot, req: protocol.DeviceInfo) -> ChannelInfo | None:
+    override = snapshot.overrides.get(req.device_id)
+    if override is not None and (channel := snapshot.channel_by_id(override)) is not None:
+        return channel
+    if req.default_channel:
+        channel = snapshot.channels.get(req.default_channel)
+        if channel is not None and (channel.public or channel.allow_device_self_set):
+            return channel
+    return snapshot.default_channel
+
+
+def update_answer(
+    rt: Runtime, request: Request, snapshot: AppSnapshot, req: protocol.UpdateRequest
+) -> dict[str, Any]:
+    if snapshot.lock_code:
+        return protocol.no_update(snapshot.lock_code, snapshot.lock_reason or "Plan limit reached")
+    channel = select_channel(snapshot, req)
+    if channel is None:
+        return protocol.no_update("no_channel", "No channel serves this app to this device")
+    if not channel.allows_platform(req.platform):
+        return protocol.no_update(
+            f"disabled_platform_{req.platform}",
+            f"Channel {channel.name} does not serve {req.platform}",
+        )
+    if req.is_emulator and not channel.allow_emulator:
+        return protocol.no_update(
+            "disable_emulator", f"Channel {channel.name} does not serve emulators"
+        )
+    if not req.is_prod and not channel.allow_dev:
+        return protocol.no_update(
+            "disable_dev_build", f"Channel {channel.name} does not serve dev builds"
+        )
+    bundle = channel.bundle
+    if bundle is None or bundle.version == req.version_name:
+        return protocol.no_update()
+    if bundle.version == "builtin" and req.version_name == "builtin":
+        return protocol.no_update("already_on_builtin", "Already on the builtin bundle")
+    if bundle.external_url == "":
+        return protocol.no_update("no_bundle_url", f"Bundle {bundle.version} has no download URL")
+    url = bundle.external_url or download_url(rt, request, bundle.id, req.device_id)
+    return protocol.update_available(bundle.version, url, bundle.checksum or "")
+
+
+def base_url(rt: Runtime, request: Request) -> str:
+    if rt.settings.public_url:
+        return rt.settings.public_url.rstrip("/")
+    return str(request.base_url).rstrip("/")
+
+
+def download_url(rt: Runtime, request: Request, bundle_id: str, device_id: str) -> str:
+    expires = str(int(rt.clock.now().timestamp()) + DOWNLOAD_LINK_SECONDS)
+    query = urlencode(
+        {"device_id": device_id, "expires": expires, "sig": rt.sign(bundle_id, device_id, expires)}
+    )
+    return f"{base_url(rt, request)}/download/{bundle_id}.zip?{query}"
+
+
+async def download(request: Request) -> Response:
+    rt = runtime(request)
+    bundle_id = request.path_params["bundle_id"]
+    device_id = request.query_params.get("device_id", "")
+    expires = request.query_params.get("expires", "")
+    sig = request.query_params.get("sig", "")
+    if (
+        not expires.isdigit()
+        or int(expires) < rt.clock.now().timestamp()
+        or not rt.verify(sig, bundle_id, device_id, expires)
+    ):
+        return JSONResponse(
+            {"error": "Download link is invalid or expired", "status": "KO"}, status_code=403
+        )
+
+    def load() -> Any:
+        b = s.bundles.c
+        with rt.read_engine.connect() as conn:
+            return conn.execute(
+                select(b.app_id, b.version, b.size, b.checksum, b.storage_path).where(
+                    b.id == bundle_id, b.deleted_at.is_(None), b.storage_path.is_not(None)
+                )
+            ).first()
+
+    bundle = await run_in_threadpool(load)
+    path = rt.settings.bundle_dir / bundle.storage_path if bundle is not None else None
+    if bundle is None or path is None or not path.is_file():
+        return JSONResponse({"error": "Bundle not found", "status": "KO"}, status_code=404)
+    recorded: list[int] = []
+
+    async def on_sent(total: int, completed: bool) -> None:
+        if not recorded:
+            if total <= 0:
+                return
+            (outcome,) = await rt.submit(
+                [Download(bundle.app_id, device_id, bundle.version, total, to_ms(rt.clock.now()))]
+            )
+            recorded.append(int(outcome.value))
+        else:
+            await rt.submit([DownloadCorrection(recorded[0], total)])
+
+    return MeteredFileResponse(
+        path,
+        etag=bundle.checksum or bundle_id,
+        filename=f"{bundle.app_id}-{bundle.version}.zip",
+        on_sent=on_sent,
+        size=bundle.size,
+    )
+
+
+async def stats(request: Request) -> Response:
+    rt = runtime(request)
+    try:
+        data = protocol.decode_json(await request.body())
+        parsed = protocol.parse_stats_body(data)
+    except ProtocolError as exc:
+        return JSONResponse(exc.body(), status_code=exc.http_status)
+    now_ms = to_ms(rt.clock.now())
+    events: list[PluginStat] = []
+    results: list[dict[str, Any]] = []
+    for index, item in enumerate(parsed):
+        if isinstance(item, ProtocolError):
+            results.append(protocol.stats_result(index, item))
+            continue
+        snapshot = await app_snapshot(rt, item.app_id)
+        if snapshot is None:
+            error = ProtocolError("app_not_found", f"App {item.app_id} is not registered")
+            results.append(protocol.stats_result(index, error))
+            continue
+        events.append(
+            PluginStat(
+                app_id=item.app_id,
+                device_id=item.device_id,
+                action=item.action,
+                version_name=item.version_name,
+                # The device's clock is not trusted for ordering; keep it in metadata only.
+                at_ms=now_ms,
+                old_version_name=item.old_version_name,
+                metadata=_stat_metadata(item),
+            )
+        )
+        results.append(protocol.stats_result(index))
+    if events:
+        await rt.submit(events)
+    if isinstance(data, list):
+        return JSONResponse(protocol.stats_ok(results))
+    # A single object answers like Capgo: its own error, or a plain ok.
+    (only,) = parsed
+    if isinstance(only, ProtocolError):
+        return JSONResponse(only.body(), status_code=only.http_status)
+    if results[0]["status"] != "ok":
+        return app_not_found(only.app_id)
+    return JSONResponse(protocol.stats_ok())
+
+
+def _stat_metadata(item: protocol.StatsEvent) -> str | None:
+    extra: dict[str, Any] = dict(item.metadata or {})
+    if item.timestamp is not None:
+        extra["device_timestamp"] = item.timestamp
+    return orjson.dumps(extra).decode() if extra else None
+
+
+# -- channel_self ------------------------------------------------------------------------------
+
+
+async def channel_self(request: Request) -> Response:
+    rt = runtime(request)
+    try:
+        if request.method == "GET":
+            req = protocol.parse_channel_query(request.query_params)
+        else:
+            data = protocol.decode_json(await request.body())
+            req = protocol.parse_channel_request(data, require_channel=request.method == "POST")
+    except ProtocolError as exc:
+        return JSONResponse(exc.body(), status_code=exc.http_status)
+    snapshot = await app_snapshot(rt, req.app_id)
+    if snapshot is None:
+        return JSONResponse(
+            protocol.channel_error("app_not_found", f"App {req.app_id} is not registered")
+        )
+    if request.method == "GET":
+        return JSONResponse(list_channels(snapshot, req))
+    if request.method == "PUT":
+        return JSONResponse(get_channel(snapshot, req))
+    return JSONResponse(await set_channel(rt, snapshot, req))
+
+
+def _compatible(channel: ChannelInfo, req: protocol.DeviceInfo) -> bool:
+    return (
+        (not req.platform or channel.allows_platform(req.platform))
+        and (channel.allow_emulator or not req.is_emulator)
+        and (channel.allow_dev or req.is_prod)
+    )
+
+
+def list_channels(snapshot: AppSnapshot, req: protocol.ChannelRequest) -> list[dict[str, Any]]:
+    return [
+        protocol.channel_list_entry(c.id, c.name, c.public, c.allow_device_self_set)
+        for c in sorted(snapshot.channels.values(), key=lambda c: c.id)
+        if (c.public or c.allow_device_self_set) and _compatible(c, req)
+    ]
+
+
+def get_channel(snapshot: AppSnapshot, req: protocol.ChannelRequest) -> dict[str, Any]:
+    override = snapshot.overrides.get(req.device_id)
+    if override is not None and (channel := snapshot.channel_by_id(override)) is not None:
+        return protocol.channel_get(channel.name, "override", channel.allow_device_self_set)
+    default = snapshot.default_channel
+    if default is None:
+        return protocol.channel_error("channel_not_found", "This app has no default channel")
+    return protocol.channel_get(default.name, "default", default.allow_device_self_set)
+
+
+async def set_channel(
+    rt: Runtime, snapshot: AppSnapshot, req: protocol.ChannelRequest
+) -> dict[str, Any]:
+    name = req.channel or ""
+    channel = snapshot.channels.get(name)
+    if channel is None:
+        return protocol.channel_error("channel_not_found", f"Channel {name} does not exist")
+    if not _compatible(channel, req):
+        return protocol.channel_error(
+            "channel_not_compatible", f"Channel {name} does not serve this device"
+        )
+    if channel.public:
+        # Choosing the default channel is the same as having no override.
+        await rt.writer.run(lambda conn: _clear_override(conn, snapshot.app_id, req.device_id))
+        rt.catalog.invalidate(snapshot.app_id)
+        return protocol.channel_set_ok(f"Channel {name} is the default channel", allow_set=True)
+    if not channel.allow_device_self_set:
+        return protocol.channel_error(
+            "channel_self_set_not_allowed", f"Channel {name} does not allow devices to join it"
+        )
+    now_ms = to_ms(rt.clock.now())
+    await rt.writer.run(
+        lambda conn: _set_override(conn, snapshot.app_id, req.device_id, channel.id, now_ms)
+    )
+    rt.catalog.invalidate(snapshot.app_id)
+    return protocol.channel_set_ok(f"Device joined channel {name}", allow_set=True)
+
+
+def _clear_override(conn: Any, app_id: str, device_id: str) -> None:
+    cd = s.channel_devices.c
+    conn.execute(delete(s.channel_devices).where(cd.app_id == app_id, cd.device_id == device_id))
+
+
+def _set_override(conn: Any, app_id: str, device_id: str, channel_id: int, now_ms: int) -> None:
+    stmt = dialect_insert(conn, s.channel_devices).values(
+        app_id=app_id, device_id=device_id, channel_id=channel_id, updated_at=now_ms
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["app_id", "device_id"],
+            set_={"channel_id": channel_id, "updated_at": now_ms},
+        )
+    )
+
+
+routes = [
+    Route("/updates", updates, methods=["POST"]),
+    Route("/stats", stats, methods=["POST"]),
+    Route("/channel_self", channel_self, methods=["GET", "POST", "PUT"]),
+    Route("/download/{bundle_id}.zip", download, methods=["GET", "HEAD"]),
+]

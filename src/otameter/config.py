@@ -1,0 +1,78 @@
+"""Runtime settings, read from command-line options and OTAMETER_* environment variables."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_DATABASE_URL = "sqlite:///./otameter.db"
+DEFAULT_DATA_DIR = "./otameter-data"
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(values: list[str] | str | None) -> tuple[Network, ...]:
+    """CIDRs from a list or a comma-separated string; a bare address is a /32 or /128."""
+    if values is None:
+        return ()
+    if isinstance(values, str):
+        values = [values]
+    items = [part.strip() for value in values for part in value.split(",")]
+    try:
+        return tuple(ipaddress.ip_network(item, strict=False) for item in items if item)
+    except ValueError as exc:
+        raise ValueError(f"invalid trusted proxy CIDR: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    public_url: str | None = None
+    trusted_proxies: tuple[Network, ...] = ()
+    # FULL: every acknowledged event survives power loss (fsync per group commit).
+    # NORMAL: survives a process crash, may lose the last commits on power loss; faster.
+    sqlite_synchronous: str = "FULL"
+    # How often the rollup worker folds new facts into per-day figures.
+    rollup_interval_seconds: float = 1.0
+    # Group commit: how many events at most share one transaction.
+    max_batch: int = 2000
+    # Time-to-live of the in-process caches of apps and channels used on the hot path.
+    cache_ttl_seconds: float = 2.0
+    trial_days: int = 14
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Settings from the environment, with explicit (non-None) overrides winning."""
+        env = os.environ
+        values: dict[str, object] = {
+            "database_url": env.get("OTAMETER_DATABASE_URL", DEFAULT_DATABASE_URL),
+            "data_dir": Path(env.get("OTAMETER_DATA_DIR", DEFAULT_DATA_DIR)),
+            "public_url": env.get("OTAMETER_PUBLIC_URL") or None,
+            "trusted_proxies": parse_networks(env.get("OTAMETER_TRUSTED_PROXIES")),
+            "sqlite_synchronous": env.get("OTAMETER_SQLITE_SYNCHRONOUS", "FULL").upper(),
+        }
+        if "OTAMETER_TRIAL_DAYS" in env:
+            values["trial_days"] = int(env["OTAMETER_TRIAL_DAYS"])
+        for key, value in overrides.items():
+            if value is not None:
+                values[key] = value
+        if isinstance(values.get("trusted_proxies"), list | str):
+            values["trusted_proxies"] = parse_networks(values["trusted_proxies"])  # type: ignore[arg-type]
+        if isinstance(values.get("data_dir"), str):
+            values["data_dir"] = Path(str(values["data_dir"]))
+        settings = cls(**values)  # type: ignore[arg-type]
+        if settings.sqlite_synchronous not in {"FULL", "NORMAL", "EXTRA"}:
+            raise ValueError("OTAMETER_SQLITE_SYNCHRONOUS must be FULL, EXTRA or NORMAL")
+        return settings
+
+    @property
+    def bundle_dir(self) -> Path:
+        return self.data_dir / "bundles"
+
+    @property
+    def google_ranges_dir(self) -> Path:
+        return self.data_dir / "google-ip-ranges"

@@ -1,0 +1,93 @@
+"""Engines and schema migrations for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def normalize_url(url: str) -> str:
+    """Accept the contract's ``postgresql://`` form and pick the psycopg 3 driver for it."""
+    parsed = make_url(url)
+    if parsed.drivername in {"postgresql", "postgres"}:
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername not in {"sqlite", "sqlite+pysqlite", "postgresql+psycopg"}:
+        raise ValueError(f"unsupported database URL {url!r}: use sqlite:/// or postgresql://")
+    return parsed.render_as_string(hide_password=False)
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def _sqlite_path(url: str) -> Path | None:
+    database = make_url(url).database
+    if not database or database == ":memory:":
+        return None
+    return Path(database)
+
+
+def create_db_engine(url: str, *, writer: bool = False, synchronous: str = "FULL") -> Engine:
+    """An engine for reads (pooled) or for the single writer (one connection).
+
+    On SQLite the writer takes the write lock at BEGIN (``BEGIN IMMEDIATE``) so a batch never
+    fails half-way on a lock upgrade, and readers use WAL snapshots that never block it.
+    """
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        path = _sqlite_path(url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            poolclass=NullPool if writer else None,
+        )
+        _configure_sqlite(engine, writer=writer, synchronous=synchronous)
+        return engine
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if writer:
+        kwargs.update(pool_size=1, max_overflow=0)
+    else:
+        kwargs.update(pool_size=8, max_overflow=8)
+    return create_engine(url, **kwargs)
+
+
+def _configure_sqlite(engine: Engine, *, writer: bool, synchronous: str) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Transactions are driven explicitly below, not by the sqlite3 module's heuristics.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA cache_size=-65536")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+
+def alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
+    return config
+
+
+def migrate(url: str) -> None:
+    """Create or upgrade the schema to the newest revision."""
+    from alembic import command
+
+    command.upgrade(alembic_config(url), "head")

@@ -1,0 +1,145 @@
+"""Demo data: an org, apps, bundles and 90 days of traffic, fed through the real pipeline."""
+
+from __future__ import annotations
+
+import io
+import random
+import uuid
+import zipfile
+from datetime import timedelta
+
+from sqlalchemy import Connection, func, select
+
+from . import schema as s
+from .bundles import store_upload
+from .clock import to_ms
+from .events import BundleUpload, CheckIn, Download, Event
+from .runtime import Runtime
+from .users import create_user
+
+DEMO_EMAIL = "demo@otameter.local"
+DEMO_APPS = (
+    ("com.otameter.demo.shop", "Demo Shop", 1400),
+    ("com.otameter.demo.news", "Demo News", 600),
+    ("com.otameter.demo.fitness", "Demo Fitness", 250),
+)
+
+
+def _zip_bytes(version: str) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("index.html", f"<!doctype html><title>demo {version}</title>")
+        archive.writestr("app.js", f"console.log('demo {version}');\n" + "//" * 4000 * 2)
+    return buffer.getvalue()
+
+
+def is_empty(conn: Connection) -> bool:
+    return not conn.scalar(select(func.count()).select_from(s.users))
+
+
+def seed_demo(rt: Runtime, days: int = 90, seed: int = 7) -> str:
+    """Fill an empty database; returns the demo user's API key."""
+    rng = random.Random(seed)
+    now = rt.clock.now()
+    start = now - timedelta(days=days - 1)
+    start_ms = to_ms(start.replace(hour=0, minute=0, second=0, microsecond=0))
+    org_id = str(uuid.uuid4())
+
+    def accounts(conn: Connection) -> str:
+        user_id, key = create_user(conn, DEMO_EMAIL, "Demo user", start_ms)
+        conn.execute(
+            s.orgs.insert().values(
+                id=org_id,
+                name="Demo Org",
+                created_by=user_id,
+                created_at=start_ms,
+                cycle_anchor=start.day,
+                trial_ends_at=start_ms + rt.settings.trial_days * 86_400_000,
+            )
+        )
+        conn.execute(
+            s.org_members.insert().values(
+                org_id=org_id, user_id=user_id, role="super_admin", created_at=start_ms
+            )
+        )
+        for app_id, name, _ in DEMO_APPS:
+            conn.execute(
+                s.apps.insert().values(
+                    app_id=app_id, name=name, owner_org=org_id, created_at=start_ms
+                )
+            )
+        return key
+
+    key = rt.writer.run_blocking(accounts)
+    events: list[Event] = []
+    for app_index, (app_id, _, audience) in enumerate(DEMO_APPS):
+        devices = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(audience)]
+        releases = sorted(rng.sample(range(days), 6))
+        versions: list[tuple[int, str, int]] = []
+        for n, day in enumerate(releases):
+            version = f"1.{n}.0"
+            at_ms = start_ms + day * 86_400_000 + 10 * 3_600_000
+            if app_index == 2 and n % 2:
+                events.append(
+                    BundleUpload(
+                        app_id,
+                        version,
+                        0,
+                        at_ms,
+                        channel="production",
+                        external_url=f"https://cdn.example.com/{app_id}/{version}.zip",
+                    )
+                )
+                size = 0
+            else:
+                data = _zip_bytes(version)
+                path, size, checksum = store_upload(
+                    io.BytesIO(data), rt.settings.bundle_dir, app_id, len(data)
+                )
+                events.append(
+                    BundleUpload(
+                        app_id,
+                        version,
+                        size,
+                        at_ms,
+                        checksum=checksum,
+                        storage_path=path,
+                        channel="production",
+                    )
+                )
+            versions.append((day, version, size))
+        for day in range(days):
+            live = [v for v in versions if v[0] <= day]
+            current = live[-1] if live else None
+            growth = 0.35 + 0.65 * day / days
+            for device in devices:
+                if rng.random() > growth * 0.55:
+                    continue
+                at_ms = start_ms + day * 86_400_000 + rng.randrange(86_400_000)
+                if at_ms > to_ms(now):
+                    continue
+                version_name = current[1] if current and rng.random() < 0.8 else "builtin"
+                emulator = rng.random() < 0.01
+                events.append(
+                    CheckIn(
+                        app_id,
+                        device,
+                        at_ms,
+                        rng.choice(["ios", "android"]),
+                        version_name,
+                        emulator,
+                        rng.random() > 0.01,
+                        version_build="1.0.0",
+                        plugin_version="8.51.14",
+                    )
+                )
+                if current and current[2] and version_name == "builtin" and rng.random() < 0.3:
+                    events.append(Download(app_id, device, current[1], current[2], at_ms))
+    uploads = sorted((e for e in events if isinstance(e, BundleUpload)), key=lambda e: e.at_ms)
+    rest = [e for e in events if not isinstance(e, BundleUpload)]
+    rt.writer.submit_blocking(uploads)
+    for n in range(0, len(rest), 20_000):
+        rt.writer.submit_blocking(rest[n : n + 20_000])
+    rt.rollups.run_blocking()
+    rt.catalog.invalidate()
+    return key

@@ -1,0 +1,24 @@
+"""The API's error shape: ``{"error": message, "status": "KO"}`` with a fitting status."""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.message, "status": "KO"}
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, message)
+
+
+def not_found(message: str) -> ApiError:
+    return ApiError(404, message)
+
+
+UNAUTHORIZED = "Missing or invalid API key"

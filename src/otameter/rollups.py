@@ -1,0 +1,295 @@
+"""Rollups: fold the writer's facts into the per-day figures that statistics read.
+
+Each run, in one writer transaction: fold activity deltas into per-day device bitmaps,
+then recompute every (app, day) whose figures those facts can change:
+
+- a device active on D changes ``mau`` for D..D+29 and ``new_devices`` up to D's month end;
+- a download on D changes ``bandwidth`` for D;
+- an upload or delete on D changes ``storage`` from D to today;
+- a new day starts rows for every app (rolling MAU and storage go on without traffic).
+
+Recomputation reads only folded bitmaps, download sums and bundle rows, and is idempotent:
+running it twice, or in two processes, gives the same figures.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+from pyroaring import BitMap
+from sqlalchemy import Connection, delete, func, select, text
+
+from . import schema as s
+from .clock import Clock, day_start_ms, month_start
+from .ingest import dialect_insert
+from .writer import Writer
+
+log = logging.getLogger(__name__)
+
+MAU_WINDOW_DAYS = 30
+MATERIALIZED_KEY = "rollup_materialized_through"
+# Arbitrary constant naming the rollup's advisory lock on PostgreSQL.
+ROLLUP_LOCK_ID = 0x07A3E7E4
+
+
+def month_end(day: date) -> date:
+    first_of_next = (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return first_of_next - timedelta(days=1)
+
+
+def days_between(lo: date, hi: date) -> list[date]:
+    return [lo + timedelta(days=n) for n in range((hi - lo).days + 1)]
+
+
+@dataclass
+class RollupReport:
+    deltas_folded: int = 0
+    queue_items: int = 0
+    days_recomputed: int = 0
+    more_pending: bool = False
+    skipped: bool = False
+
+
+class Rollups:
+    def __init__(self, writer: Writer, clock: Clock, *, max_rows: int = 5000) -> None:
+        self.writer = writer
+        self.clock = clock
+        self.max_rows = max_rows
+
+    def run_blocking(self) -> RollupReport:
+        """Run until nothing is pending (used by import, tests and the worker)."""
+        total = RollupReport()
+        while True:
+            report = self.writer.run_blocking(self.transaction)
+            total.deltas_folded += report.deltas_folded
+            total.queue_items += report.queue_items
+            total.days_recomputed += report.days_recomputed
+            total.skipped = report.skipped
+            if not report.more_pending or report.skipped:
+                return total
+
+    def transaction(self, conn: Connection) -> RollupReport:
+        report = RollupReport()
+        if conn.dialect.name == "postgresql" and not conn.scalar(
+            text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": ROLLUP_LOCK_ID}
+        ):
+            report.skipped = True  # another process is rolling up
+            return report
+        today = self.clock.now().date()
+        ranges: dict[str, list[date]] = {}
+
+        def dirty(app_id: str, lo: date, hi: date) -> None:
+            hi = max(lo, min(hi, today))
+            span = ranges.get(app_id)
+            if span is None:
+                ranges[app_id] = [lo, hi]
+            else:
+                span[0], span[1] = min(span[0], lo), max(span[1], hi)
+
+        self._new_days(conn, today, dirty)
+        report.deltas_folded = self._fold_deltas(conn, dirty)
+        report.queue_items = self._drain_queue(conn, today, dirty)
+        report.more_pending = max(report.deltas_folded, report.queue_items) >= self.max_rows
+        for app_id, (lo, hi) in sorted(ranges.items()):
+            rows = compute_daily_rows(conn, app_id, lo, hi)
+            upsert_daily_rows(conn, rows)
+            report.days_recomputed += len(rows)
+        return report
+
+    def _new_days(self, conn: Connection, today: date, dirty: Any) -> None:
+        state = s.server_state
+        through = conn.scalar(select(state.c.value).where(state.c.key == MATERIALIZED_KEY))
+        if through is not None and date.fromisoformat(through) >= today:
+            return
+        if through is not None:
+            first = date.fromisoformat(through) + timedelta(days=1)
+            for app_id in conn.scalars(select(s.apps.c.app_id)):
+                dirty(app_id, first, today)
+        stmt = dialect_insert(conn, state).values(key=MATERIALIZED_KEY, value=today.isoformat())
+        conn.execute(
+            stmt.on_conflict_do_update(index_elements=["key"], set_={"value": today.isoformat()})
+        )
+
+    def _fold_deltas(self, conn: Connection, dirty: Any) -> int:
+        d = s.activity_deltas.c
+        rows = conn.execute(
+            select(d.id, d.app_id, d.day, d.kind, d.version_name, d.bitmap)
+            .order_by(d.id)
+            .limit(self.max_rows)
+        ).all()
+        if not rows:
+            return 0
+        folded: dict[tuple[str, date, str, str], BitMap] = defaultdict(BitMap)
+        for row in rows:
+            bitmap = BitMap.deserialize(row.bitmap)
+            folded[(row.app_id, row.day, row.kind, row.version_name)] |= bitmap
+            # Version "" holds the day's devices over all versions.
+            folded[(row.app_id, row.day, row.kind, "")] |= bitmap
+            if row.kind == "counted":
+                dirty(row.app_id, row.day, max(row.day + timedelta(days=29), month_end(row.day)))
+            else:
+                dirty(row.app_id, row.day, row.day)
+        b = s.activity_bitmaps.c
+        for (app_id, day, kind, version), bitmap in folded.items():
+            current = conn.scalar(
+                select(b.bitmap).where(
+                    b.app_id == app_id, b.day == day, b.kind == kind, b.version_name == version
+                )
+            )
+            if current is not None:
+                bitmap |= BitMap.deserialize(current)
+            stmt = dialect_insert(conn, s.activity_bitmaps).values(
+                app_id=app_id,
+                day=day,
+                kind=kind,
+                version_name=version,
+                bitmap=bitmap.serialize(),
+                devices=len(bitmap),
+            )
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["app_id", "day", "kind", "version_name"],
+                    set_={"bitmap": stmt.excluded.bitmap, "devices": stmt.excluded.devices},
+                )
+            )
+        # Delete exactly what was folded: rows committed meanwhile by other processes stay.
+        conn.execute(delete(s.activity_deltas).where(d.id.in_([row.id for row in rows])))
+        return len(rows)
+
+    def _drain_queue(self, conn: Connection, today: date, dirty: Any) -> int:
+        q = s.rollup_queue.c
+        rows = conn.execute(
+            select(q.id, q.app_id, q.day, q.what).order_by(q.id).limit(self.max_rows)
+        ).all()
+        for row in rows:
+            dirty(row.app_id, row.day, today if row.what == "storage" else row.day)
+        if rows:
+            conn.execute(delete(s.rollup_queue).where(q.id.in_([row.id for row in rows])))
+        return len(rows)
+
+
+def load_day_bitmaps(
+    conn: Connection, app_id: str, lo: date, hi: date, kind: str = "counted", version: str = ""
+) -> dict[date, BitMap]:
+    b = s.activity_bitmaps.c
+    rows = conn.execute(
+        select(b.day, b.bitmap).where(
+            b.app_id == app_id,
+            b.kind == kind,
+            b.version_name == version,
+            b.day >= lo,
+            b.day <= hi,
+        )
+    )
+    return {row.day: BitMap.deserialize(row.bitmap) for row in rows}
+
+
+def compute_daily_rows(conn: Connection, app_id: str, lo: date, hi: date) -> list[dict[str, Any]]:
+    """The figures of ``app_id`` for each day in [lo, hi], from folded facts only."""
+    first_needed = min(lo - timedelta(days=MAU_WINDOW_DAYS - 1), month_start(lo))
+    counted = load_day_bitmaps(conn, app_id, first_needed, hi)
+    b = s.activity_bitmaps.c
+    emudev: dict[date, int] = {
+        day: devices
+        for day, devices in conn.execute(
+            select(b.day, b.devices).where(
+                b.app_id == app_id,
+                b.kind == "emudev",
+                b.version_name == "",
+                b.day >= lo,
+                b.day <= hi,
+            )
+        )
+    }
+    dl = s.downloads.c
+    bandwidth: dict[date, int] = {
+        day: int(total or 0)
+        for day, total in conn.execute(
+            select(dl.day, func.sum(dl.bytes))
+            .where(dl.app_id == app_id, dl.day >= lo, dl.day <= hi)
+            .group_by(dl.day)
+        )
+    }
+    bn = s.bundles.c
+    sized = conn.execute(
+        select(bn.size, bn.created_at, bn.deleted_at).where(
+            bn.app_id == app_id, bn.external_url.is_(None)
+        )
+    ).all()
+
+    rows: list[dict[str, Any]] = []
+    empty = BitMap()
+    month_union = BitMap()
+    for day in days_between(month_start(lo), hi):
+        if day.day == 1:
+            month_union = BitMap()
+        today_set = counted.get(day, empty)
+        if day >= lo:
+            window = [
+                counted[d]
+                for n in range(MAU_WINDOW_DAYS)
+                if (d := day - timedelta(days=n)) in counted
+            ]
+            end_ms = day_start_ms(day + timedelta(days=1))
+            rows.append(
+                {
+                    "app_id": app_id,
+                    "day": day,
+                    "mau": len(BitMap.union(*window)) if window else 0,
+                    "dau": len(today_set),
+                    "new_devices": today_set.difference_cardinality(month_union),
+                    "emudev_devices": int(emudev.get(day, 0)),
+                    "bandwidth": int(bandwidth.get(day, 0) or 0),
+                    "storage": sum(
+                        size
+                        for size, created, deleted in sized
+                        if created < end_ms and (deleted is None or deleted >= end_ms)
+                    ),
+                }
+            )
+        month_union |= today_set
+    return rows
+
+
+def upsert_daily_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    stmt = dialect_insert(conn, s.daily_usage)
+    figures = ("mau", "dau", "new_devices", "emudev_devices", "bandwidth", "storage")
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["app_id", "day"],
+        set_={name: getattr(stmt.excluded, name) for name in figures},
+    )
+    conn.execute(stmt, rows)
+
+
+class RollupWorker:
+    """Runs rollups every few seconds in a background thread (today's row stays live)."""
+
+    def __init__(self, rollups: Rollups, interval: float) -> None:
+        self.rollups = rollups
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="otameter-rollups", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.rollups.run_blocking()
+            except Exception:
+                log.exception("rollup failed; retrying at the next interval")

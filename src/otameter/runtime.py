@@ -1,0 +1,85 @@
+"""The running parts of one otameter process, wired together."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from . import schema as s
+from .catalog import Catalog
+from .clock import Clock, SystemClock
+from .config import Settings
+from .db import create_db_engine
+from .events import Event, Outcome
+from .google_ranges import load_google_ranges
+from .ingest import Pipeline, dialect_insert
+from .rollups import Rollups, RollupWorker
+from .writer import Writer
+
+log = logging.getLogger(__name__)
+SECRET_KEY = "download_signing_secret"
+
+
+class Runtime:
+    """Engines, the writer, the rollup worker and the caches of one process."""
+
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.read_engine = create_db_engine(settings.database_url)
+        self.write_engine = create_db_engine(
+            settings.database_url, writer=True, synchronous=settings.sqlite_synchronous
+        )
+        self.google_ranges = load_google_ranges(settings.google_ranges_dir)
+        self.pipeline = Pipeline(self.google_ranges.contains)
+        self.writer = Writer(self.write_engine, self.pipeline, max_batch=settings.max_batch)
+        self.rollups = Rollups(self.writer, self.clock)
+        self.rollup_worker = RollupWorker(self.rollups, settings.rollup_interval_seconds)
+        self.catalog = Catalog(self.read_engine, settings.cache_ttl_seconds)
+        self._secret: bytes | None = None
+        self.started = False
+
+    def start(self, *, background: bool = True) -> None:
+        self.writer.start()
+        self._secret = self.writer.run_blocking(_ensure_secret).encode()
+        if background:
+            self.rollup_worker.start()
+        self.started = True
+
+    def stop(self) -> None:
+        self.rollup_worker.stop()
+        self.writer.stop()
+        self.read_engine.dispose()
+        self.write_engine.dispose()
+        self.started = False
+
+    async def submit(self, events: Sequence[Event]) -> list[Outcome]:
+        return await self.writer.submit(events)
+
+    # -- signed download links -------------------------------------------------------------
+
+    def sign(self, *parts: str) -> str:
+        assert self._secret is not None, "runtime not started"
+        message = "\x1f".join(parts).encode()
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:32]
+
+    def verify(self, signature: str, *parts: str) -> bool:
+        return hmac.compare_digest(self.sign(*parts), signature)
+
+
+def _ensure_secret(conn: Connection) -> str:
+    # Every process signs download links with the same secret, kept in the database.
+    state = s.server_state
+    conn.execute(
+        dialect_insert(conn, state)
+        .values(key=SECRET_KEY, value=secrets.token_hex(32))
+        .on_conflict_do_nothing(index_elements=["key"])
+    )
+    value: Any = conn.scalar(select(state.c.value).where(state.c.key == SECRET_KEY))
+    return str(value)

@@ -1,0 +1,256 @@
+"""The database schema (SQLAlchemy Core), portable between SQLite and PostgreSQL.
+
+Instants are stored as epoch milliseconds (BIGINT) and days as DATE (UTC). Every table
+on the ingest path carries ``app_id`` so that a deployment can be distributed by app.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL wants BIGINT identities.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("name", String(200), nullable=False, server_default=""),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+orgs = Table(
+    "orgs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("created_by", String(36), ForeignKey("users.id"), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("plan", String(64), nullable=True),
+    # Day of month (1..31) on which the billing cycle starts; months without it use their last day.
+    Column("cycle_anchor", Integer, nullable=False, server_default="1"),
+    Column("trial_ends_at", BigInteger, nullable=True),
+    # Set while the org is locked (over its plan): the plugin answers with this code.
+    Column("lock_code", String(64), nullable=True),
+    Column("lock_reason", Text, nullable=True),
+)
+
+org_members = Table(
+    "org_members",
+    metadata,
+    Column("org_id", String(36), ForeignKey("orgs.id"), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id"), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id"), nullable=False, index=True),
+    Column("name", String(200), nullable=False, server_default=""),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("mode", String(16), nullable=False),
+    # JSON arrays of ids; NULL or [] means no limit.
+    Column("limited_to_orgs", Text, nullable=True),
+    Column("limited_to_apps", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+apps = Table(
+    "apps",
+    metadata,
+    Column("app_id", String(255), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("owner_org", String(36), ForeignKey("orgs.id"), nullable=False, index=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("deleted_at", BigInteger, nullable=True),
+)
+
+bundles = Table(
+    "bundles",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("app_id", String(255), ForeignKey("apps.app_id"), nullable=False),
+    Column("version", String(255), nullable=False),
+    Column("size", BigInteger, nullable=False, server_default="0"),
+    Column("checksum", String(64), nullable=True),
+    Column("storage_path", Text, nullable=True),
+    Column("external_url", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("deleted_at", BigInteger, nullable=True),
+    Column("created_by", String(36), nullable=True),
+    UniqueConstraint("app_id", "version", name="uq_bundles_app_version"),
+    Index("ix_bundles_app_created", "app_id", "created_at"),
+)
+
+channels = Table(
+    "channels",
+    metadata,
+    # The plugin requires integer channel ids.
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("app_id", String(255), ForeignKey("apps.app_id"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("bundle_id", String(36), ForeignKey("bundles.id"), nullable=True),
+    Column("public", Boolean, nullable=False, server_default="0"),
+    Column("allow_device_self_set", Boolean, nullable=False, server_default="0"),
+    Column("allow_emulator", Boolean, nullable=False, server_default="1"),
+    Column("allow_dev", Boolean, nullable=False, server_default="1"),
+    Column("ios", Boolean, nullable=False, server_default="1"),
+    Column("android", Boolean, nullable=False, server_default="1"),
+    Column("electron", Boolean, nullable=False, server_default="1"),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    UniqueConstraint("app_id", "name", name="uq_channels_app_name"),
+)
+
+channel_devices = Table(
+    "channel_devices",
+    metadata,
+    Column("app_id", String(255), primary_key=True),
+    Column("device_id", String(36), primary_key=True),
+    Column("channel_id", BigInteger, ForeignKey("channels.id"), nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+# One row per app and device: the seed's "device table". ``id`` is the device's ordinal in
+# the activity bitmaps, so it must stay below 2**32.
+devices = Table(
+    "devices",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("app_id", String(255), nullable=False),
+    Column("device_id", String(36), nullable=False),
+    Column("first_seen", BigInteger, nullable=False),
+    Column("last_seen", BigInteger, nullable=False),
+    # Last check-in that counted for MAU (NULL: never counted, e.g. an emulator).
+    Column("last_counted_at", BigInteger, nullable=True),
+    Column("platform", String(16), nullable=False),
+    Column("version_name", String(255), nullable=False),
+    Column("version_build", String(255), nullable=False, server_default=""),
+    Column("version_os", String(64), nullable=False, server_default=""),
+    Column("plugin_version", String(64), nullable=False, server_default=""),
+    Column("custom_id", String(36), nullable=False, server_default=""),
+    Column("is_emulator", Boolean, nullable=False),
+    Column("is_prod", Boolean, nullable=False),
+    UniqueConstraint("app_id", "device_id", name="uq_devices_app_device"),
+    Index("ix_devices_app_last_counted", "app_id", "last_counted_at"),
+)
+
+# Append-only deltas written by each group commit: the ordinals of devices active on a day.
+# The rollup worker folds them into activity_bitmaps and deletes exactly the rows it folded.
+activity_deltas = Table(
+    "activity_deltas",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("app_id", String(255), nullable=False),
+    Column("day", Date, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("version_name", String(255), nullable=False),
+    Column("bitmap", LargeBinary, nullable=False),
+)
+
+# Folded per-day device sets. kind "counted" (counts for MAU) or "emudev" (emulators and
+# dev builds, kept for the 3% rule); version_name "" is the union over all versions.
+activity_bitmaps = Table(
+    "activity_bitmaps",
+    metadata,
+    Column("app_id", String(255), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("version_name", String(255), primary_key=True),
+    Column("bitmap", LargeBinary, nullable=False),
+    Column("devices", BigInteger, nullable=False),
+)
+
+downloads = Table(
+    "downloads",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("app_id", String(255), nullable=False),
+    Column("device_id", String(36), nullable=False, server_default=""),
+    Column("version", String(255), nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("day", Date, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Index("ix_downloads_app_day", "app_id", "day"),
+)
+
+# Plugin stats events (download progress, set, update_fail, ...), kept for device logs.
+device_events = Table(
+    "device_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("app_id", String(255), nullable=False),
+    Column("device_id", String(36), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("version_name", String(255), nullable=False, server_default=""),
+    Column("old_version_name", String(255), nullable=True),
+    Column("at", BigInteger, nullable=False),
+    Column("metadata", Text, nullable=True),
+    Index("ix_device_events_app_device_at", "app_id", "device_id", "at"),
+)
+
+# Event ids already applied, so that a replayed import counts each event once.
+seen_events = Table(
+    "seen_events",
+    metadata,
+    Column("event_id", String(200), primary_key=True),
+    Column("applied_at", BigInteger, nullable=False),
+)
+
+# Work for the rollup worker: (app, day) whose figures must be recomputed.
+rollup_queue = Table(
+    "rollup_queue",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("app_id", String(255), nullable=False),
+    Column("day", Date, nullable=False),
+    Column("what", String(16), nullable=False),
+)
+
+# Precomputed per-day figures read by the statistics API.
+daily_usage = Table(
+    "daily_usage",
+    metadata,
+    Column("app_id", String(255), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("mau", BigInteger, nullable=False, server_default="0"),
+    Column("dau", BigInteger, nullable=False, server_default="0"),
+    Column("new_devices", BigInteger, nullable=False, server_default="0"),
+    Column("emudev_devices", BigInteger, nullable=False, server_default="0"),
+    Column("bandwidth", BigInteger, nullable=False, server_default="0"),
+    Column("storage", BigInteger, nullable=False, server_default="0"),
+)
+
+server_state = Table(
+    "server_state",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)

@@ -1,0 +1,41 @@
+"""Accounts: creating users and their first API key (the bootstrap path of the CLI)."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import Connection, func, select
+
+from . import schema as s
+from .auth import hash_key, new_api_key
+
+
+class UserExists(ValueError):
+    pass
+
+
+def create_user(
+    conn: Connection, email: str, name: str, now_ms: int, *, key_mode: str = "all"
+) -> tuple[str, str]:
+    """Create a user with one API key; returns (user_id, the key in clear, shown once)."""
+    email = email.strip().lower()
+    if "@" not in email or len(email) > 320:
+        raise ValueError(f"not an email address: {email!r}")
+    if conn.scalar(
+        select(func.count()).select_from(s.users).where(func.lower(s.users.c.email) == email)
+    ):
+        raise UserExists(f"a user with email {email} exists already")
+    user_id = str(uuid.uuid4())
+    conn.execute(s.users.insert().values(id=user_id, email=email, name=name, created_at=now_ms))
+    key = new_api_key()
+    conn.execute(
+        s.api_keys.insert().values(
+            id=str(uuid.uuid4()),
+            user_id=user_id,
+            name="created by otameter user create",
+            key_hash=hash_key(key),
+            mode=key_mode,
+            created_at=now_ms,
+        )
+    )
+    return user_id, key

@@ -1,0 +1,221 @@
+"""The single writer: one thread owns every database write and commits in groups.
+
+Requests hand their events to the writer and wait; the writer takes everything queued,
+applies it in one transaction, commits (one fsync), then answers every waiter. Under load
+many requests share a commit; an idle server commits each request at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine
+
+from .events import Event, Outcome
+from .ingest import Pipeline
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+Waiter = asyncio.Future[Any] | concurrent.futures.Future[Any]
+
+
+@dataclass(slots=True)
+class _Job:
+    events: Sequence[Event] | None
+    call: Callable[[Connection], Any] | None
+    waiter: Waiter
+    loop: asyncio.AbstractEventLoop | None = None
+    size: int = field(default=1)
+
+
+_STOP = object()
+
+
+class WriterStopped(RuntimeError):
+    pass
+
+
+class Writer:
+    def __init__(self, engine: Engine, pipeline: Pipeline, *, max_batch: int = 2000) -> None:
+        self.engine = engine
+        self.pipeline = pipeline
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._conn: Connection | None = None
+        self._stopping = False
+        self.commits = 0
+        self.events_written = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="otameter-writer", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Finish everything queued, then stop."""
+        if self._thread is None:
+            return
+        self._stopping = True
+        self._queue.put(_STOP)
+        self._thread.join()
+        self._thread = None
+
+    # -- submitting ------------------------------------------------------------------------
+
+    async def submit(self, events: Sequence[Event]) -> list[Outcome]:
+        """Apply events; returns once they are committed."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[list[Outcome]] = loop.create_future()
+        self._put(_Job(events, None, waiter, loop, max(1, len(events))))
+        return await waiter
+
+    async def run(self, call: Callable[[Connection], T]) -> T:
+        """Run ``call(conn)`` inside a writer transaction; returns after commit."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[T] = loop.create_future()
+        self._put(_Job(None, call, waiter, loop))
+        return await waiter
+
+    def submit_blocking(self, events: Sequence[Event]) -> list[Outcome]:
+        waiter: concurrent.futures.Future[list[Outcome]] = concurrent.futures.Future()
+        self._put(_Job(events, None, waiter, None, max(1, len(events))))
+        return waiter.result()
+
+    def run_blocking(self, call: Callable[[Connection], T]) -> T:
+        waiter: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._put(_Job(None, call, waiter))
+        return waiter.result()
+
+    def _put(self, job: _Job) -> None:
+        if self._thread is None or self._stopping:
+            raise WriterStopped("the writer is not running")
+        self._queue.put(job)
+
+    # -- the writer thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch: list[_Job] = [first]
+            size = first.size
+            stop_after = False
+            # Take what is already waiting: these requests share this commit.
+            while size < self.max_batch:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is _STOP:
+                    stop_after = True
+                    break
+                batch.append(job)
+                size += job.size
+            self._execute(batch)
+            if stop_after:
+                break
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connection(self) -> Connection:
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            self._conn = self.engine.connect()
+        return self._conn
+
+    def _execute(self, batch: list[_Job]) -> None:
+        try:
+            results = self._transaction(batch)
+        except Exception:
+            log.debug("group commit failed; retrying each job alone", exc_info=True)
+            self._reset_connection()
+            for job in batch:
+                try:
+                    (result,) = self._transaction([job])
+                except Exception as exc:
+                    self._reset_connection()
+                    self._resolve([(job, exc)])
+                else:
+                    self._resolve([(job, result)])
+            return
+        self._resolve(list(zip(batch, results, strict=True)))
+
+    def _transaction(self, batch: list[_Job]) -> list[Any]:
+        conn = self._connection()
+        results: list[Any] = []
+        with conn.begin():
+            pending: list[tuple[_Job, Sequence[Event]]] = []
+
+            def flush() -> None:
+                if not pending:
+                    return
+                flat = [event for _, events in pending for event in events]
+                outcomes = self.pipeline.apply(conn, flat) if flat else []
+                offset = 0
+                for _, events in pending:
+                    results.append(outcomes[offset : offset + len(events)])
+                    offset += len(events)
+                self.events_written += len(flat)
+                pending.clear()
+
+            for job in batch:
+                if job.events is not None:
+                    pending.append((job, job.events))
+                else:
+                    flush()
+                    assert job.call is not None
+                    results.append(job.call(conn))
+            flush()
+        self.commits += 1
+        return results
+
+    def _reset_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:
+                log.debug("closing a failed writer connection", exc_info=True)
+            self._conn = None
+
+    @staticmethod
+    def _resolve(done: list[tuple[_Job, Any]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
+        for job, result in done:
+            if job.loop is None:
+                fut = job.waiter
+                assert isinstance(fut, concurrent.futures.Future)
+                if isinstance(result, BaseException):
+                    fut.set_exception(result)
+                else:
+                    fut.set_result(result)
+            else:
+                assert isinstance(job.waiter, asyncio.Future)
+                by_loop.setdefault(job.loop, []).append((job.waiter, result))
+        # One wake-up per event loop for the whole batch, not one per request.
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, items)
+            except RuntimeError:
+                log.warning("an event loop closed before its writes were acknowledged")
+
+
+def _settle(items: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    for fut, result in items:
+        if fut.done():
+            continue
+        if isinstance(result, BaseException):
+            fut.set_exception(result)
+        else:
+            fut.set_result(result)

@@ -48,7 +48,7 @@ class Runtime:
     def start(self, *, background: bool = True) -> None:
         self.writer.start()
         self._secret = self.writer.run_blocking(_ensure_secret).encode()
-        if background:
+        if background and self.settings.rollup_interval_seconds > 0:
             self.rollup_worker.start()
         self.started = True
 

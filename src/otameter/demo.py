@@ -25,11 +25,12 @@ DEMO_APPS = (
 )
 
 
-def _zip_bytes(version: str) -> bytes:
+def _zip_bytes(version: str, rng: random.Random) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("index.html", f"<!doctype html><title>demo {version}</title>")
-        archive.writestr("app.js", f"console.log('demo {version}');\n" + "//" * 4000 * 2)
+        # Incompressible filler so bundles weigh like real ones (a few hundred kB).
+        archive.writestr("assets/app.bin", rng.randbytes(rng.randrange(200_000, 800_000)))
     return buffer.getvalue()
 
 
@@ -92,7 +93,7 @@ def seed_demo(rt: Runtime, days: int = 90, seed: int = 7) -> str:
                 )
                 size = 0
             else:
-                data = _zip_bytes(version)
+                data = _zip_bytes(version, rng)
                 path, size, checksum = store_upload(
                     io.BytesIO(data), rt.settings.bundle_dir, app_id, len(data)
                 )

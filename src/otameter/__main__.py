@@ -1,0 +1,3 @@
+from otameter.cli import main
+
+main()

@@ -119,6 +119,15 @@ class Harness:
         return rows
 
 
+def setup_app(h: Harness, *apps: str) -> str:
+    """A user owning an org with ``apps`` (default: com.example.app); returns its key."""
+    _, key = h.user("dev@example.com")
+    org_id = h.org(key)
+    for app_id in apps or ("com.example.app",):
+        h.app(key, org_id, app_id)
+    return key
+
+
 @contextmanager
 def running(
     db_url: str,

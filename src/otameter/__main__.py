@@ -1,3 +1,5 @@
 from otameter.cli import main
 
-main()
+# Guarded: processes started with "spawn" import the main module again.
+if __name__ == "__main__":
+    main()

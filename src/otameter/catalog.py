@@ -128,6 +128,9 @@ class Catalog:
         self.ttl = ttl_seconds
         self._entries: dict[str, tuple[float, AppSnapshot | None]] = {}
         self._lock = threading.Lock()
+        # Bumped by every invalidation: a snapshot read before an invalidation may predate
+        # the change that caused it, so it must not be cached after it.
+        self._generation = 0
 
     def get(self, app_id: str) -> AppSnapshot | None:
         """A fresh-enough snapshot; loads it (blocking) on a miss."""
@@ -135,9 +138,11 @@ class Catalog:
         entry = self._entries.get(app_id)
         if entry is not None and entry[0] > now:
             return entry[1]
+        generation = self._generation
         snapshot = load_snapshot(self.engine, app_id)
         with self._lock:
-            self._entries[app_id] = (now + self.ttl, snapshot)
+            if generation == self._generation:
+                self._entries[app_id] = (now + self.ttl, snapshot)
         return snapshot
 
     def cached(self, app_id: str) -> tuple[bool, AppSnapshot | None]:
@@ -148,6 +153,7 @@ class Catalog:
 
     def invalidate(self, app_id: str | None = None) -> None:
         with self._lock:
+            self._generation += 1
             if app_id is None:
                 self._entries.clear()
             else:

@@ -6,11 +6,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from .cli_client import register as register_client_commands
+from .cli_common import DataDirOption, DbOption, err, settings_or_exit, write_transaction
+from .cli_common import fail as _fail
+from .cli_plans import org_app, plan_app
 from .config import Settings, parse_networks
 from .db import migrate as run_migrations
 
@@ -23,39 +26,8 @@ user_app = typer.Typer(help="Manage users.", no_args_is_help=True)
 ranges_app = typer.Typer(help="Google IP range lists (the 4-hour rule).", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(ranges_app, name="google-ranges")
-err = Console(stderr=True)
-
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        help="Database URL (sqlite:///PATH or postgresql://...).",
-        envvar="OTAMETER_DATABASE_URL",
-        show_envvar=True,
-    ),
-]
-DataDirOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        help="Directory for bundle files.",
-        envvar="OTAMETER_DATA_DIR",
-        show_envvar=True,
-    ),
-]
-
-
-def _settings(**overrides: Any) -> Settings:
-    try:
-        return Settings.from_env(**overrides)
-    except ValueError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code)
+app.add_typer(plan_app, name="plan")
+app.add_typer(org_app, name="org")
 
 
 @app.command()
@@ -83,7 +55,7 @@ def serve(
     demo: Annotated[bool, typer.Option(help="Fill an empty database with demo data.")] = False,
 ) -> None:
     """Run the HTTP server (creates or upgrades the schema first)."""
-    settings = _settings(
+    settings = settings_or_exit(
         database_url=db,
         data_dir=data_dir,
         public_url=public_url,
@@ -133,7 +105,7 @@ def _seed_demo(settings: Settings, host: str, port: int) -> None:
 @app.command()
 def migrate(db: DbOption = None) -> None:
     """Create or upgrade the database schema, then exit."""
-    settings = _settings(database_url=db)
+    settings = settings_or_exit(database_url=db)
     run_migrations(settings.database_url)
     err.print("schema is up to date")
 
@@ -145,20 +117,11 @@ def user_create(
     db: DbOption = None,
 ) -> None:
     """Create a user and print its first API key (mode 'all') as one JSON line."""
-    from .clock import SystemClock, to_ms
-    from .db import create_db_engine
     from .users import create_user
 
-    settings = _settings(database_url=db)
-    run_migrations(settings.database_url)
-    engine = create_db_engine(settings.database_url, writer=True)
-    try:
-        with engine.begin() as conn:
-            user_id, key = create_user(conn, email, name, to_ms(SystemClock().now()))
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
-    finally:
-        engine.dispose()
+    user_id, key = write_transaction(
+        db, lambda conn, now_ms: create_user(conn, email, name, now_ms)
+    )
     typer.echo(json.dumps({"user_id": user_id, "api_key": key}))
 
 
@@ -178,7 +141,7 @@ def import_events(
     from .importer import Importer
     from .runtime import Runtime
 
-    settings = _settings(database_url=db, data_dir=data_dir)
+    settings = settings_or_exit(database_url=db, data_dir=data_dir)
     spool: Path | None = None
     if str(file) == "-":
         # The importer reads its input twice, so stdin is kept in a temporary file.
@@ -199,6 +162,7 @@ def import_events(
             summary = Importer(rt.writer, rt.clock).run(
                 lambda: open(source, "rb"),  # noqa: SIM115 - the importer closes it
                 lambda n: progress.advance(task, n),
+                path=source,
             )
             progress.update(task, description="rolling up")
             rt.rollups.run_blocking()
@@ -230,7 +194,7 @@ def ranges_load(
     """Replace a packaged Google range list with a newer copy (takes effect on restart)."""
     from .google_ranges import RangeFileError, install_range_file
 
-    settings = _settings(data_dir=data_dir)
+    settings = settings_or_exit(data_dir=data_dir)
     try:
         result = install_range_file(file, settings.google_ranges_dir, name)
     except (RangeFileError, OSError) as exc:
@@ -239,6 +203,10 @@ def ranges_load(
         f"{result.name}: {result.v4_prefixes} IPv4 + {result.v6_prefixes} IPv6 prefixes "
         f"(created {result.creation_time}) installed in {result.path}"
     )
+
+
+# Registered last so that they are listed after the server commands.
+register_client_commands(app)  # bundle, stats, usage: commands that talk to a server
 
 
 def main() -> None:

@@ -36,7 +36,7 @@ class Settings:
     # NORMAL: survives a process crash, may lose the last commits on power loss; faster.
     sqlite_synchronous: str = "FULL"
     # How often the rollup worker folds new facts into per-day figures.
-    rollup_interval_seconds: float = 1.0
+    rollup_interval_seconds: float = 2.0
     # Group commit: how many events at most share one transaction.
     max_batch: int = 2000
     # Time-to-live of the in-process caches of apps and channels used on the hot path.

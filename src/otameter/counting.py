@@ -7,7 +7,8 @@ data-centre address during the first 4 hours after a bundle of that app was uplo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 
 GOOGLE_WINDOW_MS = 4 * 3600 * 1000
@@ -21,21 +22,26 @@ class Verdict(StrEnum):
     GOOGLE_WINDOW = "google_window"
 
 
-def google_window(at_ms: int) -> tuple[int, int]:
-    """Bundle upload times (exclusive start, inclusive end) that put ``at_ms`` in the window."""
-    return at_ms - GOOGLE_WINDOW_MS, at_ms
+def in_upload_window(upload_times: Sequence[int], at_ms: int) -> bool:
+    """Whether a bundle was uploaded at most 4 hours before ``at_ms`` (times sorted, in ms).
+
+    The window of an upload at ``u`` is ``[u, u + 4h)``.
+    """
+    i = bisect_right(upload_times, at_ms - GOOGLE_WINDOW_MS)
+    return i < len(upload_times) and upload_times[i] <= at_ms
 
 
 def classify(
-    *,
     is_emulator: bool,
     is_prod: bool,
-    from_google: bool,
-    bundle_uploaded_between: Callable[[int, int], bool],
+    ip: str | None,
     at_ms: int,
+    upload_times: Sequence[int],
+    is_google_ip: Callable[[str], bool],
 ) -> Verdict:
     # Robots are checked first so that a pre-launch robot never weighs on the 3% rule either.
-    if from_google and bundle_uploaded_between(*google_window(at_ms)):
+    # The address is looked up only inside a window, which is rare.
+    if ip and upload_times and in_upload_window(upload_times, at_ms) and is_google_ip(ip):
         return Verdict.GOOGLE_WINDOW
     if is_emulator or not is_prod:
         return Verdict.EMUDEV

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -75,6 +77,48 @@ def _configure_sqlite(engine: Engine, *, writer: bool, synchronous: str) -> None
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+
+class SqliteWriteLock:
+    """Serialises the writers of several processes on one SQLite file: a blocking ``flock``.
+
+    SQLite's own busy handler polls with sleeps of 1 to 100 ms, so a writer waiting for
+    another process's commit would often sleep well past it; the kernel wakes a ``flock``
+    waiter as soon as the lock is free. Held around each writer transaction only.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def __enter__(self) -> None:
+        import fcntl
+
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        import fcntl
+
+        assert self._fd is not None
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def sqlite_write_lock(url: str) -> SqliteWriteLock | None:
+    """The write lock of a SQLite database file (None for PostgreSQL or an in-memory database)."""
+    url = normalize_url(url)
+    path = _sqlite_path(url) if url.startswith("sqlite") else None
+    if path is None or os.name != "posix":
+        return None
+    return SqliteWriteLock(path.with_name(path.name + "-writer.lock"))
 
 
 def alembic_config(url: str) -> Any:

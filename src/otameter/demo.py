@@ -109,6 +109,11 @@ def seed_demo(rt: Runtime, days: int = 90, seed: int = 7) -> str:
                     )
                 )
             versions.append((day, version, size))
+        # Each device keeps its platform, build type and installed bundle across days.
+        platform = {d: rng.choice(["ios", "android"]) for d in devices}
+        emulator = {d: rng.random() < 0.01 for d in devices}
+        dev_build = {d: rng.random() < 0.008 for d in devices}
+        installed = dict.fromkeys(devices, "builtin")
         for day in range(days):
             live = [v for v in versions if v[0] <= day]
             current = live[-1] if live else None
@@ -119,23 +124,24 @@ def seed_demo(rt: Runtime, days: int = 90, seed: int = 7) -> str:
                 at_ms = start_ms + day * 86_400_000 + rng.randrange(86_400_000)
                 if at_ms > to_ms(now):
                     continue
-                version_name = current[1] if current and rng.random() < 0.8 else "builtin"
-                emulator = rng.random() < 0.01
                 events.append(
                     CheckIn(
                         app_id,
                         device,
                         at_ms,
-                        rng.choice(["ios", "android"]),
-                        version_name,
-                        emulator,
-                        rng.random() > 0.01,
+                        platform[device],
+                        installed[device],
+                        emulator[device],
+                        not dev_build[device],
                         version_build="1.0.0",
                         plugin_version="8.51.14",
                     )
                 )
-                if current and current[2] and version_name == "builtin" and rng.random() < 0.3:
-                    events.append(Download(app_id, device, current[1], current[2], at_ms))
+                if current and current[1] != installed[device]:
+                    # The device fetches the new bundle (external ones are not metered).
+                    if current[2]:
+                        events.append(Download(app_id, device, current[1], current[2], at_ms))
+                    installed[device] = current[1]
     uploads = sorted((e for e in events if isinstance(e, BundleUpload)), key=lambda e: e.at_ms)
     rest = [e for e in events if not isinstance(e, BundleUpload)]
     rt.writer.submit_blocking(uploads)

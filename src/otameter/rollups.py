@@ -15,8 +15,8 @@ running it twice, or in two processes, gives the same figures.
 from __future__ import annotations
 
 import logging
-import threading
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -60,6 +60,8 @@ class Rollups:
         self.writer = writer
         self.clock = clock
         self.max_rows = max_rows
+        # Called inside each rollup transaction with the apps whose figures it recomputed.
+        self.hooks: list[Callable[[Connection, set[str]], None]] = []
 
     def run_blocking(self) -> RollupReport:
         """Run until nothing is pending (used by import, tests and the worker)."""
@@ -99,6 +101,8 @@ class Rollups:
             rows = compute_daily_rows(conn, app_id, lo, hi)
             upsert_daily_rows(conn, rows)
             report.days_recomputed += len(rows)
+        for hook in self.hooks:
+            hook(conn, set(ranges))
         return report
 
     def _new_days(self, conn: Connection, today: date, dirty: Any) -> None:
@@ -266,30 +270,3 @@ def upsert_daily_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
         set_={name: getattr(stmt.excluded, name) for name in figures},
     )
     conn.execute(stmt, rows)
-
-
-class RollupWorker:
-    """Runs rollups every few seconds in a background thread (today's row stays live)."""
-
-    def __init__(self, rollups: Rollups, interval: float) -> None:
-        self.rollups = rollups
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="otameter-rollups", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.rollups.run_blocking()
-            except Exception:
-                log.exception("rollup failed; retrying at the next interval")

@@ -15,11 +15,14 @@ from . import schema as s
 from .catalog import Catalog
 from .clock import Clock, SystemClock
 from .config import Settings
-from .db import create_db_engine
+from .db import create_db_engine, sqlite_write_lock
 from .events import Event, Outcome
 from .google_ranges import load_google_ranges
 from .ingest import Pipeline, dialect_insert
-from .rollups import Rollups, RollupWorker
+from .periodic import Periodic
+from .plans import PlanEnforcer
+from .rollups import Rollups
+from .webhooks import WebhookDispatcher
 from .writer import Writer
 
 log = logging.getLogger(__name__)
@@ -38,10 +41,25 @@ class Runtime:
         )
         self.google_ranges = load_google_ranges(settings.google_ranges_dir)
         self.pipeline = Pipeline(self.google_ranges.contains)
-        self.writer = Writer(self.write_engine, self.pipeline, max_batch=settings.max_batch)
+        self._write_lock = sqlite_write_lock(settings.database_url)
+        self.writer = Writer(
+            self.write_engine, self.pipeline, max_batch=settings.max_batch, lock=self._write_lock
+        )
         self.rollups = Rollups(self.writer, self.clock)
-        self.rollup_worker = RollupWorker(self.rollups, settings.rollup_interval_seconds)
+        self.rollup_worker = Periodic(
+            "otameter-rollups", self.rollups.run_blocking, settings.rollup_interval_seconds
+        )
         self.catalog = Catalog(self.read_engine, settings.cache_ttl_seconds)
+        # Snapshot loads in flight, per event loop and app (see api.plugin.app_snapshot).
+        self.snapshot_loads: dict[tuple[Any, str], Any] = {}
+        # Plan locks and alerts follow each rollup; the periodic pass catches trials ending.
+        self.plans = PlanEnforcer(self.writer, self.clock, self.catalog)
+        self.rollups.hooks.append(self.plans.on_rollup)
+        self.plan_worker = Periodic(
+            "otameter-plans", self.plans.tick, max(1.0, settings.rollup_interval_seconds)
+        )
+        self.webhooks = WebhookDispatcher(self.writer, self.clock)
+        self.webhook_worker = Periodic("otameter-webhooks", self.webhooks.deliver_due, 1.0)
         self._secret: bytes | None = None
         self.started = False
 
@@ -50,11 +68,18 @@ class Runtime:
         self._secret = self.writer.run_blocking(_ensure_secret).encode()
         if background and self.settings.rollup_interval_seconds > 0:
             self.rollup_worker.start()
+            self.plan_worker.start()
+            self.webhook_worker.start()
         self.started = True
 
     def stop(self) -> None:
         self.rollup_worker.stop()
+        self.plan_worker.stop()
+        self.webhook_worker.stop()
+        self.webhooks.close()
         self.writer.stop()
+        if self._write_lock is not None:
+            self._write_lock.close()
         self.read_engine.dispose()
         self.write_engine.dispose()
         self.started = False

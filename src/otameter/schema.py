@@ -254,3 +254,61 @@ server_state = Table(
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+# Named plans: limits per billing cycle (MAU, bandwidth) and at any time (storage), in
+# devices and bytes. An org whose ``plan`` is NULL uses the plan marked default, if any.
+plans = Table(
+    "plans",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("mau", BigInteger, nullable=False),
+    Column("storage", BigInteger, nullable=False),
+    Column("bandwidth", BigInteger, nullable=False),
+    Column("is_default", Boolean, nullable=False, server_default="0"),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+# Alerts already raised, so that each one is sent once per billing cycle.
+org_alerts = Table(
+    "org_alerts",
+    metadata,
+    Column("org_id", String(36), primary_key=True),
+    Column("cycle_start", Date, primary_key=True),
+    Column("alert", String(64), primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("org_id", String(36), ForeignKey("orgs.id"), nullable=False, index=True),
+    Column("url", Text, nullable=False),
+    # Kept in clear: it signs every delivery.
+    Column("secret", String(255), nullable=False),
+    Column("created_by", String(36), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("deleted_at", BigInteger, nullable=True),
+)
+
+# The outbox: one row per event and webhook, retried until delivered or given up.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("webhook_id", String(36), ForeignKey("webhooks.id"), nullable=False),
+    Column("org_id", String(36), nullable=False),
+    Column("event", String(64), nullable=False),
+    Column("payload", Text, nullable=False),
+    # pending, delivered or failed (no attempts left).
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", BigInteger, nullable=True),
+    Column("last_status_code", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("delivered_at", BigInteger, nullable=True),
+    Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),
+    Index("ix_webhook_deliveries_org_id", "org_id", "id"),
+)

@@ -1,9 +1,16 @@
-"""Statistics queries: per-day figures read from the rollups, never from raw check-ins."""
+"""Statistics queries: per-day figures read from the rollups, never from raw check-ins.
+
+Every figure comes from ``daily_usage`` (kept current by the rollup worker) or, for the
+bundle-usage view, from the per-version day counts in ``activity_bitmaps``.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
@@ -17,6 +24,17 @@ DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 INVALID_DATE = "Invalid date format. Use YYYY-MM-DD"
 RANGE_TOO_LARGE = "Date range cannot exceed 90 days"
 INVALID_RANGE = "Invalid date range: 'from' must not be after 'to'"
+INVALID_FORMAT = "Invalid format. Use json or csv"
+INVALID_BREAKDOWN = "Invalid breakdown. Use true or false"
+INVALID_COMPARE = "Invalid compare. Use previous"
+
+#: What every row carries (the seed's shape).
+PUBLIC_FIELDS = ("mau", "storage", "bandwidth")
+#: Added by ``breakdown=true``: devices first active in the calendar month, and active that day.
+BREAKDOWN_FIELDS = ("new_devices", "dau")
+FIGURES = ("mau", "dau", "new_devices", "emudev_devices", "storage", "bandwidth")
+TRUE_VALUES = {"true", "1", "yes"}
+FALSE_VALUES = {"false", "0", "no", ""}
 
 
 def parse_day(value: str | None) -> date:
@@ -38,15 +56,65 @@ def parse_range(start_raw: str | None, end_raw: str | None) -> tuple[date, date]
     return start, end
 
 
-FIGURES = ("mau", "dau", "new_devices", "emudev_devices", "storage", "bandwidth")
+def _flag(params: Mapping[str, str], name: str, message: str) -> bool:
+    value = params.get(name, "").strip().lower()
+    if value in TRUE_VALUES:
+        return True
+    if value in FALSE_VALUES:
+        return False
+    raise ApiError(400, message)
+
+
+@dataclass(frozen=True, slots=True)
+class StatsQuery:
+    start: date
+    end: date
+    csv: bool = False
+    breakdown: bool = False
+    compare: bool = False
+
+    @property
+    def length(self) -> int:
+        return (self.end - self.start).days + 1
+
+    @property
+    def previous(self) -> tuple[date, date]:
+        """The period of equal length that ends the day before ``start``."""
+        return self.start - timedelta(days=self.length), self.start - timedelta(days=1)
+
+
+def parse_query(params: Mapping[str, str], *, options: bool = True) -> StatsQuery:
+    """``from``/``to`` plus, where ``options``, ``format``, ``breakdown`` and ``compare``."""
+    start, end = parse_range(params.get("from"), params.get("to"))
+    fmt = params.get("format", "json").strip().lower()
+    if fmt not in {"json", "csv"}:
+        raise ApiError(400, INVALID_FORMAT)
+    if not options:
+        return StatsQuery(start, end, csv=fmt == "csv")
+    compare = params.get("compare", "").strip().lower()
+    if compare not in {"", "previous", "none"}:
+        raise ApiError(400, INVALID_COMPARE)
+    return StatsQuery(
+        start,
+        end,
+        csv=fmt == "csv",
+        breakdown=_flag(params, "breakdown", INVALID_BREAKDOWN),
+        compare=compare == "previous",
+    )
 
 
 def daily_figures(
-    conn: Connection, app_ids: Sequence[str], start: date, end: date, today: date
+    conn: Connection,
+    app_ids: Sequence[str],
+    start: date,
+    end: date,
+    today: date,
+    figures: Sequence[str] = FIGURES,
 ) -> list[dict[str, Any]]:
     """One row per day from ``start`` to ``min(end, today)``, summed over ``app_ids``.
 
-    A day with no stored figures is a row of zeros (no app had anything that day).
+    A day with no stored figures is a row of zeros (no app had anything that day, or the
+    app did not exist yet). Only ``figures`` are read: fewer sums make org totals cheaper.
     """
     last = min(end, today)
     if last < start:
@@ -54,20 +122,105 @@ def daily_figures(
     totals: dict[date, dict[str, int]] = {}
     if app_ids:
         u = s.daily_usage.c
+        app_filter = u.app_id == app_ids[0] if len(app_ids) == 1 else u.app_id.in_(list(app_ids))
         rows = conn.execute(
-            select(u.day, *[func.sum(getattr(u, name)).label(name) for name in FIGURES])
-            .where(u.app_id.in_(list(app_ids)), u.day >= start, u.day <= last)
+            select(u.day, *[func.sum(getattr(u, name)).label(name) for name in figures])
+            .where(app_filter, u.day >= start, u.day <= last)
             .group_by(u.day)
         )
         for row in rows:
-            totals[row.day] = {name: int(getattr(row, name) or 0) for name in FIGURES}
+            totals[row.day] = {name: int(getattr(row, name) or 0) for name in figures}
     out: list[dict[str, Any]] = []
     day = start
-    zero = dict.fromkeys(FIGURES, 0)
+    zero = dict.fromkeys(figures, 0)
     while day <= last:
         out.append({"date": day.isoformat(), **totals.get(day, zero)})
         day += timedelta(days=1)
     return out
+
+
+def statistics_rows(
+    conn: Connection, app_ids: Sequence[str], query: StatsQuery, today: date
+) -> list[dict[str, Any]]:
+    """The answer rows: the seed's figures, plus the breakdown and the compared period."""
+    fields = PUBLIC_FIELDS + (BREAKDOWN_FIELDS if query.breakdown else ())
+    rows = daily_figures(conn, app_ids, query.start, query.end, today, fields)
+    out = [{"date": row["date"], **{name: row[name] for name in fields}} for row in rows]
+    if query.compare and out:
+        lo, hi = query.previous
+        before = daily_figures(conn, app_ids, lo, hi, today, fields)
+        # Day n of the period is compared with day n of the previous one.
+        for row, old in zip(out, before, strict=False):
+            row["previous"] = {"date": old["date"], **{name: old[name] for name in fields}}
+    return out
+
+
+def bundle_usage_rows(
+    conn: Connection, app_id: str, start: date, end: date, today: date
+) -> list[dict[str, Any]]:
+    """Per day, how many counted devices ran each bundle version, and their share.
+
+    Reads the per-version day counts the rollups keep in ``activity_bitmaps``. A device that
+    changed version during a day is on both, so shares may add up to more than 100.
+    """
+    last = min(end, today)
+    if last < start:
+        return []
+    b = s.activity_bitmaps.c
+    per_day: dict[date, dict[str, int]] = {}
+    for day, version, devices in conn.execute(
+        select(b.day, b.version_name, b.devices).where(
+            b.app_id == app_id, b.kind == "counted", b.day >= start, b.day <= last
+        )
+    ):
+        per_day.setdefault(day, {})[version] = int(devices)
+    out: list[dict[str, Any]] = []
+    day = start
+    while day <= last:
+        counts = per_day.get(day, {})
+        total = counts.pop("", 0)
+        versions = [
+            {
+                "version": version,
+                "devices": devices,
+                "share": round(100.0 * devices / total, 2) if total else 0.0,
+            }
+            for version, devices in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        ]
+        out.append({"date": day.isoformat(), "devices": total, "versions": versions})
+        day += timedelta(days=1)
+    return out
+
+
+def rows_to_csv(rows: list[dict[str, Any]], breakdown: bool, compare: bool) -> str:
+    """CSV of the answer rows: one line per day, the compared day's figures as ``previous_*``."""
+    fields = ["date", *PUBLIC_FIELDS, *(BREAKDOWN_FIELDS if breakdown else ())]
+    header = fields + ([f"previous_{name}" for name in fields] if compare else [])
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(header)
+    for row in rows:
+        line = [row[name] for name in fields]
+        if compare:
+            old = row.get("previous") or {}
+            line += [old.get(name, "") for name in fields]
+        writer.writerow(line)
+    return buffer.getvalue()
+
+
+def bundle_usage_to_csv(rows: list[dict[str, Any]]) -> str:
+    """Long form: one line per day and version (a day without devices has one empty line)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(["date", "version", "devices", "share", "day_devices"])
+    for row in rows:
+        for entry in row["versions"]:
+            writer.writerow(
+                [row["date"], entry["version"], entry["devices"], entry["share"], row["devices"]]
+            )
+        if not row["versions"]:
+            writer.writerow([row["date"], "", 0, 0.0, row["devices"]])
+    return buffer.getvalue()
 
 
 def month_unique_devices_from_device_table(conn: Connection, app_id: str, month_first: date) -> int:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -44,10 +46,19 @@ class WriterStopped(RuntimeError):
 
 
 class Writer:
-    def __init__(self, engine: Engine, pipeline: Pipeline, *, max_batch: int = 2000) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        pipeline: Pipeline,
+        *,
+        max_batch: int = 2000,
+        lock: AbstractContextManager[None] | None = None,
+    ) -> None:
         self.engine = engine
         self.pipeline = pipeline
         self.max_batch = max_batch
+        # Taken around each transaction: serialises writers of several processes (SQLite).
+        self.lock: AbstractContextManager[None] = lock or contextlib.nullcontext()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._conn: Connection | None = None
@@ -155,7 +166,7 @@ class Writer:
     def _transaction(self, batch: list[_Job]) -> list[Any]:
         conn = self._connection()
         results: list[Any] = []
-        with conn.begin():
+        with self.lock, conn.begin():
             pending: list[tuple[_Job, Sequence[Event]]] = []
 
             def flush() -> None:

@@ -11,9 +11,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .. import openapi
 from ..errors import ApiError
 from ..runtime import Runtime
-from . import management, plugin, statistics
+from . import management, plans, plugin, statistics
 from .common import JSONResponse, error_response
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,18 @@ def create_app(rt: Runtime, *, manage_runtime: bool = True) -> Starlette:
 
     from starlette.routing import Route
 
+    # Imported here: the dashboard's modules import the API's.
+    from ..dashboard.routes import routes as dashboard_routes
+
     app = Starlette(
         routes=[
             Route("/health", health, methods=["GET"]),
             *plugin.routes,
             *management.routes,
             *statistics.routes,
+            *openapi.routes,
+            *plans.routes,
+            *dashboard_routes,
         ],
         exception_handlers={
             ApiError: _api_error,

@@ -106,3 +106,12 @@ def optional_bool(data: dict[str, Any], key: str, default: bool | None) -> bool 
     if value is not None and not isinstance(value, bool):
         raise bad_request(f"'{key}' must be a boolean")
     return value
+
+
+def query_page(request: Request) -> int:
+    """The ``page`` query parameter (0-based)."""
+    raw = request.query_params.get("page", "0")
+    # isascii: int() accepts other scripts' digits; the length keeps the offset within BIGINT.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
+        raise bad_request("'page' must be a non-negative integer")
+    return int(raw)

@@ -21,7 +21,16 @@ from ..bundles import remove_file, store_upload
 from ..clock import to_ms
 from ..errors import ApiError, bad_request, not_found
 from ..events import BundleDelete, BundleUpload, Outcome
-from .common import JSONResponse, caller, json_object, optional_bool, read_db, require_str, runtime
+from .common import (
+    JSONResponse,
+    caller,
+    json_object,
+    optional_bool,
+    query_page,
+    read_db,
+    require_str,
+    runtime,
+)
 
 APP_ID_RE = re.compile(r"^[a-z0-9]+(\.[\w-]+)+$", re.IGNORECASE | re.ASCII)
 CHECKSUM_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -186,7 +195,7 @@ async def create_key(request: Request) -> Response:
     data = await json_object(request)
     name = str(data.get("name") or "")[:200]
     mode = data.get("mode", "read")
-    if mode not in KEY_MODES:
+    if not isinstance(mode, str) or mode not in KEY_MODES:
         raise bad_request(f"'mode' must be one of {', '.join(KEY_MODES)}")
     orgs = _id_list(data, "limited_to_orgs")
     apps = _id_list(data, "limited_to_apps")
@@ -364,7 +373,11 @@ async def upload_bundle(request: Request) -> Response:
         ):
             raise bad_request("'checksum' must be the zip's SHA-256 as 64 hex characters")
         size_value = data.get("size", 0)
-        if not isinstance(size_value, int) or isinstance(size_value, bool) or size_value < 0:
+        if (
+            not isinstance(size_value, int)
+            or isinstance(size_value, bool)
+            or not 0 <= size_value < 2**63
+        ):
             raise bad_request("'size' must be a non-negative integer")
         channel = str(data.get("channel") or "production")
         app = await read_db(request, app_access, principal, app_id, Level.UPLOAD)
@@ -407,10 +420,7 @@ async def upload_bundle(request: Request) -> Response:
 async def list_bundles(request: Request) -> Response:
     principal = await caller(request)
     app_id = require_str(dict(request.query_params), "app_id")
-    page_raw = request.query_params.get("page", "0")
-    if not page_raw.isdigit():
-        raise bad_request("'page' must be a non-negative integer")
-    page = int(page_raw)
+    page = query_page(request)
 
     def read(conn: Connection) -> list[dict[str, Any]]:
         app_access(conn, principal, app_id, Level.READ)

@@ -6,6 +6,7 @@ or ``kind``, every other update answer carries a ``kind``, channel ids are integ
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import urlencode
 
@@ -35,7 +36,16 @@ async def app_snapshot(rt: Runtime, app_id: str) -> AppSnapshot | None:
     hit, snapshot = rt.catalog.cached(app_id)
     if hit:
         return snapshot
-    return await run_in_threadpool(rt.catalog.get, app_id)
+    # When the cached snapshot expires under load, every request in flight misses at once:
+    # one load per app runs, the others wait for it instead of each querying.
+    loop = asyncio.get_running_loop()
+    key = (loop, app_id)
+    load = rt.snapshot_loads.get(key)
+    if load is None:
+        load = loop.create_task(run_in_threadpool(rt.catalog.get, app_id))
+        rt.snapshot_loads[key] = load
+        load.add_done_callback(lambda _: rt.snapshot_loads.pop(key, None))
+    return await asyncio.shield(load)
 
 
 def app_not_found(app_id: str) -> JSONResponse:
@@ -139,7 +149,8 @@ async def download(request: Request) -> Response:
     expires = request.query_params.get("expires", "")
     sig = request.query_params.get("sig", "")
     if (
-        not expires.isdigit()
+        # isascii: int() and compare_digest refuse other digits and characters.
+        not (expires.isascii() and expires.isdigit() and sig.isascii())
         or int(expires) < rt.clock.now().timestamp()
         or not rt.verify(sig, bundle_id, device_id, expires)
     ):

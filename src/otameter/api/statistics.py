@@ -1,7 +1,19 @@
-"""The statistics API (the seed's Statistics page): per app, per org, per user."""
+"""The statistics API (the seed's Statistics page): per app, per org, per user.
+
+Access rules (no existence oracle, contract.md "Authentication"):
+
+- an app or org that does not exist, is deleted (apps), belongs to an org the user is not a
+  member of, or lies outside the key's org/app limits answers 404 ``App/Organization not
+  found``, byte for byte like one that never existed;
+- an org the key can see but only through some of its apps (a key limited to apps) answers
+  403 ``Insufficient permissions to access statistics``: its total would reveal the others;
+- the user endpoint sums exactly the apps the key can see, in every org the user belongs to
+  (deleted apps included, their history was real usage).
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -10,29 +22,45 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import schema as s
-from ..auth import Principal, org_role, readable_org_ids
+from ..auth import Level, Principal, authenticate, key_from_headers, org_role, readable_org_ids
 from ..errors import ApiError
-from ..statistics import daily_figures, parse_range
-from .common import JSONResponse, caller, read_db, runtime
+from ..statistics import (
+    StatsQuery,
+    bundle_usage_rows,
+    bundle_usage_to_csv,
+    parse_query,
+    rows_to_csv,
+    statistics_rows,
+)
+from .common import JSONResponse, read_db, runtime
 
 NOT_FOUND = "App/Organization not found"
 FORBIDDEN = "Insufficient permissions to access statistics"
 PUBLIC_FIELDS = ("date", "mau", "storage", "bandwidth")
+_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _require_read(level: Level | None) -> None:
+    if level is None:
+        raise ApiError(404, NOT_FOUND)
+    if level < Level.READ:
+        raise ApiError(403, FORBIDDEN)
 
 
 def app_ids_for_app(conn: Connection, principal: Principal, app_id: str) -> list[str]:
-    owner = conn.scalar(select(s.apps.c.owner_org).where(s.apps.c.app_id == app_id))
+    a = s.apps.c
+    owner = conn.scalar(select(a.owner_org).where(a.app_id == app_id, a.deleted_at.is_(None)))
     if owner is None or not principal.sees_app(app_id, owner):
         raise ApiError(404, NOT_FOUND)
-    if org_role(conn, principal, owner) is None:
-        raise ApiError(404, NOT_FOUND)
+    _require_read(org_role(conn, principal, owner))
     return [app_id]
 
 
 def app_ids_for_org(conn: Connection, principal: Principal, org_id: str) -> list[str]:
     exists = conn.scalar(select(s.orgs.c.id).where(s.orgs.c.id == org_id))
-    if exists is None or org_role(conn, principal, org_id) is None:
+    if exists is None:
         raise ApiError(404, NOT_FOUND)
+    _require_read(org_role(conn, principal, org_id))
     if principal.limited_apps is not None:
         # The key sees the org but only some of its apps: an org total would reveal the rest.
         raise ApiError(403, FORBIDDEN)
@@ -49,42 +77,89 @@ def app_ids_for_user(conn: Connection, principal: Principal) -> list[str]:
     return [r.app_id for r in rows if principal.sees_app(r.app_id, r.owner_org)]
 
 
-async def _rows(request: Request, scope: str) -> list[dict[str, Any]]:
-    principal = await caller(request)
-    start, end = parse_range(request.query_params.get("from"), request.query_params.get("to"))
+def _filename(scope: str, name: str | None, query: StatsQuery, suffix: str = "") -> str:
+    parts = ["statistics", scope, *([name] if name else []), *([suffix] if suffix else [])]
+    stem = "-".join(_UNSAFE_FILENAME.sub("_", part) for part in parts)
+    return f"{stem}-{query.start.isoformat()}-{query.end.isoformat()}.csv"
+
+
+def csv_response(text: str, filename: str) -> Response:
+    return Response(
+        text.encode(),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+def _key(request: Request) -> str | None:
+    return key_from_headers(request.headers.get("authorization"), request.headers.get("capgkey"))
+
+
+async def _answer(request: Request, scope: str) -> Response:
+    key = _key(request)
     rt = runtime(request)
     today = rt.clock.now().date()
+    name = request.path_params.get("app_id") or request.path_params.get("org_id")
 
-    def read(conn: Connection) -> list[dict[str, Any]]:
+    # Key, parameters and rows in one trip to the thread pool and one connection: the
+    # key is checked first so that a caller without one learns nothing else.
+    def read(conn: Connection) -> tuple[StatsQuery, list[dict[str, Any]]]:
+        principal = authenticate(conn, key)
+        query = parse_query(request.query_params)
         if scope == "app":
             app_ids = app_ids_for_app(conn, principal, request.path_params["app_id"])
         elif scope == "org":
             app_ids = app_ids_for_org(conn, principal, request.path_params["org_id"])
         else:
             app_ids = app_ids_for_user(conn, principal)
-        return daily_figures(conn, app_ids, start, end, today)
+        return query, statistics_rows(conn, app_ids, query, today)
 
-    return await read_db(request, read)
-
-
-def _public(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"data": [{key: row[key] for key in PUBLIC_FIELDS} for row in rows]}
+    query, rows = await read_db(request, read)
+    if query.csv:
+        text = rows_to_csv(rows, query.breakdown, query.compare)
+        return csv_response(text, _filename(scope, name, query))
+    body: dict[str, Any] = {"data": rows}
+    if query.compare:
+        lo, hi = query.previous
+        body["previous_period"] = {"from": lo.isoformat(), "to": hi.isoformat()}
+    return JSONResponse(body)
 
 
 async def app_statistics(request: Request) -> Response:
-    return JSONResponse(_public(await _rows(request, "app")))
+    return await _answer(request, "app")
 
 
 async def org_statistics(request: Request) -> Response:
-    return JSONResponse(_public(await _rows(request, "org")))
+    return await _answer(request, "org")
 
 
 async def user_statistics(request: Request) -> Response:
-    return JSONResponse(_public(await _rows(request, "user")))
+    return await _answer(request, "user")
+
+
+async def bundle_usage(request: Request) -> Response:
+    key = _key(request)
+    rt = runtime(request)
+    today = rt.clock.now().date()
+    app_id = request.path_params["app_id"]
+
+    def read(conn: Connection) -> tuple[StatsQuery, list[dict[str, Any]]]:
+        principal = authenticate(conn, key)
+        query = parse_query(request.query_params, options=False)
+        app_ids_for_app(conn, principal, app_id)
+        return query, bundle_usage_rows(conn, app_id, query.start, query.end, today)
+
+    query, rows = await read_db(request, read)
+    if query.csv:
+        return csv_response(
+            bundle_usage_to_csv(rows), _filename("app", app_id, query, "bundle_usage")
+        )
+    return JSONResponse({"data": rows})
 
 
 routes = [
     Route("/statistics/app/{app_id}/", app_statistics, methods=["GET"]),
+    Route("/statistics/app/{app_id}/bundle_usage/", bundle_usage, methods=["GET"]),
     Route("/statistics/org/{org_id}/", org_statistics, methods=["GET"]),
     Route("/statistics/user/", user_statistics, methods=["GET"]),
 ]

@@ -1,0 +1,203 @@
+"""Events per second through a real ``otameter import`` into a fresh SQLite file.
+
+Generates a JSON-lines file (by default 1,000,000 check-ins of 100,000 devices over the first
+30 days of last month for one app, plus downloads and one bundle upload), runs
+``otameter import`` as a subprocess, prints events/s, then checks the figures it produced.
+
+Run with: python bench/bench_import.py [--events N] [--devices N] [--downloads N] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import orjson
+from pyroaring import BitMap
+from sqlalchemy import func, select
+
+from otameter import schema as s
+from otameter.clock import to_ms
+from otameter.db import create_db_engine, migrate
+from otameter.rollups import load_day_bitmaps, month_end
+from otameter.statistics import month_unique_devices_from_device_table
+from otameter.users import create_user
+
+APP_ID = "com.bench.app"
+DAYS = 30
+
+
+def first_of_last_month(today: date) -> date:
+    return (today.replace(day=1) - timedelta(days=1)).replace(day=1)
+
+
+def setup_database(url: str) -> None:
+    migrate(url)
+    engine = create_db_engine(url, writer=True)
+    now = to_ms(datetime.now(UTC))
+    with engine.begin() as conn:
+        user_id, _ = create_user(conn, "bench@example.com", "", now)
+        org_id = str(uuid.uuid4())
+        conn.execute(
+            s.orgs.insert().values(id=org_id, name="Bench", created_by=user_id, created_at=now)
+        )
+        conn.execute(
+            s.apps.insert().values(app_id=APP_ID, name="Bench", owner_org=org_id, created_at=0)
+        )
+    engine.dispose()
+
+
+def generate(path: Path, events: int, devices: int, downloads: int, start: date) -> int:
+    """Write the events in random time order; returns the number of lines."""
+    rng = random.Random(1)
+    start_ms = to_ms(datetime(start.year, start.month, start.day, tzinfo=UTC))
+    span_ms = DAYS * 86_400_000
+    ids = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(devices)]
+    versions = ["1.0.0", "1.0.1", "1.1.0"]
+
+    def iso(ms: int) -> str:
+        return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+    lines = 0
+    with open(path, "wb") as out:
+        upload = {"type": "upload", "app_id": APP_ID, "version": "1.1.0", "size": 5_000_000}
+        out.write(orjson.dumps({**upload, "time": iso(start_ms + 3_600_000), "id": "u1"}) + b"\n")
+        lines += 1
+        buffer: list[bytes] = []
+        for n in range(events):
+            # Every device checks in at least once; the rest are repeat visits.
+            device = ids[n] if n < devices else ids[rng.randrange(devices)]
+            at = start_ms + rng.randrange(span_ms)
+            record = {
+                "type": "checkin",
+                "id": f"c{n}",
+                "time": iso(at),
+                "app_id": APP_ID,
+                "device_id": device,
+                "platform": "android" if n % 3 else "ios",
+                "version_name": versions[n % 3],
+                "version_build": "1.0.0",
+                "plugin_version": "8.51.14",
+                "is_emulator": False,
+                "is_prod": True,
+                "ip": f"10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}",
+            }
+            buffer.append(orjson.dumps(record))
+            if len(buffer) >= 100_000:
+                out.write(b"\n".join(buffer) + b"\n")
+                lines += len(buffer)
+                buffer.clear()
+        for n in range(downloads):
+            record = {
+                "type": "download",
+                "id": f"d{n}",
+                "time": iso(start_ms + rng.randrange(span_ms)),
+                "app_id": APP_ID,
+                "device_id": ids[rng.randrange(devices)],
+                "version": "1.1.0",
+                "bytes": 5_000_000,
+            }
+            buffer.append(orjson.dumps(record))
+        if buffer:
+            out.write(b"\n".join(buffer) + b"\n")
+            lines += len(buffer)
+    return lines
+
+
+def verify(url: str, devices: int, downloads: int, start: date) -> list[str]:
+    problems: list[str] = []
+    engine = create_db_engine(url)
+    last = start + timedelta(days=DAYS - 1)
+    with engine.connect() as conn:
+        bitmaps = load_day_bitmaps(conn, APP_ID, start, month_end(start))
+        union = BitMap.union(*bitmaps.values()) if bitmaps else BitMap()
+        u = s.daily_usage.c
+        new_sum = conn.scalar(
+            select(func.sum(u.new_devices)).where(
+                u.app_id == APP_ID, u.day >= start, u.day <= month_end(start)
+            )
+        )
+        mau_last = conn.scalar(select(u.mau).where(u.app_id == APP_ID, u.day == last))
+        bandwidth = conn.scalar(select(func.sum(u.bandwidth)).where(u.app_id == APP_ID))
+        table_view = month_unique_devices_from_device_table(conn, APP_ID, start)
+        device_rows = conn.scalar(select(func.count()).select_from(s.devices))
+    engine.dispose()
+    figures = {
+        "month's unique devices (union of day bitmaps)": len(union),
+        "sum of new_devices over the month": new_sum,
+        f"30-day mau on {last}": mau_last,
+        "month view from the device table": table_view,
+        "device rows": device_rows,
+    }
+    for name, value in figures.items():
+        print(f"  {name}: {value}")
+        if value != devices:
+            problems.append(f"{name} is {value}, expected {devices}")
+    print(f"  bandwidth: {bandwidth}")
+    if bandwidth != downloads * 5_000_000:
+        problems.append(f"bandwidth is {bandwidth}, expected {downloads * 5_000_000}")
+    return problems
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000, help="check-ins")
+    parser.add_argument("--devices", type=int, default=100_000)
+    parser.add_argument("--downloads", type=int, default=20_000)
+    parser.add_argument("--keep", type=Path, help="work in this directory and keep it")
+    args = parser.parse_args()
+
+    workdir = args.keep or Path(tempfile.mkdtemp(prefix="otameter-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    events_file = workdir / "events.jsonl"
+    db_file = workdir / "bench.db"
+    for stale in workdir.glob("bench.db*"):
+        stale.unlink()
+    url = f"sqlite:///{db_file}"
+    start = first_of_last_month(datetime.now(UTC).date())
+
+    t0 = time.perf_counter()
+    lines = generate(events_file, args.events, args.devices, args.downloads, start)
+    print(f"generated {lines} events in {time.perf_counter() - t0:.1f} s ({events_file})")
+    setup_database(url)
+
+    env = {**os.environ, "OTAMETER_DATA_DIR": str(workdir / "data")}
+    command = [sys.executable, "-m", "otameter", "import", str(events_file), "--db", url, "--json"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    result = subprocess.run(command, env=env, capture_output=True, check=False)
+    elapsed = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if result.returncode != 0:
+        sys.exit(f"otameter import failed ({result.returncode}):\n{result.stderr.decode()}")
+    summary = orjson.loads(result.stdout.splitlines()[-1])
+    print(
+        f"otameter import: {lines} events in {elapsed:.2f} s = {lines / elapsed:,.0f} events/s "
+        f"(accepted {summary['accepted']}, duplicates {summary['duplicates']}, "
+        f"rejected {summary['rejected']}); synchronous=FULL"
+    )
+    # The machine may be shared: CPU time says how much work the import itself did.
+    print(
+        f"  CPU time of the import process: {cpu:.2f} s; peak memory {after.ru_maxrss // 1024} MB"
+        f" (load average {os.getloadavg()[0]:.1f})"
+    )
+    problems = verify(url, args.devices, args.downloads, start)
+    if summary["accepted"] != lines:
+        problems.append(f"accepted {summary['accepted']} of {lines} lines")
+    if problems:
+        sys.exit("FAILED: " + "; ".join(problems))
+    print("figures verified")
+
+
+if __name__ == "__main__":
+    main()

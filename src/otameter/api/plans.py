@@ -1,0 +1,166 @@
+"""Plan routes: plans, an org's usage against its plan, org webhooks and their deliveries."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .. import schema as s
+from ..auth import Level
+from ..clock import to_ms
+from ..errors import ApiError, bad_request, not_found
+from ..plans import compute_usage, list_plans
+from ..webhooks import delivery_json
+from .common import JSONResponse, caller, json_object, query_page, read_db, runtime
+from .management import INSUFFICIENT, iso, org_access
+
+URL_RE = re.compile(r"^https?://[^\s/]+", re.IGNORECASE)
+PAGE_SIZE = 50
+STATUSES = ("pending", "delivered", "failed")
+
+
+async def get_plans(request: Request) -> Response:
+    await caller(request)
+    plans = await read_db(request, list_plans)
+    return JSONResponse([plan.as_json() for plan in plans])
+
+
+async def get_usage(request: Request) -> Response:
+    principal = await caller(request)
+    rt = runtime(request)
+    org_id = request.path_params["org_id"]
+    now = rt.clock.now()
+
+    def read(conn: Connection) -> dict[str, Any]:
+        org = org_access(conn, principal, org_id, Level.READ)
+        if principal.limited_apps is not None:
+            # Usage covers every app of the org, more than this key may read.
+            raise ApiError(403, INSUFFICIENT)
+        return compute_usage(conn, org, now.date()).as_json(to_ms(now))
+
+    return JSONResponse(await read_db(request, read))
+
+
+def _webhook_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "org_id": row.org_id,
+        "url": row.url,
+        "created_at": iso(row.created_at),
+    }
+
+
+async def create_webhook(request: Request) -> Response:
+    principal = await caller(request)
+    rt = runtime(request)
+    org_id = request.path_params["org_id"]
+    data = await json_object(request)
+    url = data.get("url")
+    if not isinstance(url, str) or not URL_RE.match(url) or len(url) > 2048:
+        raise bad_request("'url' must be an absolute http(s) URL")
+    secret = data.get("secret")
+    generated = secret is None
+    if generated:
+        secret = secrets.token_urlsafe(32)
+    if not isinstance(secret, str) or not 8 <= len(secret) <= 255:
+        raise bad_request("'secret' must be a string of 8 to 255 characters")
+    hook_id = str(uuid.uuid4())
+    now_ms = to_ms(rt.clock.now())
+
+    def write(conn: Connection) -> dict[str, Any]:
+        org_access(conn, principal, org_id, Level.ADMIN)
+        conn.execute(
+            s.webhooks.insert().values(
+                id=hook_id,
+                org_id=org_id,
+                url=url,
+                secret=secret,
+                created_by=principal.user_id,
+                created_at=now_ms,
+            )
+        )
+        row = conn.execute(select(s.webhooks).where(s.webhooks.c.id == hook_id)).one()
+        return _webhook_json(row)
+
+    body = await rt.writer.run(write)
+    if generated:
+        # Shown once: the receiver needs it to verify signatures.
+        body["secret"] = secret
+    return JSONResponse(body, status_code=201)
+
+
+async def list_webhooks(request: Request) -> Response:
+    principal = await caller(request)
+    org_id = request.path_params["org_id"]
+
+    def read(conn: Connection) -> list[dict[str, Any]]:
+        org_access(conn, principal, org_id, Level.ADMIN)
+        w = s.webhooks.c
+        rows = conn.execute(
+            select(s.webhooks)
+            .where(w.org_id == org_id, w.deleted_at.is_(None))
+            .order_by(w.created_at, w.id)
+        )
+        return [_webhook_json(r) for r in rows]
+
+    return JSONResponse(await read_db(request, read))
+
+
+async def delete_webhook(request: Request) -> Response:
+    principal = await caller(request)
+    rt = runtime(request)
+    org_id = request.path_params["org_id"]
+    hook_id = request.path_params["webhook_id"]
+    now_ms = to_ms(rt.clock.now())
+
+    def write(conn: Connection) -> None:
+        org_access(conn, principal, org_id, Level.ADMIN)
+        w = s.webhooks.c
+        result = conn.execute(
+            update(s.webhooks)
+            .where(w.id == hook_id, w.org_id == org_id, w.deleted_at.is_(None))
+            .values(deleted_at=now_ms)
+        )
+        if not result.rowcount:
+            raise not_found("Webhook not found")
+
+    await rt.writer.run(write)
+    return JSONResponse({"status": "ok"})
+
+
+async def list_deliveries(request: Request) -> Response:
+    principal = await caller(request)
+    org_id = request.path_params["org_id"]
+    params = request.query_params
+    status = params.get("status")
+    if status is not None and status not in STATUSES:
+        raise bad_request(f"'status' must be one of {', '.join(STATUSES)}")
+    page = query_page(request)
+
+    def read(conn: Connection) -> list[dict[str, Any]]:
+        org_access(conn, principal, org_id, Level.ADMIN)
+        d = s.webhook_deliveries.c
+        query = select(s.webhook_deliveries).where(d.org_id == org_id)
+        if status is not None:
+            query = query.where(d.status == status)
+        rows = conn.execute(query.order_by(d.id.desc()).limit(PAGE_SIZE).offset(page * PAGE_SIZE))
+        return [delivery_json(r) for r in rows]
+
+    return JSONResponse(await read_db(request, read))
+
+
+routes = [
+    Route("/plans", get_plans, methods=["GET"]),
+    Route("/organization/{org_id}/usage", get_usage, methods=["GET"]),
+    Route("/organization/{org_id}/webhooks", create_webhook, methods=["POST"]),
+    Route("/organization/{org_id}/webhooks", list_webhooks, methods=["GET"]),
+    Route("/organization/{org_id}/webhooks/deliveries", list_deliveries, methods=["GET"]),
+    Route("/organization/{org_id}/webhooks/{webhook_id}", delete_webhook, methods=["DELETE"]),
+]

@@ -1,0 +1,111 @@
+"""``otameter plan ...`` and ``otameter org ...``: plans and the plan of each org."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from sqlalchemy import Connection
+
+from .cli_common import DbOption, write_transaction
+from .cli_common import fail as _fail
+
+plan_app = typer.Typer(
+    help="Manage plans (limits for MAU, storage, bandwidth).", no_args_is_help=True
+)
+org_app = typer.Typer(help="Manage organizations.", no_args_is_help=True)
+
+
+def _quantity(value: str, what: str) -> int:
+    from .plans import parse_quantity
+
+    try:
+        return parse_quantity(value)
+    except ValueError as exc:
+        raise _fail(f"--{what}: {exc}", 2) from None
+
+
+@plan_app.command("create")
+def plan_create(
+    name: Annotated[str, typer.Argument(help="Plan name.")],
+    mau: Annotated[str, typer.Option(help="Monthly active users per billing cycle (e.g. 1000).")],
+    storage: Annotated[str, typer.Option(help="Storage in bytes (e.g. 1073741824, 1GB, 2GiB).")],
+    bandwidth: Annotated[str, typer.Option(help="Bandwidth in bytes per billing cycle.")],
+    default: Annotated[
+        bool | None,
+        typer.Option(
+            "--default/--no-default",
+            help="Make it the plan of orgs that have none (unchanged if not given).",
+        ),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Create or update a plan; orgs on it are re-checked against the new limits at once."""
+    from .plans import evaluate_orgs, orgs_using_plan, upsert_plan
+
+    limits = (
+        _quantity(mau, "mau"),
+        _quantity(storage, "storage"),
+        _quantity(bandwidth, "bandwidth"),
+    )
+
+    def write(conn: Connection, now_ms: int) -> dict[str, object]:
+        plan = upsert_plan(conn, name, *limits, now_ms, default=default)
+        changes = evaluate_orgs(conn, orgs_using_plan(conn, plan), now_ms)
+        return {**plan.as_json(), "lock_changes": len(changes)}
+
+    typer.echo(json.dumps(write_transaction(db, write)))
+
+
+@plan_app.command("list")
+def plan_list(
+    db: DbOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+) -> None:
+    """List plans and their limits."""
+    from .plans import list_plans
+
+    plans = write_transaction(db, lambda conn, _now: list_plans(conn))
+    if as_json:
+        typer.echo(json.dumps([p.as_json() for p in plans]))
+        return
+    typer.echo(f"{'name':<20} {'mau':>12} {'storage':>16} {'bandwidth':>16}  default")
+    for p in plans:
+        mark = "yes" if p.is_default else ""
+        typer.echo(f"{p.name:<20} {p.mau:>12} {p.storage:>16} {p.bandwidth:>16}  {mark}")
+
+
+@org_app.command("set-plan")
+def org_set_plan(
+    org_id: Annotated[str, typer.Argument(help="Organization id.")],
+    plan: Annotated[str, typer.Argument(help="Plan name.")],
+    cycle_anchor: Annotated[
+        int | None,
+        typer.Option(
+            "--cycle-anchor",
+            min=1,
+            max=31,
+            help="Day of the month the billing cycle starts (default: unchanged, "
+            "initially the day the org was created).",
+        ),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Put an org on a plan; its lock is re-decided at once (a bigger plan unlocks it)."""
+    from .plans import evaluate_orgs, load_org, set_org_plan
+
+    def write(conn: Connection, now_ms: int) -> dict[str, object]:
+        set_org_plan(conn, org_id, plan, cycle_anchor)
+        evaluate_orgs(conn, [org_id], now_ms)
+        org = load_org(conn, org_id)
+        return {
+            "org_id": org_id,
+            "plan": org.plan,
+            "cycle_anchor": org.cycle_anchor,
+            "locked": org.lock_code is not None,
+            "lock_code": org.lock_code,
+            "lock_reason": org.lock_reason,
+        }
+
+    typer.echo(json.dumps(write_transaction(db, write)))

@@ -1,0 +1,281 @@
+"""A small typed client for a running otameter server's API.
+
+Every failure (unreachable server, refused request, unexpected answer) is a ``ClientError``
+carrying the server's own message and the HTTP status, so callers report errors one way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO, Literal, TypedDict, cast
+from urllib.parse import quote
+
+import httpx
+
+from . import __version__
+
+Scope = Literal["app", "org", "user"]
+
+
+class ClientError(Exception):
+    """A request that did not succeed; ``status`` is None when no HTTP answer came back."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+    @property
+    def unreachable(self) -> bool:
+        return self.status is None
+
+    def __str__(self) -> str:
+        return self.message if self.status is None else f"{self.message} (HTTP {self.status})"
+
+
+class Bundle(TypedDict):
+    id: str
+    app_id: str
+    version: str
+    size: int
+    checksum: str | None
+    external: bool
+    external_url: str | None
+    created_at: str
+    channels: list[str]
+
+
+class UploadedBundle(TypedDict):
+    id: str
+    app_id: str
+    version: str
+    size: int
+    checksum: str | None
+    external_url: str | None
+    channel: str
+    created_at: str
+
+
+class StatRow(TypedDict):
+    date: str
+    mau: int
+    storage: int
+    bandwidth: int
+
+
+class Meter(TypedDict):
+    used: int
+    limit: int | None
+    percent: float | None
+
+
+class EmulatorDev(TypedDict):
+    ratio: float
+    threshold: float
+
+
+class Usage(TypedDict):
+    org_id: str
+    plan: str | None
+    cycle_start: str
+    cycle_end: str
+    locked: bool
+    lock_reason: str | None
+    trial_ends: str | None
+    mau: Meter
+    storage: Meter
+    bandwidth: Meter
+    emulator_dev: EmulatorDev
+
+
+class _CountingReader:
+    """A file whose reads report progress; httpx rewinds it before sending, which resets it."""
+
+    def __init__(self, file: BinaryIO, on_progress: Callable[[int], None]) -> None:
+        self._file = file
+        self._on_progress = on_progress
+        self._sent = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._file.read(size)
+        self._sent += len(chunk)
+        self._on_progress(self._sent)
+        return chunk
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        position = self._file.seek(offset, whence)
+        if position == 0:
+            self._sent = 0
+        return position
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        for key in ("error", "message"):
+            if isinstance(body.get(key), str) and body[key]:
+                return str(body[key])
+    text = response.text.strip()
+    return text[:200] if text else response.reason_phrase or "request failed"
+
+
+class OtameterClient:
+    """Talks to one server with one API key."""
+
+    def __init__(
+        self,
+        server: str,
+        apikey: str,
+        *,
+        timeout: float = 30.0,
+        upload_timeout: float = 600.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.server = server.rstrip("/")
+        self._upload_timeout = upload_timeout
+        self._http = httpx.Client(
+            base_url=self.server,
+            headers={"authorization": apikey, "user-agent": f"otameter-cli/{__version__}"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> OtameterClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- transport ---------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException:
+            raise ClientError(f"the server at {self.server} did not answer in time") from None
+        except httpx.TransportError as exc:
+            reason = str(exc) or type(exc).__name__
+            raise ClientError(f"cannot reach the server at {self.server}: {reason}") from None
+        if response.status_code >= 400:
+            raise ClientError(_error_message(response), response.status_code)
+        try:
+            return response.json()
+        except ValueError:
+            raise ClientError(
+                f"unexpected answer from {self.server}{path}: not JSON", response.status_code
+            ) from None
+
+    def _expect(self, value: Any, kind: type, path: str) -> Any:
+        if not isinstance(value, kind):
+            raise ClientError(f"unexpected answer from {self.server}{path}")
+        return value
+
+    # -- apps and bundles --------------------------------------------------------------------
+
+    def get_app(self, app_id: str) -> dict[str, Any]:
+        path = f"/app/{quote(app_id, safe='')}"
+        return cast(dict[str, Any], self._expect(self._request("GET", path), dict, path))
+
+    def list_bundles(self, app_id: str) -> list[Bundle]:
+        """All of the app's live bundles, newest first (every page)."""
+        bundles: list[Bundle] = []
+        page = 0
+        while True:
+            rows = self._expect(
+                self._request("GET", "/bundle", params={"app_id": app_id, "page": page}),
+                list,
+                "/bundle",
+            )
+            if not rows:
+                return bundles
+            bundles.extend(cast(list[Bundle], rows))
+            page += 1
+
+    def upload_bundle(
+        self,
+        app_id: str,
+        version: str,
+        zip_path: Path,
+        *,
+        channel: str | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> UploadedBundle:
+        fields = {"app_id": app_id, "version": version}
+        if channel:
+            fields["channel"] = channel
+        with open(zip_path, "rb") as handle:
+            source: Any = _CountingReader(handle, on_progress) if on_progress else handle
+            body = self._request(
+                "POST",
+                "/bundle",
+                data=fields,
+                files={"file": (zip_path.name, source, "application/zip")},
+                timeout=self._upload_timeout,
+            )
+        return cast(UploadedBundle, self._expect(body, dict, "/bundle"))
+
+    def register_external(
+        self,
+        app_id: str,
+        version: str,
+        external_url: str,
+        *,
+        channel: str | None = None,
+        checksum: str | None = None,
+        size: int | None = None,
+    ) -> UploadedBundle:
+        payload: dict[str, Any] = {
+            "app_id": app_id,
+            "version": version,
+            "external_url": external_url,
+        }
+        if channel:
+            payload["channel"] = channel
+        if checksum:
+            payload["checksum"] = checksum
+        if size is not None:
+            payload["size"] = size
+        body = self._request("POST", "/bundle", json=payload)
+        return cast(UploadedBundle, self._expect(body, dict, "/bundle"))
+
+    def delete_bundle(self, app_id: str, version: str) -> dict[str, Any]:
+        body = self._request("DELETE", "/bundle", params={"app_id": app_id, "version": version})
+        return cast(dict[str, Any], self._expect(body, dict, "/bundle"))
+
+    # -- statistics and usage ----------------------------------------------------------------
+
+    def statistics(self, scope: Scope, ident: str | None, start: date, end: date) -> list[StatRow]:
+        if scope == "user":
+            path = "/statistics/user/"
+        else:
+            if not ident:
+                raise ClientError(f"statistics for an {scope} need its id")
+            path = f"/statistics/{scope}/{quote(ident, safe='')}/"
+        params = {"from": start.isoformat(), "to": end.isoformat()}
+        body = self._expect(self._request("GET", path, params=params), dict, path)
+        return cast(list[StatRow], self._expect(body.get("data"), list, path))
+
+    def usage(self, org_id: str) -> Usage:
+        path = f"/organization/{quote(org_id, safe='')}/usage"
+        return cast(Usage, self._expect(self._request("GET", path), dict, path))

@@ -1,0 +1,1261 @@
+"""The OpenAPI 3.1 document of the whole HTTP API, served at ``/openapi.json``.
+
+Written by hand from the handlers in ``api/*.py`` so that it says what they really do,
+including every error answer. ``tests/test_openapi.py`` runs schemathesis against a live
+server over this document, and checks that every route the app registers is described.
+
+Operations are listed in ``OPERATIONS``; the document served by an app holds only those whose
+route that app registers, so an optional router (plans, usage, webhooks) appears exactly when
+it is mounted.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from . import __version__ as VERSION
+
+JSON = "application/json"
+Schema = dict[str, Any]
+
+APP_ID_PATTERN = r"^[A-Za-z0-9]+(\.[A-Za-z0-9_-]+)+$"
+UUID_PATTERN = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+SEMVER_PATTERN = (
+    r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
+    r"(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$"
+)
+DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def json_content(schema: Schema) -> dict[str, Any]:
+    return {JSON: {"schema": schema}}
+
+
+def answer(description: str, schema: Schema | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description}
+    if schema is not None:
+        out["content"] = json_content(schema)
+    return out
+
+
+def error(description: str) -> dict[str, Any]:
+    return answer(description, ref("Error"))
+
+
+def nullable(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def obj(required: list[str], props: dict[str, Schema], **extra: Any) -> Schema:
+    return {"type": "object", "required": required, "properties": props, **extra}
+
+
+STR = {"type": "string"}
+INT = {"type": "integer"}
+NONNEG = {"type": "integer", "minimum": 0}
+BOOL = {"type": "boolean"}
+DATETIME = {"type": "string", "format": "date-time"}
+DAY = {"type": "string", "format": "date", "pattern": DATE_PATTERN}
+
+# -- reusable schemas ----------------------------------------------------------------------------
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": obj(
+        ["error", "status"],
+        {
+            "error": {"type": "string", "description": "What went wrong, for a person."},
+            "status": {"const": "KO"},
+        },
+        description='Every API error: `{"error": message, "status": "KO"}`.',
+    ),
+    "PluginError": obj(
+        ["error", "message", "kind"],
+        {
+            "error": {"type": "string", "description": "A stable error code."},
+            "message": STR,
+            "kind": {
+                "enum": ["up_to_date", "blocked", "failed"],
+                "description": "How the plugin treats the answer (plugin-protocol.md §2).",
+            },
+        },
+        description=(
+            "A plugin endpoint's error or no-update answer (`no_new_version_available`, "
+            "`app_not_found`, `need_plan_upgrade`, a field validation code, ...). Usually "
+            "sent with HTTP 200 so that the plugin reads the code."
+        ),
+    ),
+    "DeviceInfo": obj(
+        ["app_id", "device_id", "platform", "version_name", "version_build", "plugin_version"],
+        {
+            "app_id": {"type": "string", "pattern": APP_ID_PATTERN, "maxLength": 255},
+            "device_id": {"type": "string", "pattern": UUID_PATTERN},
+            "platform": {"enum": ["ios", "android", "electron"]},
+            "version_name": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 255,
+                "description": '`"builtin"` or the bundle the device runs.',
+            },
+            "version_build": {"type": "string", "minLength": 1, "maxLength": 255},
+            "version_code": {"type": "string", "maxLength": 255},
+            "version_os": {"type": "string", "maxLength": 255},
+            "plugin_version": {"type": "string", "pattern": SEMVER_PATTERN},
+            "custom_id": {"type": "string", "maxLength": 36},
+            "is_emulator": {"type": "boolean", "default": False},
+            "is_prod": {"type": "boolean", "default": True},
+            "install_source": {"type": "string", "maxLength": 64},
+            "defaultChannel": {"type": "string", "maxLength": 255},
+            "key_id": {"type": "string", "maxLength": 20},
+        },
+        description="The body every plugin request carries (plugin-protocol.md §2).",
+    ),
+    "UpdateAvailable": {
+        **obj(
+            ["version", "url", "checksum"],
+            {
+                "version": STR,
+                "url": {"type": "string", "format": "uri"},
+                "checksum": {"type": "string", "description": "Lowercase hex SHA-256 of the zip."},
+                "session_key": STR,
+                "manifest": {
+                    "type": "array",
+                    "items": obj(
+                        ["file_name", "file_hash", "download_url"],
+                        {"file_name": STR, "file_hash": STR, "download_url": STR},
+                    ),
+                },
+                "link": STR,
+                "comment": STR,
+            },
+        ),
+        "not": {"anyOf": [{"required": ["error"]}, {"required": ["kind"]}]},
+        "description": "A bundle to install. Never carries `error` or `kind`.",
+    },
+    "StatsEvent": {
+        **obj(
+            ["app_id", "device_id", "platform", "action", "version_name"],
+            {
+                "app_id": {"type": "string", "pattern": APP_ID_PATTERN, "maxLength": 255},
+                "device_id": {"type": "string", "pattern": UUID_PATTERN},
+                "platform": {"enum": ["ios", "android", "electron"]},
+                "action": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$", "maxLength": 64},
+                "version_name": {"type": "string", "maxLength": 1024},
+                "old_version_name": {"type": "string", "maxLength": 1024},
+                "version_build": {"type": "string", "maxLength": 255},
+                "version_code": {"type": "string", "maxLength": 255},
+                "version_os": {"type": "string", "maxLength": 255},
+                "plugin_version": {"type": "string", "pattern": SEMVER_PATTERN},
+                "custom_id": {"type": "string", "maxLength": 36},
+                "is_emulator": BOOL,
+                "is_prod": BOOL,
+                "install_source": {"type": "string", "maxLength": 64},
+                "defaultChannel": {"type": "string", "maxLength": 255},
+                "key_id": {"type": "string", "maxLength": 20},
+                "channel": {"type": "string", "maxLength": 255},
+                "timestamp": {"type": "integer", "minimum": 0, "maximum": 253402300799999},
+                "metadata": {
+                    "type": "object",
+                    "maxProperties": 30,
+                    "propertyNames": {"maxLength": 64},
+                    "additionalProperties": {"type": "string", "maxLength": 2048},
+                },
+            },
+        ),
+        "description": "One plugin event (download progress, set, update_fail, ...).",
+    },
+    "StatsResult": obj(
+        ["status", "index"],
+        {
+            "status": {"enum": ["ok", "error"]},
+            "index": NONNEG,
+            "error": STR,
+            "message": STR,
+        },
+    ),
+    "ChannelRequest": {
+        "allOf": [
+            ref("DeviceInfo"),
+            {"type": "object", "properties": {"channel": {"type": "string", "maxLength": 255}}},
+        ],
+        "description": (
+            "Like DeviceInfo, but `version_name` and `version_build` may be empty and "
+            "`plugin_version` may be left out."
+        ),
+    },
+    "ChannelSetOk": {
+        **obj(
+            ["status"],
+            {"status": {"const": "ok"}, "message": STR, "allowSet": BOOL, "unset": BOOL},
+        ),
+        "not": {"required": ["error"]},
+    },
+    "ChannelGet": {
+        **obj(
+            ["channel", "status"],
+            {"channel": STR, "status": {"enum": ["default", "override"]}, "allowSet": BOOL},
+        ),
+        "not": {"required": ["error"]},
+    },
+    "ChannelListEntry": obj(
+        ["id", "name", "public", "allow_self_set"],
+        {"id": INT, "name": STR, "public": BOOL, "allow_self_set": BOOL},
+    ),
+    "Organization": obj(
+        ["id", "name", "role", "plan", "created_at"],
+        {
+            "id": {"type": "string", "format": "uuid"},
+            "name": STR,
+            "role": {"enum": ["read", "upload", "write", "admin", "super_admin"]},
+            "plan": nullable(STR),
+            "created_at": DATETIME,
+        },
+    ),
+    "App": obj(
+        ["app_id", "name", "owner_org", "created_at"],
+        {"app_id": STR, "name": STR, "owner_org": STR, "created_at": DATETIME},
+    ),
+    "Bundle": obj(
+        ["id", "app_id", "version", "size", "checksum", "external_url", "channel", "created_at"],
+        {
+            "id": STR,
+            "app_id": STR,
+            "version": STR,
+            "size": NONNEG,
+            "checksum": nullable(STR),
+            "external_url": nullable(STR),
+            "channel": STR,
+            "created_at": DATETIME,
+        },
+    ),
+    "BundleListItem": obj(
+        ["id", "app_id", "version", "size", "checksum", "external", "created_at", "channels"],
+        {
+            "id": STR,
+            "app_id": STR,
+            "version": STR,
+            "size": NONNEG,
+            "checksum": nullable(STR),
+            "external": BOOL,
+            "external_url": nullable(STR),
+            "created_at": DATETIME,
+            "channels": {"type": "array", "items": STR},
+        },
+    ),
+    "ChannelFlags": {
+        "type": "object",
+        "properties": {
+            "public": BOOL,
+            "allow_device_self_set": BOOL,
+            "allow_emulator": BOOL,
+            "allow_dev": BOOL,
+            "ios": BOOL,
+            "android": BOOL,
+            "electron": BOOL,
+        },
+    },
+    "StatsRow": obj(
+        ["date", "mau", "storage", "bandwidth"],
+        {
+            "date": DAY,
+            "mau": {**NONNEG, "description": "Unique counted devices in the 30 days to `date`."},
+            "storage": {**NONNEG, "description": "Bytes of bundles existing at the day's end."},
+            "bandwidth": {**NONNEG, "description": "Bytes of bundle downloads served that day."},
+            "new_devices": {
+                **NONNEG,
+                "description": (
+                    "With `breakdown=true`: devices active that day for the first time in "
+                    "its calendar month."
+                ),
+            },
+            "dau": {**NONNEG, "description": "With `breakdown=true`: devices active that day."},
+        },
+    ),
+    "StatsAnswer": obj(
+        ["data"],
+        {
+            "data": {
+                "type": "array",
+                "description": "One row per day, oldest first; days after today are left out.",
+                "items": {
+                    "allOf": [ref("StatsRow")],
+                    "properties": {
+                        "previous": {
+                            **ref("StatsRow"),
+                            "description": (
+                                "With `compare=previous`: the same figures for the day at "
+                                "the same position in the previous period."
+                            ),
+                        }
+                    },
+                },
+            },
+            "previous_period": {
+                **obj(["from", "to"], {"from": DAY, "to": DAY}),
+                "description": (
+                    "With `compare=previous`: the period of equal length ending the day "
+                    "before `from`."
+                ),
+            },
+        },
+    ),
+    "BundleUsageAnswer": obj(
+        ["data"],
+        {
+            "data": {
+                "type": "array",
+                "items": obj(
+                    ["date", "devices", "versions"],
+                    {
+                        "date": DAY,
+                        "devices": {**NONNEG, "description": "Counted devices active that day."},
+                        "versions": {
+                            "type": "array",
+                            "description": "Most used first.",
+                            "items": obj(
+                                ["version", "devices", "share"],
+                                {
+                                    "version": STR,
+                                    "devices": NONNEG,
+                                    "share": {
+                                        "type": "number",
+                                        "minimum": 0,
+                                        "maximum": 100,
+                                        "description": (
+                                            "Percent of the day's counted devices seen on "
+                                            "this version (a device that updated during the "
+                                            "day counts on both)."
+                                        ),
+                                    },
+                                },
+                            ),
+                        },
+                    },
+                ),
+            }
+        },
+    ),
+    "Usage": obj(
+        ["org_id", "plan", "cycle_start", "cycle_end", "locked", "lock_reason", "trial_ends"],
+        {
+            "org_id": STR,
+            "plan": nullable(STR),
+            "cycle_start": DAY,
+            "cycle_end": DAY,
+            "locked": BOOL,
+            "lock_code": nullable(STR),
+            "lock_reason": nullable(STR),
+            "trial_ends": nullable(DAY),
+            "in_trial": BOOL,
+            "mau": ref("UsageMetric"),
+            "storage": ref("UsageMetric"),
+            "bandwidth": ref("UsageMetric"),
+            "emulator_dev": {
+                "type": "object",
+                "required": ["ratio", "threshold"],
+                "properties": {"ratio": {"type": "number"}, "threshold": {"type": "number"}},
+            },
+        },
+        description="An org's usage in its current billing cycle against its plan.",
+    ),
+    "UsageMetric": obj(
+        ["used", "limit", "percent"],
+        {
+            "used": NONNEG,
+            "limit": nullable(NONNEG),
+            "percent": nullable({"type": "number", "minimum": 0}),
+        },
+    ),
+    "Plan": obj(
+        ["name", "mau", "storage", "bandwidth"],
+        {"name": STR, "mau": NONNEG, "storage": NONNEG, "bandwidth": NONNEG, "default": BOOL},
+    ),
+    "Webhook": obj(
+        ["id", "org_id", "url", "created_at"],
+        {
+            "id": STR,
+            "org_id": STR,
+            "url": STR,
+            "created_at": DATETIME,
+            "secret": {"type": "string", "description": "Only when generated by the server."},
+        },
+    ),
+    "WebhookDelivery": obj(
+        ["id", "webhook_id", "event", "status", "attempts", "created_at", "payload"],
+        {
+            "id": INT,
+            "webhook_id": STR,
+            "event": STR,
+            "status": {"enum": ["pending", "delivered", "failed"]},
+            "attempts": NONNEG,
+            "next_attempt_at": nullable(DATETIME),
+            "last_status_code": nullable(INT),
+            "last_error": nullable(STR),
+            "created_at": DATETIME,
+            "delivered_at": nullable(DATETIME),
+            "payload": {},
+        },
+    ),
+}
+
+# -- shared parameters and answers ---------------------------------------------------------------
+
+AUTH: list[dict[str, list[str]]] = [{"authorization": []}, {"capgkey": []}]
+UNAUTHORIZED = error("No API key, or an unknown one.")
+BAD_REQUEST = error("The query or body is invalid; `error` says which field.")
+
+
+def app_id_param(where: str = "path", required: bool = True) -> dict[str, Any]:
+    return {
+        "name": "app_id",
+        "in": where,
+        "required": required,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        "description": "A reverse-domain app id like `com.example.app`.",
+    }
+
+
+def org_id_param() -> dict[str, Any]:
+    return {
+        "name": "org_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 36},
+    }
+
+
+STATS_DATE_PARAMS = [
+    {
+        "name": name,
+        "in": "query",
+        "required": True,
+        "schema": DAY,
+        "description": f"{what} (`YYYY-MM-DD`, UTC, inclusive). At most 90 days in all.",
+    }
+    for name, what in (("from", "First day"), ("to", "Last day"))
+]
+FORMAT_PARAM = {
+    "name": "format",
+    "in": "query",
+    "required": False,
+    "schema": {"enum": ["json", "csv"], "default": "json"},
+    "description": (
+        "`csv`: the same rows as `text/csv` with a header line and a Content-Disposition filename."
+    ),
+}
+STATS_OPTION_PARAMS = [
+    FORMAT_PARAM,
+    {
+        "name": "breakdown",
+        "in": "query",
+        "required": False,
+        "schema": {"enum": ["true", "false", "1", "0", "yes", "no"], "default": "false"},
+        "description": "Adds `new_devices` and `dau` to each row.",
+    },
+    {
+        "name": "compare",
+        "in": "query",
+        "required": False,
+        "schema": {"enum": ["previous", "none"]},
+        "description": (
+            "`previous`: each row gets a `previous` object with the figures of the day at the "
+            "same position in the preceding period of equal length (`previous_period`). In "
+            "CSV they are the `previous_*` columns."
+        ),
+    },
+]
+CSV_ANSWER = {
+    "text/csv": {
+        "schema": {"type": "string"},
+        "example": "date,mau,storage,bandwidth\r\n2024-01-01,120,536870912,1073741824\r\n",
+    }
+}
+STATS_ERRORS = {
+    "400": error(
+        "`Invalid date format. Use YYYY-MM-DD` (bad, impossible or missing date), "
+        "`Date range cannot exceed 90 days`, an invalid range (`from` after `to`), or an "
+        "invalid `format`, `breakdown` or `compare`."
+    ),
+    "401": UNAUTHORIZED,
+    "403": error(
+        "`Insufficient permissions to access statistics`: the key sees the org only "
+        "through some of its apps."
+    ),
+    "404": error(
+        "`App/Organization not found`: it does not exist, was deleted (apps), or is not "
+        "visible to this key (another org's, or outside the key's limits): no existence oracle."
+    ),
+}
+
+
+def stats_op(summary: str, params: list[dict[str, Any]], description: str) -> dict[str, Any]:
+    return {
+        "tags": ["statistics"],
+        "summary": summary,
+        "description": description,
+        "security": AUTH,
+        "parameters": [*params, *STATS_DATE_PARAMS, *STATS_OPTION_PARAMS],
+        "responses": {
+            "200": {
+                "description": "One row per day.",
+                "content": {**json_content(ref("StatsAnswer")), **CSV_ANSWER},
+            },
+            **STATS_ERRORS,
+        },
+    }
+
+
+def json_body(schema: Schema, required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": json_content(schema)}
+
+
+def plugin_op(
+    summary: str,
+    description: str,
+    ok: Schema,
+    *,
+    body: Schema | None = None,
+    more: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "tags": ["plugin"],
+        "summary": summary,
+        "description": description,
+        "security": [],
+        "responses": {
+            "200": answer("The answer, or a plugin error code (HTTP 200 on purpose).", ok),
+            "400": answer("A malformed request: a field failed validation.", ref("PluginError")),
+            **(more or {}),
+        },
+        **extra,
+    }
+    if body is not None:
+        op["requestBody"] = json_body(body)
+    return op
+
+
+DEVICE_QUERY = [
+    {"name": name, "in": "query", "required": required, "schema": schema}
+    for name, required, schema in (
+        ("app_id", True, {"type": "string", "pattern": APP_ID_PATTERN, "maxLength": 255}),
+        ("platform", True, {"enum": ["ios", "android", "electron"]}),
+        ("device_id", False, {"type": "string", "pattern": UUID_PATTERN}),
+        ("is_emulator", False, {"enum": ["true", "false"]}),
+        ("is_prod", False, {"enum": ["true", "false"]}),
+        ("version_name", False, {"type": "string", "maxLength": 255}),
+        ("version_build", False, {"type": "string", "maxLength": 255}),
+        ("plugin_version", False, {"type": "string", "pattern": SEMVER_PATTERN}),
+        ("custom_id", False, {"type": "string", "maxLength": 36}),
+        ("defaultChannel", False, {"type": "string", "maxLength": 255}),
+    )
+]
+
+OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
+    "/health": {
+        "get": {
+            "tags": ["server"],
+            "summary": "Liveness",
+            "security": [],
+            "responses": {"200": answer("Up.", obj(["status"], {"status": {"const": "ok"}}))},
+        }
+    },
+    "/openapi.json": {
+        "get": {
+            "tags": ["server"],
+            "summary": "This document",
+            "security": [],
+            "responses": {"200": answer("The OpenAPI 3.1 document.", {"type": "object"})},
+        }
+    },
+    # -- plugin ----------------------------------------------------------------------------------
+    "/updates": {
+        "post": plugin_op(
+            "Update check",
+            "Records the device's activity (the MAU source) and answers with the bundle of "
+            "its channel, or a no-update code with HTTP 200 (`no_new_version_available`, "
+            "`app_not_found`, `no_channel`, `need_plan_upgrade`, ...).",
+            {"anyOf": [ref("UpdateAvailable"), ref("PluginError")]},
+            body=ref("DeviceInfo"),
+        )
+    },
+    "/stats": {
+        "post": {
+            **plugin_op(
+                "Plugin events",
+                "One event object or an array of them (at most 1000). An array answers "
+                "`results`, one per element; a single object answers `{status: ok}` or its "
+                "own error.",
+                {
+                    "anyOf": [
+                        obj(
+                            ["status"],
+                            {
+                                "status": {"const": "ok"},
+                                "results": {"type": "array", "items": ref("StatsResult")},
+                            },
+                        ),
+                        ref("PluginError"),
+                    ]
+                },
+                body={
+                    "anyOf": [
+                        ref("StatsEvent"),
+                        {"type": "array", "maxItems": 1000, "items": ref("StatsEvent")},
+                    ]
+                },
+                more={
+                    "413": answer(
+                        "An array of more than 1000 events (`too_many_events`).",
+                        ref("PluginError"),
+                    )
+                },
+            ),
+        }
+    },
+    "/channel_self": {
+        "get": plugin_op(
+            "List channels",
+            "The channels the device may choose (public or self-assignable, compatible).",
+            {
+                "anyOf": [
+                    {"type": "array", "items": ref("ChannelListEntry")},
+                    ref("PluginError"),
+                ]
+            },
+            parameters=DEVICE_QUERY,
+        ),
+        "post": plugin_op(
+            "Set the device's channel",
+            "Joins a self-assignable channel, or clears the override when the channel is the "
+            "default one.",
+            {"anyOf": [ref("ChannelSetOk"), ref("PluginError")]},
+            body=ref("ChannelRequest"),
+        ),
+        "put": plugin_op(
+            "Get the device's channel",
+            "The override channel of the device, or the app's default channel.",
+            {"anyOf": [ref("ChannelGet"), ref("PluginError")]},
+            body=ref("ChannelRequest"),
+        ),
+    },
+    "/download/{bundle_id}.zip": {
+        "get": {
+            "tags": ["plugin"],
+            "summary": "Bundle download",
+            "description": (
+                "The signed link answered by `/updates`. Supports one `Range` and `If-Range`; "
+                "the bytes actually sent are counted as bandwidth."
+            ),
+            "security": [],
+            "parameters": [
+                {"name": "bundle_id", "in": "path", "required": True, "schema": STR},
+                {"name": "device_id", "in": "query", "required": True, "schema": STR},
+                {"name": "expires", "in": "query", "required": True, "schema": STR},
+                {"name": "sig", "in": "query", "required": True, "schema": STR},
+                {"name": "Range", "in": "header", "required": False, "schema": STR},
+            ],
+            "responses": {
+                "200": {
+                    "description": "The zip.",
+                    "content": {"application/zip": {"schema": {"type": "string"}}},
+                },
+                "206": {
+                    "description": "The requested range.",
+                    "content": {"application/zip": {"schema": {"type": "string"}}},
+                },
+                "403": error("The link is invalid or expired."),
+                "404": error("The bundle is gone."),
+                "416": {"description": "The range cannot be served."},
+            },
+        }
+    },
+    # -- management ------------------------------------------------------------------------------
+    "/organization": {
+        "post": {
+            "tags": ["organizations"],
+            "summary": "Create an organization",
+            "description": "The caller becomes its `super_admin`. Needs an unrestricted `all` key.",
+            "security": AUTH,
+            "requestBody": json_body(
+                obj(["name"], {"name": {"type": "string", "minLength": 1, "maxLength": 200}})
+            ),
+            "responses": {
+                "201": answer(
+                    "Created.",
+                    obj(["id", "name"], {"id": {"type": "string", "format": "uuid"}, "name": STR}),
+                ),
+                "400": BAD_REQUEST,
+                "401": UNAUTHORIZED,
+                "403": error("The key is not an unrestricted key of mode `all`."),
+            },
+        },
+        "get": {
+            "tags": ["organizations"],
+            "summary": "The caller's organizations",
+            "security": AUTH,
+            "responses": {
+                "200": answer(
+                    "Visible to this key.", {"type": "array", "items": ref("Organization")}
+                ),
+                "401": UNAUTHORIZED,
+            },
+        },
+    },
+    "/organization/members": {
+        "post": {
+            "tags": ["organizations"],
+            "summary": "Add or change a member",
+            "description": "Adds an existing user to the org with a role (or changes the role).",
+            "security": AUTH,
+            "requestBody": json_body(
+                obj(
+                    ["orgId", "email", "invite_type"],
+                    {
+                        "orgId": {"type": "string", "maxLength": 36},
+                        "email": {"type": "string", "maxLength": 320},
+                        "invite_type": {
+                            "enum": ["read", "upload", "write", "admin", "super_admin"]
+                        },
+                    },
+                )
+            ),
+            "responses": {
+                "200": answer(
+                    "The membership.",
+                    obj(
+                        ["org_id", "user_id", "email", "role"],
+                        {"org_id": STR, "user_id": STR, "email": STR, "role": STR},
+                    ),
+                ),
+                "400": BAD_REQUEST,
+                "401": UNAUTHORIZED,
+                "403": error("Needs `admin` (`super_admin` to add a `super_admin`)."),
+                "404": error("Organization not found, or user not found."),
+            },
+        }
+    },
+    "/apikey": {
+        "post": {
+            "tags": ["keys"],
+            "summary": "Create an API key",
+            "description": (
+                "Needs a key of mode `all`. The new key is shown once; it never sees more "
+                "than the key that made it."
+            ),
+            "security": AUTH,
+            "requestBody": json_body(
+                {
+                    "type": "object",
+                    "properties": {
+                        "name": STR,
+                        "mode": {"enum": ["read", "upload", "write", "all"], "default": "read"},
+                        "limited_to_orgs": {"type": "array", "items": {"type": "string"}},
+                        "limited_to_apps": {"type": "array", "items": {"type": "string"}},
+                    },
+                }
+            ),
+            "responses": {
+                "201": answer(
+                    "The key.",
+                    obj(
+                        ["id", "key", "name", "mode", "limited_to_orgs", "limited_to_apps"],
+                        {
+                            "id": STR,
+                            "key": STR,
+                            "name": STR,
+                            "mode": STR,
+                            "limited_to_orgs": {"type": "array", "items": STR},
+                            "limited_to_apps": {"type": "array", "items": STR},
+                            "created_at": DATETIME,
+                        },
+                    ),
+                ),
+                "400": BAD_REQUEST,
+                "401": UNAUTHORIZED,
+                "403": error("The key is not of mode `all`."),
+                "404": error("A listed org or app is not visible to the key."),
+            },
+        }
+    },
+    "/app": {
+        "post": {
+            "tags": ["apps"],
+            "summary": "Create an app",
+            "security": AUTH,
+            "requestBody": json_body(
+                obj(
+                    ["app_id", "owner_org"],
+                    {
+                        "app_id": {"type": "string", "pattern": APP_ID_PATTERN, "maxLength": 255},
+                        "name": STR,
+                        "owner_org": {"type": "string", "maxLength": 36},
+                    },
+                )
+            ),
+            "responses": {
+                "201": answer("Created.", ref("App")),
+                "400": BAD_REQUEST,
+                "401": UNAUTHORIZED,
+                "403": error("Needs `write` in the org and a key not limited to apps."),
+                "404": error("Organization not found."),
+                "409": error("The app id is taken."),
+            },
+        },
+        "get": {
+            "tags": ["apps"],
+            "summary": "The apps the key can see",
+            "security": AUTH,
+            "responses": {
+                "200": answer("Apps, by id.", {"type": "array", "items": ref("App")}),
+                "401": UNAUTHORIZED,
+            },
+        },
+    },
+    "/app/{app_id}": {
+        "get": {
+            "tags": ["apps"],
+            "summary": "One app",
+            "security": AUTH,
+            "parameters": [app_id_param()],
+            "responses": {
+                "200": answer("The app.", ref("App")),
+                "401": UNAUTHORIZED,
+                "404": error("App not found (or not visible to the key)."),
+            },
+        },
+        "delete": {
+            "tags": ["apps"],
+            "summary": "Delete an app",
+            "description": "Deletes its bundles (storage freed); its statistics stay in org sums.",
+            "security": AUTH,
+            "parameters": [app_id_param()],
+            "responses": {
+                "200": answer("Deleted.", obj(["status"], {"status": {"const": "ok"}})),
+                "401": UNAUTHORIZED,
+                "403": error("Needs `admin`."),
+                "404": error("App not found."),
+            },
+        },
+    },
+    "/bundle": {
+        "post": {
+            "tags": ["bundles"],
+            "summary": "Upload a bundle",
+            "description": (
+                "multipart: a zip (`file`) stored here; JSON: an external bundle served by "
+                "URL, never counted in storage or bandwidth. The channel (default "
+                "`production`) then serves the bundle."
+            ),
+            "security": AUTH,
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": obj(
+                            ["app_id", "version", "file"],
+                            {
+                                "app_id": STR,
+                                "version": {"type": "string", "maxLength": 255},
+                                "channel": STR,
+                                "file": {"type": "string", "contentMediaType": "application/zip"},
+                            },
+                        )
+                    },
+                    JSON: {
+                        "schema": obj(
+                            ["app_id", "version", "external_url"],
+                            {
+                                "app_id": STR,
+                                "version": {"type": "string", "maxLength": 255},
+                                "external_url": {
+                                    "type": "string",
+                                    "format": "uri",
+                                    "maxLength": 2048,
+                                },
+                                "channel": STR,
+                                "checksum": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+                                "size": {
+                                    "type": "integer",
+                                    "minimum": 0,
+                                    "exclusiveMaximum": 9223372036854775808,
+                                },
+                            },
+                        )
+                    },
+                },
+            },
+            "responses": {
+                "201": answer("Stored.", ref("Bundle")),
+                "400": BAD_REQUEST,
+                "401": UNAUTHORIZED,
+                "402": error("The organization is locked (over its plan)."),
+                "403": error("Needs `upload`."),
+                "404": error("App not found."),
+                "409": error("The version exists already (deleted versions keep their name)."),
+            },
+        },
+        "get": {
+            "tags": ["bundles"],
+            "summary": "An app's bundles",
+            "description": "Not deleted, newest first, 50 a page.",
+            "security": AUTH,
+            "parameters": [
+                app_id_param("query"),
+                {
+                    "name": "page",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 0, "maximum": 999999999, "default": 0},
+                },
+            ],
+            "responses": {
+                "200": answer("Bundles.", {"type": "array", "items": ref("BundleListItem")}),
+                "400": BAD_REQUEST,
+                "401": UNAUTHORIZED,
+                "404": error("App not found."),
+            },
+        },
+        "delete": {
+            "tags": ["bundles"],
+            "summary": "Delete a bundle",
+            "description": "Soft delete: storage is freed from that moment, statistics stay.",
+            "security": AUTH,
+            "parameters": [
+                app_id_param("query"),
+                {
+                    "name": "version",
+                    "in": "query",
+                    "required": True,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                },
+            ],
+            "responses": {
+                "200": answer(
+                    "Deleted.",
+                    obj(
+                        ["status", "app_id", "version"],
+                        {"status": {"const": "ok"}, "app_id": STR, "version": STR},
+                    ),
+                ),
+                "400": BAD_REQUEST,
+                "401": UNAUTHORIZED,
+                "403": error("Needs `write`."),
+                "404": error("App or bundle not found."),
+            },
+        },
+    },
+    "/channel": {
+        "post": {
+            "tags": ["channels"],
+            "summary": "Create or update a channel",
+            "description": "Making a channel public makes it the app's default channel.",
+            "security": AUTH,
+            "requestBody": json_body(
+                {
+                    "allOf": [
+                        obj(
+                            ["app_id", "channel"],
+                            {
+                                "app_id": STR,
+                                "channel": {"type": "string", "minLength": 1, "maxLength": 255},
+                                "version": nullable(STR),
+                            },
+                        ),
+                        ref("ChannelFlags"),
+                    ]
+                }
+            ),
+            "responses": {
+                "200": answer(
+                    "The channel.",
+                    {
+                        "allOf": [
+                            obj(
+                                ["id", "app_id", "channel", "version"],
+                                {
+                                    "id": INT,
+                                    "app_id": STR,
+                                    "channel": STR,
+                                    "version": nullable(STR),
+                                },
+                            ),
+                            ref("ChannelFlags"),
+                        ]
+                    },
+                ),
+                "400": BAD_REQUEST,
+                "401": UNAUTHORIZED,
+                "403": error("Needs `write`."),
+                "404": error("App or bundle version not found."),
+            },
+        },
+        "get": {
+            "tags": ["channels"],
+            "summary": "An app's channels",
+            "security": AUTH,
+            "parameters": [app_id_param("query")],
+            "responses": {
+                "200": answer(
+                    "Channels.",
+                    {
+                        "type": "array",
+                        "items": {
+                            "allOf": [
+                                obj(
+                                    ["id", "channel", "version"],
+                                    {"id": INT, "channel": STR, "version": nullable(STR)},
+                                ),
+                                ref("ChannelFlags"),
+                            ]
+                        },
+                    },
+                ),
+                "400": BAD_REQUEST,
+                "401": UNAUTHORIZED,
+                "404": error("App not found."),
+            },
+        },
+    },
+    # -- statistics ------------------------------------------------------------------------------
+    "/statistics/app/{app_id}/": {
+        "get": stats_op(
+            "An app's statistics",
+            [app_id_param()],
+            "Per day: `mau` (unique counted devices in the 30 days ending that day), "
+            "`storage` (bytes of bundles existing at the day's end) and `bandwidth` (bytes "
+            "downloaded that day). Days before the app existed are zeros; today is live.",
+        )
+    },
+    "/statistics/app/{app_id}/bundle_usage/": {
+        "get": {
+            "tags": ["statistics"],
+            "summary": "Share of devices on each bundle version",
+            "description": "Per day, from the counted check-ins' versions.",
+            "security": AUTH,
+            "parameters": [app_id_param(), *STATS_DATE_PARAMS, FORMAT_PARAM],
+            "responses": {
+                "200": {
+                    "description": (
+                        "One row per day. CSV: one line per day and version "
+                        "(`date,version,devices,share,day_devices`)."
+                    ),
+                    "content": {**json_content(ref("BundleUsageAnswer")), **CSV_ANSWER},
+                },
+                **STATS_ERRORS,
+            },
+        }
+    },
+    "/statistics/org/{org_id}/": {
+        "get": stats_op(
+            "An organization's statistics",
+            [org_id_param()],
+            "The sum of its apps' rows (deleted apps included: their usage was real).",
+        )
+    },
+    "/statistics/user/": {
+        "get": stats_op(
+            "Statistics over every org the caller can read",
+            [],
+            "The sum over every app the key can see, in every org the user belongs to.",
+        )
+    },
+    # -- plans, usage and webhooks (api/plans.py) -------------------------------------------------
+    "/plans": {
+        "get": {
+            "tags": ["plans"],
+            "summary": "The plans",
+            "security": AUTH,
+            "responses": {
+                "200": answer("Plans.", {"type": "array", "items": ref("Plan")}),
+                "401": UNAUTHORIZED,
+            },
+        }
+    },
+    "/organization/{org_id}/usage": {
+        "get": {
+            "tags": ["plans"],
+            "summary": "An organization's usage against its plan",
+            "description": "contract.md, Plans and usage.",
+            "security": AUTH,
+            "parameters": [org_id_param()],
+            "responses": {
+                "200": answer("The usage.", ref("Usage")),
+                "401": UNAUTHORIZED,
+                "404": error("Organization not found."),
+            },
+        }
+    },
+    "/organization/{org_id}/webhooks": {
+        "get": {
+            "tags": ["webhooks"],
+            "summary": "An organization's webhooks",
+            "security": AUTH,
+            "parameters": [org_id_param()],
+            "responses": {
+                "200": answer("Webhooks.", {"type": "array", "items": ref("Webhook")}),
+                "401": UNAUTHORIZED,
+                "403": error("Needs `admin`."),
+                "404": error("Organization not found."),
+            },
+        },
+        "post": {
+            "tags": ["webhooks"],
+            "summary": "Add a webhook",
+            "description": "Events are POSTed to `url`, signed with `secret`.",
+            "security": AUTH,
+            "parameters": [org_id_param()],
+            "requestBody": json_body(
+                obj(
+                    ["url"],
+                    {
+                        "url": {"type": "string", "format": "uri", "maxLength": 2048},
+                        "secret": {"type": "string", "minLength": 8, "maxLength": 255},
+                    },
+                )
+            ),
+            "responses": {
+                "201": answer("Created.", ref("Webhook")),
+                "400": BAD_REQUEST,
+                "401": UNAUTHORIZED,
+                "403": error("Needs `admin`."),
+                "404": error("Organization not found."),
+            },
+        },
+    },
+    "/organization/{org_id}/webhooks/deliveries": {
+        "get": {
+            "tags": ["webhooks"],
+            "summary": "Webhook deliveries, newest first",
+            "security": AUTH,
+            "parameters": [
+                org_id_param(),
+                {
+                    "name": "status",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"enum": ["pending", "delivered", "failed"]},
+                },
+                {
+                    "name": "page",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 0, "maximum": 999999999, "default": 0},
+                },
+            ],
+            "responses": {
+                "200": answer("Deliveries.", {"type": "array", "items": ref("WebhookDelivery")}),
+                "400": BAD_REQUEST,
+                "401": UNAUTHORIZED,
+                "403": error("Needs `admin`."),
+                "404": error("Organization not found."),
+            },
+        }
+    },
+    "/organization/{org_id}/webhooks/{webhook_id}": {
+        "delete": {
+            "tags": ["webhooks"],
+            "summary": "Remove a webhook",
+            "security": AUTH,
+            "parameters": [
+                org_id_param(),
+                {"name": "webhook_id", "in": "path", "required": True, "schema": STR},
+            ],
+            "responses": {
+                "200": answer("Removed.", obj(["status"], {"status": {"const": "ok"}})),
+                "401": UNAUTHORIZED,
+                "403": error("Needs `admin`."),
+                "404": error("Organization or webhook not found."),
+            },
+        }
+    },
+}
+
+
+def operation_id(method: str, path: str) -> str:
+    """``get_statistics_app_app_id``: stable names for generated clients."""
+    words = re.findall(r"[A-Za-z0-9]+", path.replace(".json", "").replace(".zip", ""))
+    return "_".join([method, *(word.lower() for word in words)])
+
+
+def build_document(
+    served: set[tuple[str, str]] | None = None, server_url: str | None = None
+) -> dict[str, Any]:
+    """The document; with ``served`` ((path, method) pairs) only the operations served."""
+    paths: dict[str, dict[str, Any]] = {}
+    for path, operations in OPERATIONS.items():
+        kept = {
+            method: {"operationId": operation_id(method, path), **op}
+            for method, op in operations.items()
+            if served is None or (path, method) in served
+        }
+        if kept:
+            paths[path] = kept
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "otameter",
+            "version": VERSION,
+            "description": (
+                "Usage metering and statistics for Capacitor live updates. Every error is "
+                '`{"error": message, "status": "KO"}`, except on the plugin endpoints, which '
+                "answer the plugin protocol's `{error, message, kind}`."
+            ),
+        },
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "authorization": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "authorization",
+                    "description": "An API key (a `Bearer ` prefix is accepted).",
+                },
+                "capgkey": {"type": "apiKey", "in": "header", "name": "capgkey"},
+            },
+        },
+    }
+    if server_url:
+        doc["servers"] = [{"url": server_url}]
+    return doc
+
+
+# -- the route -----------------------------------------------------------------------------------
+
+#: Paths that belong to the browser dashboard (HTML and session cookies), not to the API.
+NOT_API_PREFIXES = ("/dashboard",)
+
+
+def served_operations(routes: list[BaseRoute]) -> set[tuple[str, str]]:
+    """(path, method) of every API route in ``routes`` (HEAD, added for GET, left out)."""
+    served: set[tuple[str, str]] = set()
+    for route in routes:
+        if not isinstance(route, Route) or route.path.startswith(NOT_API_PREFIXES):
+            continue
+        for method in route.methods or ():
+            if method != "HEAD":
+                served.add((route.path, method.lower()))
+    return served
+
+
+async def openapi_json(request: Request) -> Response:
+    from .api.common import JSONResponse
+
+    cached = getattr(request.app.state, "openapi_document", None)
+    if cached is None:
+        rt = request.app.state.runtime
+        cached = build_document(served_operations(list(request.app.routes)), rt.settings.public_url)
+        request.app.state.openapi_document = cached
+    return JSONResponse(cached)
+
+
+routes = [Route("/openapi.json", openapi_json, methods=["GET"])]

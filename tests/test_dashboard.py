@@ -1,0 +1,646 @@
+"""The dashboard: sign-in and session, the JSON the pages read, and the pages in a real
+headless Chromium against a real server (uvicorn on a free port, SQLite, demo data)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import delete, update
+
+from otameter import schema as s
+from otameter.api import create_app
+from otameter.clock import ManualClock
+from otameter.config import Settings
+from otameter.dashboard import session
+from otameter.dashboard.data import cycle_bounds
+from otameter.db import migrate
+from otameter.demo import DEMO_APPS, seed_demo
+from otameter.runtime import Runtime
+from tests.harness import Harness
+
+COOKIE = session.COOKIE
+
+
+def sign_in(h: Harness, key: str, **headers: str) -> httpx.Response:
+    return h.client.post(
+        "/dashboard/login", data={"key": key}, headers=headers, follow_redirects=False
+    )
+
+
+def set_cookie_header(response: httpx.Response) -> str:
+    values = [v for k, v in response.headers.multi_items() if k == "set-cookie"]
+    (value,) = [v for v in values if v.startswith(COOKIE + "=")]
+    return value
+
+
+# -- sign-in and the session cookie ----------------------------------------------------------
+
+
+def test_pages_need_a_session(sqlite_harness: Harness) -> None:
+    h = sqlite_harness
+    r = h.client.get("/dashboard", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/dashboard/login"
+    r = h.client.get("/dashboard/org/abc?from=2024-05-01&to=2024-05-02", follow_redirects=False)
+    assert r.status_code == 303
+    assert r.headers["location"].startswith("/dashboard/login?next=%2Fdashboard%2Forg%2Fabc")
+    r = h.client.get("/dashboard/api/organization")
+    assert r.status_code == 401 and r.json()["status"] == "KO"
+    login = h.client.get("/dashboard/login")
+    assert login.status_code == 200
+    assert '<label for="key">API key</label>' in login.text
+    assert "script-src 'self'" in login.headers["content-security-policy"]
+
+
+def test_sign_in_sets_an_http_only_signed_cookie(sqlite_harness: Harness) -> None:
+    h = sqlite_harness
+    _, key = h.user("a@example.com")
+    bad = sign_in(h, "otm_not_a_key")
+    assert bad.status_code == 401 and "not valid" in bad.text
+    assert COOKIE not in bad.cookies
+    r = sign_in(h, key)
+    assert r.status_code == 303 and r.headers["location"] == "/dashboard"
+    cookie = set_cookie_header(r).lower()
+    assert "httponly" in cookie and "samesite=lax" in cookie and "path=/dashboard" in cookie
+    assert "secure" not in cookie.replace("samesite", "")
+    # The session cookie is scoped to the dashboard: the API never receives it.
+    assert h.client.get("/dashboard").status_code == 200
+    assert h.client.get("/organization").status_code == 401
+
+
+def test_cookie_is_secure_over_https(sqlite_harness: Harness) -> None:
+    h = sqlite_harness
+    _, key = h.user("a@example.com")
+    r = h.client.post(
+        "https://otameter.test/dashboard/login", data={"key": key}, follow_redirects=False
+    )
+    assert r.status_code == 303
+    assert "; secure" in set_cookie_header(r).lower()
+
+
+def test_tampered_or_expired_session_is_refused(sqlite_harness: Harness) -> None:
+    h = sqlite_harness
+    _, key = h.user("a@example.com")
+    sign_in(h, key)
+    value = h.client.cookies[COOKIE]
+    payload, signature = value.rsplit(".", 1)
+    h.client.cookies.set(COOKIE, payload + "." + ("0" * len(signature)), path="/dashboard")
+    assert h.client.get("/dashboard", follow_redirects=False).status_code == 303
+    assert session.decode(h.rt, value) == key
+    h.client.cookies.set(COOKIE, value, path="/dashboard")
+    assert h.client.get("/dashboard", follow_redirects=False).status_code == 200
+    h.clock.advance(timedelta(seconds=session.MAX_AGE_SECONDS + 1))
+    assert h.client.get("/dashboard", follow_redirects=False).status_code == 303
+
+
+def test_a_revoked_key_ends_the_session(sqlite_harness: Harness) -> None:
+    h = sqlite_harness
+    _, key = h.user("a@example.com")
+    sign_in(h, key)
+    assert h.client.get("/dashboard/api/organization").status_code == 200
+    h.rt.writer.run_blocking(lambda conn: conn.execute(delete(s.api_keys)))
+    r = h.client.get("/dashboard/api/organization")
+    assert r.status_code == 401 and "max-age=0" in set_cookie_header(r).lower()
+    assert h.client.get("/dashboard", follow_redirects=False).status_code == 303
+
+
+def test_cross_site_posts_are_refused(sqlite_harness: Harness) -> None:
+    h = sqlite_harness
+    _, key = h.user("a@example.com")
+    r = sign_in(h, key, origin="https://evil.example")
+    assert r.status_code == 403 and COOKIE not in r.cookies
+    assert sign_in(h, key, origin="http://otameter.test").status_code == 303
+    r = h.client.post(
+        "/dashboard/logout", headers={"origin": "https://evil.example"}, follow_redirects=False
+    )
+    assert r.status_code == 403
+    assert h.client.get("/dashboard", follow_redirects=False).status_code == 200
+
+
+def test_sign_out_ends_the_session(sqlite_harness: Harness) -> None:
+    h = sqlite_harness
+    _, key = h.user("a@example.com")
+    sign_in(h, key)
+    r = h.client.post("/dashboard/logout", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/dashboard/login?signed_out=1"
+    assert "max-age=0" in set_cookie_header(r).lower()
+    assert h.client.get("/dashboard", follow_redirects=False).status_code == 303
+    assert "You are signed out" in h.client.get("/dashboard/login?signed_out=1").text
+
+
+def test_next_only_leads_inside_the_dashboard(sqlite_harness: Harness) -> None:
+    h = sqlite_harness
+    _, key = h.user("a@example.com")
+    for target, expected in [
+        ("/dashboard/org/x?from=2024-05-01", "/dashboard/org/x?from=2024-05-01"),
+        ("https://evil.example/", "/dashboard"),
+        ("//evil.example/dashboard", "/dashboard"),
+    ]:
+        h.client.cookies.clear()
+        r = h.client.post(
+            "/dashboard/login", data={"key": key, "next": target}, follow_redirects=False
+        )
+        assert r.headers["location"] == expected
+
+
+# -- what the pages read ---------------------------------------------------------------------
+
+
+def test_the_proxy_answers_like_the_api(harness: Harness) -> None:
+    h = harness
+    _, key = h.user("a@example.com")
+    org = h.org(key, "Acme")
+    h.app(key, org, "com.acme.one")
+    h.upload(key, "com.acme.one", "1.0.0")
+    for n in range(5):
+        h.checkin("com.acme.one", f"00000000-0000-0000-0000-00000000000{n}")
+    h.rollup()
+    sign_in(h, key)
+    query = "?from=2024-05-01&to=2024-05-15&breakdown=true"
+    for path in [f"statistics/org/{org}/{query}", "statistics/app/com.acme.one/" + query]:
+        direct = h.client.get("/" + path, headers=h.auth(key))
+        through = h.client.get("/dashboard/api/" + path)
+        assert through.status_code == direct.status_code == 200
+        assert through.json() == direct.json()
+        assert through.json()["data"][-1]["mau"] == 5
+    bundles = h.client.get("/dashboard/api/bundle?app_id=com.acme.one").json()
+    assert [b["version"] for b in bundles] == ["1.0.0"]
+    # Errors come through as the API gives them; only read-only API paths are reachable.
+    bad = h.client.get("/dashboard/api/statistics/org/nope/?from=2024-05-01&to=2024-05-02")
+    assert bad.status_code == 404 and bad.json()["error"] == "App/Organization not found"
+    assert h.client.get("/dashboard/api/updates").status_code == 404
+    assert h.client.get("/dashboard/api/health").status_code == 404
+    assert h.client.get("/dashboard/api/statistics/%2E%2E/health").status_code == 404
+
+
+def test_another_users_org_looks_like_nothing(sqlite_harness: Harness) -> None:
+    h = sqlite_harness
+    _, owner = h.user("owner@example.com")
+    _, other = h.user("other@example.com")
+    org = h.org(owner, "Private")
+    h.app(owner, org, "com.private.app")
+    sign_in(h, other)
+    for path in (f"/dashboard/org/{org}", "/dashboard/org/does-not-exist"):
+        r = h.client.get(path)
+        assert r.status_code == 404 and "Not found" in r.text
+    assert h.client.get("/dashboard/app/com.private.app").status_code == 404
+    hidden = h.client.get(f"/dashboard/data/org/{org}/apps")
+    missing = h.client.get("/dashboard/data/org/does-not-exist/apps")
+    assert hidden.status_code == missing.status_code == 404
+    assert hidden.json() == missing.json()
+
+
+def test_apps_table_uses_the_device_table_for_the_cycle(harness: Harness) -> None:
+    h = harness
+    _, key = h.user("a@example.com")
+    org = h.org(key, "Acme")  # created 2024-05-15: the cycle starts on the 15th
+    h.app(key, org, "com.acme.one")
+    h.app(key, org, "com.acme.two")
+    bundle = h.upload(key, "com.acme.one", "1.0.0")
+    for n in range(3):
+        h.checkin("com.acme.one", f"00000000-0000-0000-0000-00000000000{n}")
+    h.checkin("com.acme.two", "00000000-0000-0000-0000-000000000009")
+    h.rollup()
+    sign_in(h, key)
+    body = h.client.get(f"/dashboard/data/org/{org}/apps").json()
+    assert (body["cycle_start"], body["cycle_end"]) == ("2024-05-15", "2024-06-14")
+    rows = {row["app_id"]: row for row in body["apps"]}
+    assert rows["com.acme.one"]["mau"] == 3 and rows["com.acme.two"]["mau"] == 1
+    assert rows["com.acme.one"]["storage"] == bundle["size"]
+    assert rows["com.acme.two"]["storage"] == 0
+    # A read-only key is enough to look.
+    read_key = h.client.post(
+        "/apikey", json={"name": "viewer", "mode": "read"}, headers=h.auth(key)
+    ).json()["key"]
+    h.client.cookies.clear()
+    assert sign_in(h, read_key).status_code == 303
+    page = h.client.get(f"/dashboard/org/{org}")
+    assert page.status_code == 200 and "Acme" in page.text
+    assert h.client.get(f"/dashboard/data/org/{org}/apps").json() == body
+
+
+def test_a_key_limited_to_one_app_sees_only_that_app(sqlite_harness: Harness) -> None:
+    h = sqlite_harness
+    _, key = h.user("a@example.com")
+    org = h.org(key, "Acme")
+    h.app(key, org, "com.acme.one")
+    h.app(key, org, "com.acme.two")
+    limited = h.client.post(
+        "/apikey",
+        json={"name": "one", "mode": "read", "limited_to_apps": ["com.acme.one"]},
+        headers=h.auth(key),
+    ).json()["key"]
+    assert sign_in(h, limited).status_code == 303
+    assert "com.acme.two" not in h.client.get("/dashboard").text
+    assert h.client.get(f"/dashboard/org/{org}").status_code == 200
+    apps = h.client.get(f"/dashboard/data/org/{org}/apps").json()["apps"]
+    assert [a["app_id"] for a in apps] == ["com.acme.one"]
+    # The org's totals would reveal the other app: the page shows the API's refusal.
+    totals = h.client.get(f"/dashboard/api/statistics/org/{org}/?from=2024-05-01&to=2024-05-15")
+    assert totals.status_code == 403
+    assert h.client.get("/dashboard/app/com.acme.one").status_code == 200
+    assert h.client.get("/dashboard/app/com.acme.two").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("anchor", "today", "start", "end"),
+    [
+        (15, date(2024, 5, 15), date(2024, 5, 15), date(2024, 6, 14)),
+        (15, date(2024, 5, 14), date(2024, 4, 15), date(2024, 5, 14)),
+        (31, date(2024, 2, 29), date(2024, 2, 29), date(2024, 3, 30)),
+        (31, date(2024, 2, 10), date(2024, 1, 31), date(2024, 2, 28)),
+        (1, date(2024, 1, 1), date(2024, 1, 1), date(2024, 1, 31)),
+        (20, date(2024, 1, 5), date(2023, 12, 20), date(2024, 1, 19)),
+    ],
+)
+def test_cycle_bounds(anchor: int, today: date, start: date, end: date) -> None:
+    assert cycle_bounds(anchor, today) == (start, end)
+
+
+def test_static_files_ship_with_the_package(sqlite_harness: Harness) -> None:
+    import otameter.dashboard
+
+    static = Path(otameter.dashboard.__file__).parent / "static"
+    for name in ("dashboard.js", "dashboard.css", "vendor/chart.umd.js"):
+        assert (static / name).is_file()
+    assert (static / "vendor" / "chart.js-LICENSE.md").is_file()
+    r = sqlite_harness.client.get("/dashboard/static/vendor/chart.umd.js")
+    assert r.status_code == 200 and "Chart.js v4" in r.text[:200]
+    assert sqlite_harness.client.get("/dashboard/static/../routes.py").status_code == 404
+
+
+# -- in a real browser -----------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+DEMO_NOW = datetime(2024, 5, 15, 12, 0, tzinfo=UTC)
+TODAY = DEMO_NOW.date()
+
+
+def _chromium() -> str | None:
+    return CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
+
+
+def _missing_browser() -> str | None:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (pip install -e '.[dev]')"
+    if _chromium() is None:
+        return f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
+    return None
+
+
+def _require_browser() -> None:
+    reason = _missing_browser()
+    if reason is None:
+        return
+    if os.environ.get("OTAMETER_REQUIRE_CHROMIUM") == "1":
+        pytest.fail(f"OTAMETER_REQUIRE_CHROMIUM=1 but {reason}")
+    pytest.skip(reason)
+
+
+@dataclass
+class LiveServer:
+    url: str
+    db_url: str
+    rt: Runtime
+    key: str
+    read_key: str
+    org_id: str
+    has_plans: bool = False
+
+    def api(self, path: str) -> Any:
+        r = httpx.get(self.url + path, headers={"authorization": self.key}, timeout=30)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+def _cli(db_url: str, *args: str) -> int:
+    from typer.testing import CliRunner
+
+    from otameter.cli import app
+
+    return CliRunner().invoke(app, [*args, "--db", db_url]).exit_code
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    _require_browser()
+    root = tmp_path_factory.mktemp("dashboard")
+    url = f"sqlite:///{root}/otameter.db"
+    migrate(url)
+    settings = Settings(database_url=url, data_dir=root / "data", rollup_interval_seconds=0)
+    rt = Runtime(settings, ManualClock(DEMO_NOW))
+    rt.start(background=False)
+    key = seed_demo(rt)
+    app = create_app(rt, manage_runtime=False)
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        read_key = httpx.post(
+            base + "/apikey",
+            json={"name": "viewer", "mode": "read"},
+            headers={"authorization": key},
+        ).json()["key"]
+        (org,) = httpx.get(base + "/organization", headers={"authorization": key}).json()
+        server_ = LiveServer(base, url, rt, key, read_key, org["id"])
+        # A plan, so that the usage bars have limits (MAU ok, bandwidth near its limit).
+        server_.has_plans = (
+            _cli(
+                url,
+                "plan",
+                "create",
+                "Team",
+                "--mau",
+                "3000",
+                "--storage",
+                str(50 * 2**20),
+                "--bandwidth",
+                str(2**30),
+            )
+            == 0
+            and _cli(url, "org", "set-plan", org["id"], "Team") == 0
+        )
+        yield server_
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        rt.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(live: LiveServer) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any, live: LiveServer) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    tab.on(
+        "console", lambda message: errors.append(message.text) if message.type == "error" else None
+    )
+    tab.set_default_timeout(20_000)
+    yield tab
+    context.close()
+    assert errors == [], errors
+
+
+def _sign_in(page: Any, live: LiveServer) -> None:
+    page.goto(live.url + "/dashboard")
+    assert page.url.endswith("/dashboard/login")
+    page.get_by_label("API key").fill(live.read_key)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(live.url + "/dashboard")
+
+
+def _wait_ready(page: Any, start: str, end: str) -> None:
+    page.wait_for_selector(
+        f'main[data-state="ready"][data-loaded-from="{start}"][data-loaded-to="{end}"]'
+    )
+
+
+def _table(page: Any, table_id: str) -> list[dict[str, str]]:
+    """The raw values of a data table, keyed by column."""
+    rows: list[dict[str, str]] = page.eval_on_selector_all(
+        f"#{table_id} tbody tr",
+        """rows => rows.map(row => Object.fromEntries(
+            [...row.children].map(cell => [cell.dataset.key, cell.dataset.value])))""",
+    )
+    return rows
+
+
+def _screenshot(page: Any, name: str, tmp_path: Path) -> None:
+    # OTAMETER_SCREENSHOT_DIR=docs/screenshots refreshes the pictures in the docs.
+    target = Path(os.environ.get("OTAMETER_SCREENSHOT_DIR") or tmp_path)
+    target.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(target / name), full_page=True)
+
+
+def _range(start: date, end: date) -> str:
+    return f"?from={start.isoformat()}&to={end.isoformat()}"
+
+
+def test_org_page_shows_what_the_api_gives(page: Any, live: LiveServer, tmp_path: Path) -> None:
+    _sign_in(page, live)
+    page.get_by_role("link", name="Demo Org").click()
+    start = TODAY - timedelta(days=29)
+    _wait_ready(page, start.isoformat(), TODAY.isoformat())
+    page.wait_for_selector('main[data-complete="true"]')
+    _screenshot(page, "org.png", tmp_path)
+
+    api = live.api(f"/statistics/org/{live.org_id}/{_range(start, TODAY)}&breakdown=true")["data"]
+    assert len(api) == 30
+    page.get_by_text("Data table: Active devices").click()
+    shown = _table(page, "table-activity")
+    assert [(r["date"], int(r["mau"]), int(r["new_devices"])) for r in shown] == [
+        (r["date"], r["mau"], r["new_devices"]) for r in api
+    ]
+    storage = _table(page, "table-storage")
+    bandwidth = _table(page, "table-bandwidth")
+    assert [int(r["storage"]) for r in storage] == [r["storage"] for r in api]
+    assert [int(r["bandwidth"]) for r in bandwidth] == [r["bandwidth"] for r in api]
+    assert sum(r["bandwidth"] for r in api) > 0
+    mau_card = page.locator('.stat[data-metric="mau"] .value')
+    assert mau_card.get_attribute("data-value") == str(api[-1]["mau"])
+    assert mau_card.inner_text() == f"{api[-1]['mau']:,}"
+
+    # Plan usage: the bars when the server has GET /organization/{id}/usage.
+    usage = httpx.get(
+        f"{live.url}/organization/{live.org_id}/usage", headers={"authorization": live.key}
+    )
+    if usage.status_code == 200:
+        for metric in ("mau", "storage", "bandwidth"):
+            figure = usage.json()[metric]
+            used = page.locator(f'.usage-row[data-metric="{metric}"] .usage-value')
+            assert used.get_attribute("data-used") == str(figure["used"])
+            assert used.get_attribute("data-limit") == str(figure["limit"] or "")
+        body = page.locator("#usage-body")
+        assert body.get_attribute("data-cycle-start") == usage.json()["cycle_start"]
+        assert body.get_attribute("data-cycle-end") == usage.json()["cycle_end"]
+    else:
+        assert page.locator("#usage-missing").is_visible()
+
+    # The seed's table of apps: one row per demo app, sortable from the keyboard.
+    apps = _table(page, "apps")
+    assert sorted(r["app_id"] for r in apps) == sorted(a[0] for a in DEMO_APPS)
+    mau = [int(r["mau"]) for r in apps]
+    assert mau == sorted(mau, reverse=True)
+    name_header = page.locator("#apps thead button", has_text="App ID")
+    name_header.focus()
+    page.keyboard.press("Enter")
+    assert [r["app_id"] for r in _table(page, "apps")] == sorted(a[0] for a in DEMO_APPS)
+    sorted_th = page.locator("#apps thead th", has=page.locator("button", has_text="App ID"))
+    assert sorted_th.get_attribute("aria-sort") == "ascending"
+
+
+def test_range_comparison_and_csv(page: Any, live: LiveServer) -> None:
+    _sign_in(page, live)
+    page.goto(f"{live.url}/dashboard/org/{live.org_id}")
+    _wait_ready(page, (TODAY - timedelta(days=29)).isoformat(), TODAY.isoformat())
+
+    # More than 90 days is refused with a message, and nothing is reloaded.
+    page.get_by_label("From", exact=True).fill((TODAY - timedelta(days=95)).isoformat())
+    page.get_by_role("button", name="Apply").click()
+    error = page.locator("#range-error")
+    assert error.is_visible() and "at most 90 days" in error.inner_text()
+
+    start, end = TODAY - timedelta(days=40), TODAY - timedelta(days=20)
+    page.get_by_label("From", exact=True).fill(start.isoformat())
+    page.get_by_label("To", exact=True).fill(end.isoformat())
+    page.get_by_label("Compare with the previous period").check()
+    _wait_ready(page, start.isoformat(), end.isoformat())
+    assert not error.is_visible()
+    assert f"from={start.isoformat()}" in page.url and "compare=1" in page.url
+
+    query = f"{_range(start, end)}&breakdown=true&compare=previous"
+    api = live.api(f"/statistics/org/{live.org_id}/{query}")["data"]
+    shown = _table(page, "table-activity")
+    assert [int(r["mau"]) for r in shown] == [r["mau"] for r in api]
+    assert [int(r["previous_mau"]) for r in shown] == [r["previous"]["mau"] for r in api]
+    assert shown[0]["previous_date"] == (start - timedelta(days=21)).isoformat()
+    delta = page.locator('.stat[data-metric="bandwidth"] .delta').inner_text()
+    assert "from" in delta
+
+    with page.expect_download() as info:
+        page.locator('button.csv[data-chart="bandwidth"]').click()
+    download = info.value
+    assert download.suggested_filename.endswith(f"{start.isoformat()}-to-{end.isoformat()}.csv")
+    rows = list(csv.DictReader(io.StringIO(Path(download.path()).read_text())))
+    assert [(r["date"], int(r["bandwidth_bytes"])) for r in rows] == [
+        (r["date"], r["bandwidth"]) for r in api
+    ]
+    assert [int(r["previous_bandwidth_bytes"]) for r in rows] == [
+        r["previous"]["bandwidth"] for r in api
+    ]
+
+    # A quick range.
+    page.get_by_role("button", name="Last 7 days").click()
+    _wait_ready(page, (TODAY - timedelta(days=6)).isoformat(), TODAY.isoformat())
+    assert len(_table(page, "table-storage")) == 7
+
+
+def test_app_page_bundles_and_versions(page: Any, live: LiveServer, tmp_path: Path) -> None:
+    _sign_in(page, live)
+    app_id = DEMO_APPS[2][0]  # its odd releases are external bundles
+    page.goto(f"{live.url}/dashboard/app/{app_id}{_range(TODAY - timedelta(days=89), TODAY)}")
+    _wait_ready(page, (TODAY - timedelta(days=89)).isoformat(), TODAY.isoformat())
+    page.wait_for_selector('main[data-complete="true"]')
+    _screenshot(page, "app.png", tmp_path)
+
+    api = live.api(f"/statistics/app/{app_id}/{_range(TODAY - timedelta(days=89), TODAY)}")
+    shown = _table(page, "table-activity")
+    assert [int(r["mau"]) for r in shown] == [r["mau"] for r in api["data"]]
+
+    bundles = live.api(f"/bundle?app_id={app_id}")
+    rows = {r["version"]: r for r in _table(page, "bundles")}
+    assert set(rows) == {b["version"] for b in bundles}
+    for b in bundles:
+        assert rows[b["version"]]["kind"] == ("external" if b["external"] else "stored")
+        assert int(rows[b["version"]]["size"]) == b["size"]
+    assert page.locator("#bundles .tag-external").count() == sum(b["external"] for b in bundles)
+    assert page.get_by_text("External — not counted").first.is_visible()
+
+    # Bundle usage: the CSV has the shares the API gives for each day.
+    with page.expect_download() as info:
+        page.locator('button.csv[data-chart="versions"]').click()
+    table = list(csv.reader(io.StringIO(Path(info.value.path()).read_text())))
+    header, body = table[0], table[1:]
+    usage = live.api(
+        f"/statistics/app/{app_id}/bundle_usage/{_range(TODAY - timedelta(days=89), TODAY)}"
+    )["data"]
+    assert len(body) == len(usage) == 90
+    last = dict(zip(header, body[-1], strict=True))
+    for entry in usage[-1]["versions"]:
+        assert float(last[f"{entry['version']} (% of devices)"]) == entry["share"]
+    per_user = page.locator(".stat[data-metric='bandwidth_per_user'] .value")
+    assert per_user.get_attribute("data-value")
+
+
+def test_sign_out_in_the_browser(page: Any, live: LiveServer) -> None:
+    _sign_in(page, live)
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url("**/dashboard/login?signed_out=1")
+    assert page.get_by_text("You are signed out").is_visible()
+    cookies = page.context.cookies()
+    assert not [c for c in cookies if c["name"] == COOKIE]
+    page.goto(f"{live.url}/dashboard/org/{live.org_id}")
+    assert "/dashboard/login" in page.url
+
+
+def test_locked_org_shows_the_reason(page: Any, live: LiveServer, tmp_path: Path) -> None:
+    usage = httpx.get(
+        f"{live.url}/organization/{live.org_id}/usage", headers={"authorization": live.key}
+    )
+    if usage.status_code != 200:
+        pytest.skip("this server has no plan usage endpoint")
+    share = usage.json()["emulator_dev"]["ratio"] * 100
+    reason = f"Emulators and dev builds are {share:.1f}% of this cycle's devices (at most 3%)"
+
+    def lock(code: str | None, why: str | None) -> None:
+        live.rt.writer.run_blocking(
+            lambda conn: conn.execute(
+                update(s.orgs)
+                .where(s.orgs.c.id == live.org_id)
+                .values(lock_code=code, lock_reason=why)
+            )
+        )
+
+    lock("too_many_emulators_or_dev_builds", reason)
+    try:
+        _sign_in(page, live)
+        page.goto(f"{live.url}/dashboard/org/{live.org_id}")
+        banner = page.locator("#lock-banner")
+        banner.wait_for()
+        assert banner.get_attribute("role") == "alert"
+        assert "locked" in banner.inner_text() and reason in banner.inner_text()
+        target = Path(os.environ.get("OTAMETER_SCREENSHOT_DIR") or tmp_path)
+        page.locator("#usage").screenshot(path=str(target / "org-locked.png"))
+    finally:
+        lock(None, None)

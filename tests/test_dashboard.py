@@ -393,7 +393,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
                 "--storage",
                 str(50 * 2**20),
                 "--bandwidth",
-                str(2**30),
+                str(2**32),
             )
             == 0
             and _cli(url, "org", "set-plan", org["id"], "Team") == 0

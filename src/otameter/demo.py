@@ -14,10 +14,12 @@ from . import schema as s
 from .bundles import store_upload
 from .clock import to_ms
 from .events import BundleUpload, CheckIn, Download, Event
+from .plans import upsert_plan
 from .runtime import Runtime
 from .users import create_user
 
 DEMO_EMAIL = "demo@otameter.local"
+DEMO_PLAN = "demo"
 DEMO_APPS = (
     ("com.otameter.demo.shop", "Demo Shop", 1400),
     ("com.otameter.demo.news", "Demo News", 600),
@@ -48,6 +50,8 @@ def seed_demo(rt: Runtime, days: int = 90, seed: int = 7) -> str:
 
     def accounts(conn: Connection) -> str:
         user_id, key = create_user(conn, DEMO_EMAIL, "Demo user", start_ms)
+        # A plan, so that usage is shown against limits.
+        upsert_plan(conn, DEMO_PLAN, 3000, 100 * 10**6, 10 * 10**9, start_ms)
         conn.execute(
             s.orgs.insert().values(
                 id=org_id,
@@ -55,6 +59,7 @@ def seed_demo(rt: Runtime, days: int = 90, seed: int = 7) -> str:
                 created_by=user_id,
                 created_at=start_ms,
                 cycle_anchor=start.day,
+                plan=DEMO_PLAN,
                 trial_ends_at=start_ms + rt.settings.trial_days * 86_400_000,
             )
         )

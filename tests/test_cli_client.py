@@ -572,8 +572,7 @@ def test_statistics_tables_json_and_csv(live: Live, tmp_path: Path) -> None:
 
 def test_usage_of_an_org(live: Live, tmp_path: Path) -> None:
     probe = live.http.get(f"/organization/{live.org_id}/usage")
-    if probe.status_code == 404 and probe.json().get("error") == "Not Found":
-        pytest.skip("GET /organization/{org_id}/usage is not served yet")
+    assert probe.status_code == 200, probe.text
     body = upload(live, "1.0.0", tmp_path)
     r = live.http.post("/updates", json=device_body(APP_ID))
     assert r.status_code == 200, r.text

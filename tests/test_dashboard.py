@@ -26,7 +26,6 @@ from otameter.api import create_app
 from otameter.clock import ManualClock
 from otameter.config import Settings
 from otameter.dashboard import session
-from otameter.dashboard.data import cycle_bounds
 from otameter.db import migrate
 from otameter.demo import DEMO_APPS, seed_demo
 from otameter.runtime import Runtime
@@ -253,21 +252,6 @@ def test_a_key_limited_to_one_app_sees_only_that_app(sqlite_harness: Harness) ->
     assert totals.status_code == 403
     assert h.client.get("/dashboard/app/com.acme.one").status_code == 200
     assert h.client.get("/dashboard/app/com.acme.two").status_code == 404
-
-
-@pytest.mark.parametrize(
-    ("anchor", "today", "start", "end"),
-    [
-        (15, date(2024, 5, 15), date(2024, 5, 15), date(2024, 6, 14)),
-        (15, date(2024, 5, 14), date(2024, 4, 15), date(2024, 5, 14)),
-        (31, date(2024, 2, 29), date(2024, 2, 29), date(2024, 3, 30)),
-        (31, date(2024, 2, 10), date(2024, 1, 31), date(2024, 2, 28)),
-        (1, date(2024, 1, 1), date(2024, 1, 1), date(2024, 1, 31)),
-        (20, date(2024, 1, 5), date(2023, 12, 20), date(2024, 1, 19)),
-    ],
-)
-def test_cycle_bounds(anchor: int, today: date, start: date, end: date) -> None:
-    assert cycle_bounds(anchor, today) == (start, end)
 
 
 def test_static_files_ship_with_the_package(sqlite_harness: Harness) -> None:

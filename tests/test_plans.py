@@ -48,11 +48,15 @@ BIG = 10**12
         (31, date(2023, 2, 28), date(2023, 2, 28), date(2023, 3, 30)),
         (30, date(2023, 2, 28), date(2023, 2, 28), date(2023, 3, 29)),
         (30, date(2023, 3, 29), date(2023, 2, 28), date(2023, 3, 29)),
+        (31, date(2024, 2, 10), date(2024, 1, 31), date(2024, 2, 28)),
         # Ordinary anchors, and across a year end.
+        (1, date(2024, 1, 1), date(2024, 1, 1), date(2024, 1, 31)),
         (1, date(2024, 5, 15), date(2024, 5, 1), date(2024, 5, 31)),
+        (15, date(2024, 5, 15), date(2024, 5, 15), date(2024, 6, 14)),
         (15, date(2024, 5, 14), date(2024, 4, 15), date(2024, 5, 14)),
         (15, date(2024, 12, 20), date(2024, 12, 15), date(2025, 1, 14)),
         (20, date(2025, 1, 5), date(2024, 12, 20), date(2025, 1, 19)),
+        (20, date(2024, 1, 5), date(2023, 12, 20), date(2024, 1, 19)),
     ],
 )
 def test_cycle_bounds(anchor: int, today: date, start: date, end: date) -> None:

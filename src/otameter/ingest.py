@@ -286,21 +286,7 @@ class Pipeline:
                 if at_ms >= row[_LAST_SEEN]:
                     _take_attributes(row, c)
             else:
-                merged[key] = [
-                    app_id,
-                    c.device_id,
-                    at_ms,
-                    at_ms,
-                    counted_at,
-                    c.platform,
-                    c.version_name,
-                    c.version_build,
-                    c.version_os,
-                    c.plugin_version,
-                    c.custom_id,
-                    c.is_emulator,
-                    c.is_prod,
-                ]
+                merged[key] = [app_id, c.device_id, at_ms, at_ms, counted_at, *_attributes(c)]
             if verdict is counted or verdict is emudev:
                 day_number = at_ms // 86_400_000
                 day = days.get(day_number)
@@ -518,10 +504,9 @@ _SEEN_INSERT_POSTGRESQL = (
 )
 
 
-def _take_attributes(row: _DeviceRow, c: CheckIn) -> None:
-    """Device attributes follow the newest check-in, whatever order events arrive in."""
-    row[_LAST_SEEN] = c.at_ms
-    row[5:] = (
+def _attributes(c: CheckIn) -> tuple[Any, ...]:
+    """A check-in's device attributes, in the order of a device row after ``last_counted_at``."""
+    return (
         c.platform,
         c.version_name,
         c.version_build,
@@ -531,6 +516,12 @@ def _take_attributes(row: _DeviceRow, c: CheckIn) -> None:
         c.is_emulator,
         c.is_prod,
     )
+
+
+def _take_attributes(row: _DeviceRow, c: CheckIn) -> None:
+    """Device attributes follow the newest check-in, whatever order events arrive in."""
+    row[_LAST_SEEN] = c.at_ms
+    row[5:] = _attributes(c)
 
 
 def link_channel(conn: Connection, app_id: str, name: str, bundle_id: str, at_ms: int) -> None:

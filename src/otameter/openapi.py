@@ -413,6 +413,15 @@ UNAUTHORIZED = error("No API key, or an unknown one.")
 BAD_REQUEST = error("The query or body is invalid; `error` says which field.")
 
 
+# The 0-based ``page`` of a paged list (api.common.query_page).
+PAGE_PARAM: dict[str, Any] = {
+    "name": "page",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 0, "maximum": 999999999, "default": 0},
+}
+
+
 def app_id_param(where: str = "path", required: bool = True) -> dict[str, Any]:
     return {
         "name": "app_id",
@@ -910,12 +919,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             "security": AUTH,
             "parameters": [
                 app_id_param("query"),
-                {
-                    "name": "page",
-                    "in": "query",
-                    "required": False,
-                    "schema": {"type": "integer", "minimum": 0, "maximum": 999999999, "default": 0},
-                },
+                PAGE_PARAM,
             ],
             "responses": {
                 "200": answer("Bundles.", {"type": "array", "items": ref("BundleListItem")}),
@@ -1144,12 +1148,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                     "required": False,
                     "schema": {"enum": ["pending", "delivered", "failed"]},
                 },
-                {
-                    "name": "page",
-                    "in": "query",
-                    "required": False,
-                    "schema": {"type": "integer", "minimum": 0, "maximum": 999999999, "default": 0},
-                },
+                PAGE_PARAM,
             ],
             "responses": {
                 "200": answer("Deliveries.", {"type": "array", "items": ref("WebhookDelivery")}),

@@ -160,6 +160,16 @@ def _range_form(start: date, end: date, today: date, compare: bool) -> str:
 </form>"""
 
 
+def _range_and_charts(start: date, end: date, today: date, compare: bool) -> str:
+    """The range picker, the summary cards and the place the charts are drawn in."""
+    return f"""{_range_form(start, end, today, compare)}
+<section aria-labelledby="summary-h" id="summary-section">
+<h2 id="summary-h" class="visually-hidden">Summary of the range</h2>
+<div id="summary" class="summary" aria-live="polite"></div>
+</section>
+<div id="charts" class="charts"></div>"""
+
+
 def _shell_attrs(
     page: str, ident: str, today: date, start: date, end: date, extra: str = ""
 ) -> str:
@@ -185,12 +195,7 @@ def org_page(
 <h2 id="usage-h">Plan usage</h2>
 <div id="usage-body" aria-live="polite"><p class="loading">Loading plan usage…</p></div>
 </section>
-{_range_form(start, end, today, compare)}
-<section aria-labelledby="summary-h" id="summary-section">
-<h2 id="summary-h" class="visually-hidden">Summary of the range</h2>
-<div id="summary" class="summary" aria-live="polite"></div>
-</section>
-<div id="charts" class="charts"></div>
+{_range_and_charts(start, end, today, compare)}
 <section aria-labelledby="apps-h" class="card">
 <h2 id="apps-h">Apps</h2>
 <div id="apps-table"><p class="loading">Loading apps…</p></div>
@@ -214,12 +219,7 @@ def app_page(
 <div class="title"><h1>{esc(app["name"])}</h1>
 <p class="sub">App <code>{esc(app["app_id"])}</code> in
 <a href="/dashboard/org/{quote(org_id, safe="")}">{esc(org_name)}</a></p></div>
-{_range_form(start, end, today, compare)}
-<section aria-labelledby="summary-h" id="summary-section">
-<h2 id="summary-h" class="visually-hidden">Summary of the range</h2>
-<div id="summary" class="summary" aria-live="polite"></div>
-</section>
-<div id="charts" class="charts"></div>
+{_range_and_charts(start, end, today, compare)}
 <section aria-labelledby="bundles-h" class="card">
 <h2 id="bundles-h">Bundles</h2>
 <div id="bundles-table"><p class="loading">Loading bundles…</p></div>

@@ -73,9 +73,12 @@ def generate(path: Path, events: int, devices: int, downloads: int, start: date)
         out.write(orjson.dumps({**upload, "time": iso(start_ms + 3_600_000), "id": "u1"}) + b"\n")
         lines += 1
         buffer: list[bytes] = []
+        # Every device checks in at least once, the rest are repeat visits, and a device's
+        # visits are spread over the file as they are over the month in a real log.
+        visits = ids + [ids[rng.randrange(devices)] for _ in range(max(events - devices, 0))]
+        rng.shuffle(visits)
         for n in range(events):
-            # Every device checks in at least once; the rest are repeat visits.
-            device = ids[n] if n < devices else ids[rng.randrange(devices)]
+            device = visits[n]
             at = start_ms + rng.randrange(span_ms)
             record = {
                 "type": "checkin",

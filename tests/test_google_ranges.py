@@ -490,3 +490,17 @@ def test_install_packaged_copy_round_trips(tmp_path: Path) -> None:
     assert result.v4_prefixes + result.v6_prefixes == len(prefixes)
     assert result.creation_time is not None
     assert len(load_google_ranges(tmp_path / "o")) == len(load_google_ranges())
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.text(alphabet="0189.:f %x ", max_size=20))
+def test_the_first_octet_shortcut_never_turns_away_an_address(text: str) -> None:
+    # contains() answers False at once when a dotted address's first octet starts no range;
+    # spellings such as "08.1.2.3" are not addresses at all, so the shortcut changes nothing.
+    nets = [ipaddress.ip_network("8.0.0.0/8"), ipaddress.ip_network("::ffff:9.0.0.0/104")]
+    ranges = IpRangeSet(str(n) for n in nets)
+    try:
+        expected = brute_force(nets, text.strip())
+    except ValueError:
+        expected = False
+    assert ranges.contains(text) == expected

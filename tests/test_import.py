@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +46,8 @@ def write_lines(path: Path, lines: list[Any]) -> Path:
     return path
 
 
-def run_import(h: Harness, path: Path, batch_size: int = 20_000) -> ImportSummary:
-    summary = Importer(h.rt.writer, h.clock, batch_size=batch_size).run(partial(open, path, "rb"))
+def run_import(h: Harness, path: Path, slice_bytes: int = 1 << 20) -> ImportSummary:
+    summary = Importer(h.rt.writer, h.clock, slice_bytes=slice_bytes).run(path)
     h.rollup()
     return summary
 
@@ -188,7 +187,7 @@ def test_rejected_lines_are_reported_and_never_stop_good_ones(
     ]
     path = write_lines(tmp_path / "events.jsonl", lines)
 
-    summary = run_import(h, path, batch_size=3)
+    summary = run_import(h, path, slice_bytes=600)
 
     reasons = dict(summary.rejected)
     assert sorted(reasons) == [2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14]
@@ -281,7 +280,7 @@ def test_out_of_order_lines_give_the_sorted_result(harness: Harness, tmp_path: P
     upload = next(e for e in shuffled if e.get("version") == "1.1.0" and e["type"] == "upload")
     shuffled.remove(upload)
     shuffled.append(upload)
-    run_import(h, write_lines(tmp_path / "shuffled.jsonl", shuffled), batch_size=7)
+    run_import(h, write_lines(tmp_path / "shuffled.jsonl", shuffled), slice_bytes=1500)
 
     with sorted_import(tmp_path / "sorted", events) as reference:
         assert usage(h) == usage(reference)
@@ -370,11 +369,11 @@ def test_a_large_batch_of_refused_events(harness: Harness, tmp_path: Path) -> No
     count = 70_000
     base = checkin("2024-05-10T10:00:00Z", str(uuid.uuid4()))
     path = write_lines(tmp_path / "events.jsonl", [{**base, "id": f"r{n}"} for n in range(count)])
-    refused = run_import(h, path, batch_size=count)
+    refused = run_import(h, path)
     assert refused.accepted == 0 and len(refused.rejected) == count
 
     h.app(key, org_id, APP)
-    again = run_import(h, path, batch_size=count)
+    again = run_import(h, path)
     assert (again.accepted, again.duplicates, again.rejected) == (count, 0, [])
     assert mau(h, "2024-05-10") == 1
 
@@ -391,8 +390,8 @@ def test_parsing_in_a_separate_process_gives_the_same_result(
     lines: list[Any] = [*events, "not json", events[3]]
     path = write_lines(tmp_path / "events.jsonl", lines)
 
-    importer = Importer(h.rt.writer, h.clock, batch_size=9, parse_process_min_bytes=0)
-    summary = importer.run(partial(open, path, "rb"), path=path)
+    importer = Importer(h.rt.writer, h.clock, slice_bytes=2000, parallel_min_bytes=0)
+    summary = importer.run(path)
     h.rollup()
 
     assert summary.lines == len(lines)

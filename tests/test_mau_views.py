@@ -17,7 +17,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -99,7 +98,7 @@ def iso(ms: int) -> str:
     uploads=st.lists(instants.map(lambda n: START_MS + n), max_size=3, unique=True),
     repeated=st.lists(st.integers(min_value=0, max_value=59), max_size=5),
     order_seed=st.integers(min_value=0, max_value=2**32 - 1),
-    batch_size=st.integers(min_value=1, max_value=40),
+    slice_bytes=st.integers(min_value=1, max_value=8000),
 )
 def test_mau_views_agree(
     shared: tuple[Harness, str, str],
@@ -108,7 +107,7 @@ def test_mau_views_agree(
     uploads: list[int],
     repeated: list[int],
     order_seed: int,
-    batch_size: int,
+    slice_bytes: int,
 ) -> None:
     h, key, org_id = shared
     app_id = f"com.example.views{next(_apps)}"
@@ -139,7 +138,7 @@ def test_mau_views_agree(
     path = tmp_path / f"{app_id}.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
 
-    summary = Importer(h.rt.writer, h.clock, batch_size=batch_size).run(partial(open, path, "rb"))
+    summary = Importer(h.rt.writer, h.clock, slice_bytes=slice_bytes).run(path)
     h.rollup()
     assert summary.rejected == []
     assert summary.accepted == len(history) + len(uploads)

@@ -144,7 +144,7 @@ def import_events(
     settings = settings_or_exit(database_url=db, data_dir=data_dir)
     spool: Path | None = None
     if str(file) == "-":
-        # The importer reads its input twice, so stdin is kept in a temporary file.
+        # The importer reads its input in slices, so stdin is kept in a temporary file.
         handle, name = tempfile.mkstemp(suffix=".jsonl")
         with os.fdopen(handle, "wb") as out:
             shutil.copyfileobj(sys.stdin.buffer, out)
@@ -159,11 +159,7 @@ def import_events(
     try:
         with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
             task = progress.add_task("importing events", total=None)
-            summary = Importer(rt.writer, rt.clock).run(
-                lambda: open(source, "rb"),  # noqa: SIM115 - the importer closes it
-                lambda n: progress.advance(task, n),
-                path=source,
-            )
+            summary = Importer(rt.writer, rt.clock).run(source, lambda n: progress.advance(task, n))
             progress.update(task, description="rolling up")
             rt.rollups.run_blocking()
     finally:

@@ -43,6 +43,12 @@ def classify(
     # The address is looked up only inside a window, which is rare.
     if ip and upload_times and in_upload_window(upload_times, at_ms) and is_google_ip(ip):
         return Verdict.GOOGLE_WINDOW
-    if is_emulator or not is_prod:
-        return Verdict.EMUDEV
-    return Verdict.COUNTED
+    return device_verdict(is_emulator, is_prod)
+
+
+def device_verdict(is_emulator: bool, is_prod: bool) -> Verdict:
+    """The verdict of a check-in that no Google window touches."""
+    return _EMUDEV if is_emulator or not is_prod else _COUNTED
+
+
+_EMUDEV, _COUNTED = Verdict.EMUDEV, Verdict.COUNTED

@@ -77,7 +77,15 @@ class IpRangeSet:
     network written in either family.
     """
 
-    __slots__ = ("_v4_ends", "_v4_prefixes", "_v4_starts", "_v6_ends", "_v6_prefixes", "_v6_starts")
+    __slots__ = (
+        "_v4_ends",
+        "_v4_heads",
+        "_v4_prefixes",
+        "_v4_starts",
+        "_v6_ends",
+        "_v6_prefixes",
+        "_v6_starts",
+    )
 
     def __init__(self, cidrs: Iterable[str] = ()) -> None:
         """Build the set from CIDR strings; host bits are ignored.
@@ -106,6 +114,13 @@ class IpRangeSet:
                     v4.append((lo - _MAPPED_FIRST, hi - _MAPPED_FIRST))
         self._v4_starts, self._v4_ends = _merge(v4)
         self._v6_starts, self._v6_ends = _merge(v6)
+        # First octets (as written) of the IPv4 intervals: most addresses are not Google's,
+        # and their first octet alone says so, without parsing the address.
+        self._v4_heads = frozenset(
+            str(octet)
+            for start, end in zip(self._v4_starts, self._v4_ends, strict=True)
+            for octet in range(start >> 24, (end >> 24) + 1)
+        )
         self._v4_prefixes = v4_prefixes
         self._v6_prefixes = v6_prefixes
 
@@ -117,7 +132,12 @@ class IpRangeSet:
         """
         if not isinstance(ip, str):
             return False
-        parsed = _parse_address(ip.strip())
+        ip = ip.strip()
+        # A dotted IPv4 address has its first octet in decimal without leading zeros (other
+        # spellings are not addresses), so this test cannot turn away a Google address.
+        if ":" not in ip and ip.partition(".")[0] not in self._v4_heads:
+            return False
+        parsed = _parse_address(ip)
         if parsed is None:
             return False
         value, version = parsed

@@ -8,10 +8,8 @@ bandwidth a sum), which is what makes replays and merged, unordered logs come ou
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date
-from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -30,7 +28,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from . import schema as s
 from .clock import day_of_ms
-from .counting import Verdict, classify
+from .counting import Verdict
 from .events import (
     ACCEPTED,
     DUPLICATE,
@@ -44,8 +42,7 @@ from .events import (
     PluginStat,
     rejected,
 )
-
-IpPredicate = Callable[[str], bool]
+from .fold import DEVICE_FIELDS, LATEST_FIELDS, Fold, FoldedBatch, FoldedFacts, IpPredicate
 
 
 def dialect_insert(conn: Connection, table: Table) -> Any:
@@ -69,18 +66,17 @@ def _least(old: Any, new: Any) -> ColumnElement[Any]:
     return case((new < old, new), else_=old)
 
 
-# A device row of a batch: a plain list in the order of _DEVICE_FIELDS, so that it goes to the
-# database as it is (imports merge hundreds of thousands of them).
-_DeviceRow = list[Any]
-_FIRST_SEEN, _LAST_SEEN, _LAST_COUNTED_AT = 2, 3, 4
-
-
 class Pipeline:
     """Applies a batch of events to the database; called only from a writer transaction."""
 
     def __init__(self, is_google_ip: IpPredicate) -> None:
         self._is_google_ip = is_google_ip
         self._google_cache: dict[str, bool] = {}
+
+    @property
+    def google_predicate(self) -> IpPredicate:
+        """The uncached lookup, for folds made in other processes."""
+        return self._is_google_ip
 
     def is_google_ip(self, ip: str) -> bool:
         # Devices keep their address across check-ins: remember recent answers.
@@ -258,75 +254,63 @@ class Pipeline:
     ) -> None:
         if not checkins:
             return
-        merged: dict[tuple[str, str], _DeviceRow] = {}
-        # Devices active per (app, day, verdict, version), as device keys until ordinals exist.
-        groups: dict[tuple[str, date, Verdict, str], list[tuple[str, str]]] = defaultdict(list)
-        uploads: dict[str, list[int]] = {}
-        days: dict[int, date] = {}
-        is_google_ip = self.is_google_ip
-        counted, emudev = Verdict.COUNTED, Verdict.EMUDEV
-        for i, c in checkins:
-            at_ms = c.at_ms
-            app_id = c.app_id
-            times = uploads.get(app_id)
-            if times is None:
-                times = uploads[app_id] = self._upload_times(conn, app_id)
-            verdict = classify(c.is_emulator, c.is_prod, c.ip, at_ms, times, is_google_ip)
-            key = (app_id, c.device_id)
-            counted_at = at_ms if verdict is counted else None
-            row = merged.get(key)
-            if row is not None:
-                # A device seen again in the batch (the common case in imports): merged inline.
-                if at_ms < row[_FIRST_SEEN]:
-                    row[_FIRST_SEEN] = at_ms
-                if counted_at is not None and (
-                    row[_LAST_COUNTED_AT] is None or counted_at > row[_LAST_COUNTED_AT]
-                ):
-                    row[_LAST_COUNTED_AT] = counted_at
-                if at_ms >= row[_LAST_SEEN]:
-                    _take_attributes(row, c)
-            else:
-                merged[key] = [app_id, c.device_id, at_ms, at_ms, counted_at, *_attributes(c)]
-            if verdict is counted or verdict is emudev:
-                day_number = at_ms // 86_400_000
-                day = days.get(day_number)
-                if day is None:
-                    day = days[day_number] = day_of_ms(at_ms)
-                groups[(app_id, day, verdict, c.version_name)].append(key)
-                outcomes[i] = ACCEPTED
-            else:
-                outcomes[i] = _GOOGLE_WINDOW
-        ordinals = self._upsert_devices(conn, list(merged.values()))
-        if groups:
+        fold = Fold(lambda app_id: self._upload_times(conn, app_id), self.is_google_ip)
+        google = Verdict.GOOGLE_WINDOW
+        for i, checkin in checkins:
+            outcomes[i] = _GOOGLE_WINDOW if fold.add_checkin(checkin) is google else ACCEPTED
+        self.store(conn, fold.seal())
+
+    def store(self, conn: Connection, facts: FoldedFacts) -> None:
+        """Store a batch's folded facts: device rows, activity deltas and downloads."""
+        ordinals = upsert_devices(conn, facts.device_rows) if facts.device_rows else []
+        if facts.activity:
             conn.execute(
                 s.activity_deltas.insert(),
                 [
                     {
                         "app_id": app_id,
                         "day": day,
-                        "kind": kind.value,
+                        "kind": kind,
                         "version_name": version,
-                        "bitmap": BitMap([ordinals[key] for key in keys]).serialize(),
+                        "bitmap": BitMap([ordinals[i] for i in members]).serialize(),
                     }
-                    for (app_id, day, kind, version), keys in groups.items()
+                    for (app_id, day, kind, version), members in facts.activity.items()
                 ],
             )
+        if facts.downloads:
+            columns = "app_id, device_id, version, at, day, bytes"
+            marks = ", ".join([_placeholder(conn)] * 6)
+            conn.exec_driver_sql(
+                f"INSERT INTO downloads ({columns}) VALUES ({marks})",
+                [(*row[:4], _date_param(conn, row[4]), row[5]) for row in facts.downloads],
+            )
+            days = {(row[0], row[4], "bandwidth") for row in facts.downloads}
+            conn.execute(
+                s.rollup_queue.insert(),
+                [{"app_id": a, "day": d, "what": w} for a, d, w in sorted(days)],
+            )
 
-    @staticmethod
-    def _upsert_devices(conn: Connection, rows: list[_DeviceRow]) -> dict[tuple[str, str], int]:
-        """Upsert the batch's device rows; returns each device's ordinal (``devices.id``).
+    def apply_folded(self, conn: Connection, batch: FoldedBatch) -> bool:
+        """Store a batch folded elsewhere; False (nothing written) if its assumptions fail.
 
-        The rows travel as one JSON array parameter: the statement text is the same for every
-        batch (prepared once) and no per-row work happens in SQLAlchemy. Rows go in (app,
-        device) order so that writers in several processes lock rows in the same order and
-        never deadlock.
+        The fold assumed that its apps exist and that none of its event ids was applied
+        before. The caller applies the events one by one (``apply``) when this answers False.
         """
-        rows = sorted(rows, key=itemgetter(0, 1))
-        postgres = conn.dialect.name == "postgresql"
-        payload = orjson.dumps(rows).decode()
-        sql = _DEVICE_UPSERT_POSTGRESQL if postgres else _DEVICE_UPSERT_SQLITE
-        result = conn.exec_driver_sql(sql, (payload,))
-        return {(app_id, device_id): ordinal for ordinal, app_id, device_id in result.fetchall()}
+        if self._existing_apps(conn, batch.apps) != batch.apps:
+            return False
+        if batch.id_count:
+            savepoint = conn.begin_nested()
+            postgres = conn.dialect.name == "postgresql"
+            sql = _SEEN_INSERT_POSTGRESQL if postgres else _SEEN_INSERT_SQLITE
+            # Without RETURNING: the row count alone says whether every id was new.
+            sql = sql.removesuffix(" RETURNING event_id")
+            inserted = conn.exec_driver_sql(sql, (batch.latest_at, batch.event_ids)).rowcount
+            if inserted != batch.id_count:
+                savepoint.rollback()
+                return False
+            savepoint.commit()
+        self.store(conn, batch.facts)
+        return True
 
     # -- downloads and plugin stats ------------------------------------------------------------
 
@@ -400,44 +384,43 @@ class Pipeline:
             conn.execute(s.device_events.insert(), rows)
 
 
+def _date_param(conn: Connection, day: date) -> Any:
+    # SQLAlchemy stores a Date as ISO text on SQLite; statements run with exec_driver_sql
+    # bypass its type handling, so the text is passed as is.
+    return day if conn.dialect.name == "postgresql" else day.isoformat()
+
+
 def _placeholder(conn: Connection) -> str:
     """The driver's positional parameter mark, for statements run with exec_driver_sql."""
     return "%s" if conn.dialect.name == "postgresql" else "?"
 
 
-# (column, PostgreSQL type) in the order of the JSON rows built by Pipeline._upsert_devices.
-_DEVICE_FIELDS = (
-    ("app_id", "text"),
-    ("device_id", "text"),
-    ("first_seen", "bigint"),
-    ("last_seen", "bigint"),
-    ("last_counted_at", "bigint"),
-    ("platform", "text"),
-    ("version_name", "text"),
-    ("version_build", "text"),
-    ("version_os", "text"),
-    ("plugin_version", "text"),
-    ("custom_id", "text"),
-    ("is_emulator", "boolean"),
-    ("is_prod", "boolean"),
-)
-# Device attributes that follow the newest check-in, whatever order events arrive in.
-_LATEST_FIELDS = (
-    "platform",
-    "version_name",
-    "version_build",
-    "version_os",
-    "plugin_version",
-    "custom_id",
-    "is_emulator",
-    "is_prod",
-)
+def upsert_devices(conn: Connection, rows: list[list[Any]]) -> list[int]:
+    """Upsert device rows; returns their ordinals, in row order."""
+    if conn.dialect.name == "postgresql":
+        # One JSON array parameter: the statement text is the same for every batch and no
+        # per-row work happens in the driver.
+        result = conn.exec_driver_sql(_DEVICE_UPSERT_POSTGRESQL, (orjson.dumps(rows).decode(),))
+        by_key = {(app_id, device_id): ordinal for ordinal, app_id, device_id in result}
+        return [by_key[(row[0], row[1])] for row in rows]
+    # SQLite: executemany binds each row directly, cheaper than extracting every column
+    # from JSON; the ordinals are then read in row order in one statement. The driver's
+    # cursor takes the rows as they are, where SQLAlchemy would want each one as a tuple.
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    cursor = driver.cursor()
+    try:
+        cursor.executemany(_DEVICE_UPSERT_SQLITE, rows)
+    finally:
+        cursor.close()
+    keys = orjson.dumps([row[:2] for row in rows]).decode()
+    return [ordinal for (ordinal,) in conn.exec_driver_sql(_DEVICE_ORDINALS_SQLITE, (keys,))]
 
 
 def _device_upsert_sql(postgres: bool) -> str:
-    names = [name for name, _ in _DEVICE_FIELDS]
+    names = [name for name, _ in DEVICE_FIELDS]
     if postgres:
-        values = [f"(e.v->>{i})::{kind}" for i, (_, kind) in enumerate(_DEVICE_FIELDS)]
+        values = [f"(e.v->>{i})::{kind}" for i, (_, kind) in enumerate(DEVICE_FIELDS)]
         # An INSERT .. ON CONFLICT takes a sequence number even when it ends as an update:
         # every check-in would burn an ordinal, making ordinals sparse (bigger bitmaps) and
         # reaching 2**32 (the bitmap limit) after 4 billion check-ins. So a known device is
@@ -446,16 +429,15 @@ def _device_upsert_sql(postgres: bool) -> str:
         # The sequence of the BIGSERIAL column (named by PostgreSQL as table_column_seq).
         values.insert(0, "COALESCE(known.id, nextval('devices_id_seq'))")
         source = (
-            "json_array_elements(%s::json) WITH ORDINALITY AS e(v, n)"
+            " SELECT {values} FROM json_array_elements(%s::json) AS e(v)"
             " LEFT JOIN devices AS known"
             " ON known.app_id = e.v->>0 AND known.device_id = e.v->>1"
-        )
-        order = " ORDER BY e.n"
+            # Rows locked in key order (the fold sorts them): writers in several processes
+            # never deadlock.
+            " WHERE true ORDER BY e.v->>0, e.v->>1"
+        ).format(values=", ".join(values))
     else:
-        values = [f"e.value->>{i}" for i in range(len(_DEVICE_FIELDS))]
-        # WHERE true: SQLite needs it to parse INSERT .. SELECT .. ON CONFLICT.
-        source = "json_each(?) AS e"
-        order = ""
+        source = f" VALUES ({', '.join(['?'] * len(names))})"
 
     def greatest(column: str) -> str:
         # max() keeping the non-NULL side (SQLite has no GREATEST); SET sees the old row.
@@ -473,18 +455,23 @@ def _device_upsert_sql(postgres: bool) -> str:
         *(
             f"{name} = CASE WHEN excluded.last_seen >= devices.last_seen"
             f" THEN excluded.{name} ELSE devices.{name} END"
-            for name in _LATEST_FIELDS
+            for name in LATEST_FIELDS
         ),
     ]
+    returning = " RETURNING id, app_id, device_id" if postgres else ""
     return (
-        f"INSERT INTO devices ({', '.join(names)}) SELECT {', '.join(values)} FROM {source}"
-        f" WHERE true{order} ON CONFLICT (app_id, device_id) DO UPDATE SET {', '.join(sets)}"
-        " RETURNING id, app_id, device_id"
+        f"INSERT INTO devices ({', '.join(names)}){source}"
+        f" ON CONFLICT (app_id, device_id) DO UPDATE SET {', '.join(sets)}{returning}"
     )
 
 
 _DEVICE_UPSERT_SQLITE = _device_upsert_sql(postgres=False)
 _DEVICE_UPSERT_POSTGRESQL = _device_upsert_sql(postgres=True)
+_DEVICE_ORDINALS_SQLITE = (
+    "SELECT d.id FROM json_each(?) AS e"
+    " JOIN devices AS d ON d.app_id = e.value->>0 AND d.device_id = e.value->>1"
+    " ORDER BY e.key"
+)
 
 
 _GOOGLE_WINDOW = Outcome("accepted", reason="google_window")
@@ -502,26 +489,6 @@ _SEEN_INSERT_POSTGRESQL = (
     " SELECT e, %s FROM json_array_elements_text(%s::json) AS e"
     " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
 )
-
-
-def _attributes(c: CheckIn) -> tuple[Any, ...]:
-    """A check-in's device attributes, in the order of a device row after ``last_counted_at``."""
-    return (
-        c.platform,
-        c.version_name,
-        c.version_build,
-        c.version_os,
-        c.plugin_version,
-        c.custom_id,
-        c.is_emulator,
-        c.is_prod,
-    )
-
-
-def _take_attributes(row: _DeviceRow, c: CheckIn) -> None:
-    """Device attributes follow the newest check-in, whatever order events arrive in."""
-    row[_LAST_SEEN] = c.at_ms
-    row[5:] = _attributes(c)
 
 
 def link_channel(conn: Connection, app_id: str, name: str, bundle_id: str, at_ms: int) -> None:

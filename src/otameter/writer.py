@@ -104,9 +104,13 @@ class Writer:
         return waiter.result()
 
     def run_blocking(self, call: Callable[[Connection], T]) -> T:
+        return self.run_later(call).result()
+
+    def run_later(self, call: Callable[[Connection], T]) -> concurrent.futures.Future[T]:
+        """Queue ``call(conn)`` for a writer transaction; the future settles after commit."""
         waiter: concurrent.futures.Future[T] = concurrent.futures.Future()
         self._put(_Job(None, call, waiter))
-        return waiter.result()
+        return waiter
 
     def _put(self, job: _Job) -> None:
         if self._thread is None or self._stopping:

@@ -1,0 +1,407 @@
+"""Import lines: reading, checking and folding slices of an events file.
+
+An events file is cut into slices by byte range. A parsing process (or the importing process
+itself, for a small file) reads a slice's whole lines, checks each one, and folds the slice's
+check-ins and downloads with the same counting code as live traffic (:mod:`otameter.fold`);
+the writer then stores each folded slice in one transaction.
+"""
+
+from __future__ import annotations
+
+import gc
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+import orjson
+
+from .clock import to_ms
+from .events import BundleDelete, BundleUpload, CheckIn, Download, Event
+from .fold import Fold, FoldedBatch, IpPredicate
+
+UUID_RE = re.compile(r"[0-9a-fA-F-]{1,36}")
+PLATFORMS = frozenset({"ios", "android", "electron"})
+_uuid_match = UUID_RE.fullmatch
+_fromisoformat = datetime.fromisoformat
+_loads = orjson.loads
+# Byte counts and sizes are stored as 64-bit integers.
+_INT_MAX = 2**63 - 1
+
+
+class LineError(ValueError):
+    pass
+
+
+def _str(data: dict[str, Any], key: str, *, required: bool = True, max_len: int = 255) -> str:
+    value = data.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value):
+        raise LineError(f"'{key}' must be a non-empty string")
+    if len(value) > max_len:
+        raise LineError(f"'{key}' is longer than {max_len} characters")
+    return value
+
+
+def _bool(data: dict[str, Any], key: str) -> bool:
+    value = data.get(key)
+    if not isinstance(value, bool):
+        raise LineError(f"'{key}' must be true or false")
+    return value
+
+
+def _int(data: dict[str, Any], key: str) -> int:
+    value = data.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _INT_MAX:
+        raise LineError(f"'{key}' must be an integer from 0 to {_INT_MAX}")
+    return value
+
+
+def parse_time(value: Any, latest_ms: int) -> int:
+    """Epoch ms of an ISO 8601 time with a zone, no later than ``latest_ms``."""
+    if type(value) is not str:
+        raise LineError("'time' must be an ISO 8601 string with a time zone")
+    try:
+        when = _fromisoformat(value)
+    except ValueError:
+        raise LineError(f"'time' is not ISO 8601: {value!r}") from None
+    if when.tzinfo is None:
+        raise LineError("'time' must carry a time zone (e.g. 2024-05-01T10:00:00Z)")
+    at_ms = to_ms(when)
+    if at_ms > latest_ms:
+        raise LineError("'time' is in the future")
+    return at_ms
+
+
+def _parse_in_full(line: bytes, latest_ms: int) -> Event:
+    """Any line, each field checked on its own so that an error names the faulty field."""
+    try:
+        data = _loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise LineError(f"not valid JSON: {exc}") from None
+    if type(data) is not dict:
+        raise LineError("a line must be a JSON object")
+    get = data.get
+    kind = get("type")
+    event_id = get("id")
+    if event_id is not None and (type(event_id) is not str or not 0 < len(event_id) <= 200):
+        raise LineError("'id' must be a string of 1 to 200 characters")
+    at_ms = parse_time(get("time"), latest_ms)
+    app_id = get("app_id")
+    if type(app_id) is not str or not 0 < len(app_id) <= 255:
+        app_id = _str(data, "app_id")
+    if kind == "checkin":
+        return _checkin(data, app_id, at_ms, event_id)
+    if kind == "download":
+        return Download(
+            app_id=app_id,
+            device_id=_str(data, "device_id", max_len=36).lower(),
+            version=_str(data, "version"),
+            bytes=_int(data, "bytes"),
+            at_ms=at_ms,
+            event_id=event_id,
+        )
+    if kind == "upload":
+        return _upload(data, app_id, at_ms, event_id)
+    if kind == "delete":
+        return BundleDelete(
+            app_id=app_id, version=_str(data, "version"), at_ms=at_ms, event_id=event_id
+        )
+    raise LineError("'type' must be checkin, download, upload or delete")
+
+
+def _checkin(data: dict[str, Any], app_id: str, at_ms: int, event_id: str | None) -> CheckIn:
+    ip = data.get("ip")
+    device_id = _str(data, "device_id", max_len=36)
+    if not _uuid_match(device_id):
+        raise LineError("'device_id' must be a UUID")
+    platform = _str(data, "platform", max_len=16)
+    if platform not in PLATFORMS:
+        raise LineError("'platform' must be ios, android or electron")
+    if ip is not None and not isinstance(ip, str):
+        raise LineError("'ip' must be a string")
+    return CheckIn(
+        app_id=app_id,
+        device_id=device_id.lower(),
+        at_ms=at_ms,
+        platform=platform,
+        version_name=_str(data, "version_name"),
+        is_emulator=_bool(data, "is_emulator"),
+        is_prod=_bool(data, "is_prod"),
+        version_build=_str(data, "version_build", required=False),
+        plugin_version=_str(data, "plugin_version", required=False, max_len=64),
+        custom_id=_str(data, "custom_id", required=False, max_len=36),
+        ip=ip,
+        event_id=event_id,
+    )
+
+
+def _upload(data: dict[str, Any], app_id: str, at_ms: int, event_id: str | None) -> BundleUpload:
+    external = data.get("external", False)
+    if not isinstance(external, bool):
+        raise LineError("'external' must be true or false")
+    external_url = data.get("external_url")
+    if external_url is not None and not (
+        isinstance(external_url, str) and external_url.startswith(("https://", "http://"))
+    ):
+        raise LineError("'external_url' must be an http(s) URL")
+    channel = data.get("channel")
+    if channel is not None and not isinstance(channel, str):
+        raise LineError("'channel' must be a string")
+    return BundleUpload(
+        app_id=app_id,
+        version=_str(data, "version"),
+        size=_int(data, "size"),
+        at_ms=at_ms,
+        # An external bundle whose URL the log does not carry is stored with "".
+        external_url=(external_url or "") if external or external_url else None,
+        channel=channel,
+        event_id=event_id,
+    )
+
+
+# -- the common lines, decoded and checked in one step --------------------------------------
+# Check-ins and downloads make up nearly every line. msgspec decodes and type-checks them in
+# C; a line it refuses goes through _parse_in_full, which accepts or names the faulty field.
+# So these types must accept no line that _parse_in_full would refuse.
+
+_Text = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+_EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class _CheckinLine(msgspec.Struct, tag_field="type", tag="checkin"):
+    # Decoded by parse_time, as in the full parser: one reading of times for both.
+    time: str
+    app_id: _Text
+    device_id: Annotated[str, msgspec.Meta(min_length=1, max_length=36)]
+    platform: Literal["ios", "android", "electron"]
+    version_name: _Text
+    is_emulator: bool
+    is_prod: bool
+    id: _EventId | None = None
+    ip: str | None = None
+    version_build: Annotated[str, msgspec.Meta(max_length=255)] = ""
+    plugin_version: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    custom_id: Annotated[str, msgspec.Meta(max_length=36)] = ""
+
+
+class _DownloadLine(msgspec.Struct, tag_field="type", tag="download"):
+    time: str
+    app_id: _Text
+    device_id: Annotated[str, msgspec.Meta(min_length=1, max_length=36)]
+    version: _Text
+    bytes: Annotated[int, msgspec.Meta(ge=0, le=_INT_MAX)]
+    id: _EventId | None = None
+
+
+_decode_common = msgspec.json.Decoder(_CheckinLine | _DownloadLine).decode
+
+
+def parse_event(line: bytes, latest_ms: int) -> Event:
+    """One line as an event; raises LineError naming what is wrong with it."""
+    try:
+        common = _decode_common(line)
+    except msgspec.DecodeError:
+        return _parse_in_full(line, latest_ms)
+    at_ms = parse_time(common.time, latest_ms)
+    if type(common) is _CheckinLine:
+        if not _uuid_match(common.device_id):
+            raise LineError("'device_id' must be a UUID")
+        return CheckIn(
+            common.app_id,
+            common.device_id.lower(),
+            at_ms,
+            common.platform,
+            common.version_name,
+            common.is_emulator,
+            common.is_prod,
+            common.version_build,
+            "",
+            common.plugin_version,
+            common.custom_id,
+            common.ip,
+            common.id,
+        )
+    assert type(common) is _DownloadLine
+    return Download(
+        common.app_id, common.device_id.lower(), common.version, common.bytes, at_ms, common.id
+    )
+
+
+# -- slices ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """The lines that start at a byte offset in ``[start, end)`` of the file."""
+
+    start: int
+    end: int
+
+
+def cut_into_slices(size: int, slice_bytes: int) -> list[Slice]:
+    # Byte ranges only: each reader finds its own line boundaries, so nothing scans the file
+    # before the parsing starts.
+    return [Slice(at, min(at + slice_bytes, size)) for at in range(0, size, slice_bytes)]
+
+
+def read_slice(path: Path, piece: Slice) -> tuple[list[bytes], int]:
+    """The slice's lines, and how many lines start in it (blank ones included)."""
+    with open(path, "rb") as stream:
+        if piece.start == 0:
+            data = stream.read(piece.end)
+        else:
+            # A line starts at the first byte after a newline; the byte before the slice says
+            # whether one starts at its first byte.
+            stream.seek(piece.start - 1)
+            first = piece.start - 1 + len(stream.readline())
+            if first >= piece.end:
+                return [], 0
+            data = stream.read(piece.end - first)
+        lines = data.split(b"\n")
+        if lines[-1]:
+            # The last line runs past the slice's end.
+            lines[-1] += stream.readline().rstrip(b"\n")
+        else:
+            lines.pop()
+    return lines, len(lines)
+
+
+# -- folding -----------------------------------------------------------------------------
+
+# (index of the line in its slice, event): events applied after every slice is stored.
+Deferred = list[tuple[int, Event]]
+
+
+@dataclass(slots=True)
+class FoldedSlice:
+    """A slice's lines, checked and folded. Line numbers are indexes into the slice until the
+    importer, which knows how many lines the slices before had, turns them into numbers.
+
+    ``batch`` is None when the slice must be applied event by event (a duplicate id inside it
+    or an event of an app that does not exist); the importer then reads it again.
+    """
+
+    piece: Slice
+    line_count: int
+    lines: int = 0
+    # Events in the fold (the waiting ones are not).
+    events: int = 0
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+    deferred: Deferred = field(default_factory=list)
+    batch: FoldedBatch | None = None
+
+
+class SliceFolder:
+    """Reads and folds slices of one file.
+
+    Two kinds of events wait until every slice is stored: bundle uploads and deletes, and
+    check-ins from Google addresses. Only those check-ins depend on the Google windows that
+    the bundle events open; every other fact is order-independent. So slices fold at once,
+    in any order, and the waiting events are applied at the end, bundles first, in time order.
+    """
+
+    def __init__(
+        self, path: Path, latest_ms: int, apps: frozenset[str], is_google_ip: IpPredicate
+    ) -> None:
+        self.path = path
+        self.latest_ms = latest_ms
+        self.apps = apps
+        self.is_google_ip = is_google_ip
+
+    def waits(self, event: Event) -> bool:
+        """Whether the event is applied after the slices (see the class docstring)."""
+        if type(event) is CheckIn:
+            ip = event.ip
+            return ip is not None and ip != "" and self.is_google_ip(ip)
+        return type(event) is BundleUpload or type(event) is BundleDelete
+
+    def events(self, raw_lines: list[bytes]) -> Iterator[tuple[int, Event | LineError]]:
+        """(index, event or the reason it was refused) of every line that is not blank."""
+        latest_ms = self.latest_ms
+        for index, line in enumerate(raw_lines):
+            try:
+                yield index, parse_event(line, latest_ms)
+            except LineError as exc:
+                if line and not line.isspace():
+                    yield index, exc
+
+    def fold(self, piece: Slice) -> FoldedSlice:
+        raw_lines, line_count = read_slice(self.path, piece)
+        result = FoldedSlice(piece, line_count)
+        apps, waits, latest_ms = self.apps, self.waits, self.latest_ms
+        # The fold sees no upload times: it never meets a check-in from a Google address,
+        # the only kind that a Google window can affect.
+        fold = Fold(_no_uploads, self.is_google_ip)
+        add_checkin, add_download = fold.add_checkin, fold.add_download
+        rejected, deferred = result.rejected, result.deferred
+        ids: list[str] = []
+        latest_at = 0
+        blank = 0
+        # The loop of ``events``, written out: this is the hottest loop of an import.
+        for index, line in enumerate(raw_lines):
+            try:
+                event = parse_event(line, latest_ms)
+            except LineError as exc:
+                if line and not line.isspace():
+                    rejected.append((index, str(exc)))
+                else:
+                    blank += 1
+                continue
+            if waits(event):
+                deferred.append((index, event))
+                continue
+            if type(event) is CheckIn:
+                if event.app_id not in apps:
+                    return FoldedSlice(piece, line_count)
+                add_checkin(event)
+            elif type(event) is Download:
+                if event.app_id not in apps:
+                    return FoldedSlice(piece, line_count)
+                add_download(event)
+            else:
+                raise AssertionError(f"unexpected event {event!r}")
+            event_id = event.event_id
+            if event_id is not None:
+                ids.append(event_id)
+                if event.at_ms > latest_at:
+                    latest_at = event.at_ms
+        # Ids repeated inside the slice need no check here: the writer's insert of the ids
+        # then adds fewer rows than there are ids, and the slice goes event by event.
+        ids.sort()
+        facts = fold.seal()
+        result.lines = len(raw_lines) - blank
+        result.events = result.lines - len(rejected) - len(deferred)
+        result.batch = FoldedBatch(
+            facts=facts,
+            apps=fold.apps(),
+            event_ids=orjson.dumps(ids).decode(),
+            id_count=len(ids),
+            latest_at=latest_at,
+        )
+        return result
+
+
+def _no_uploads(app_id: str) -> tuple[int, ...]:
+    return ()
+
+
+# The parsing process's folder, set once by ``init_worker``.
+_worker: SliceFolder | None = None
+
+
+def init_worker(folder: SliceFolder) -> None:
+    global _worker
+    _worker = folder
+    # A slice allocates hundreds of thousands of objects and no cycles: the cyclic garbage
+    # collector would only walk them again and again.
+    gc.disable()
+
+
+def fold_in_worker(piece: Slice) -> FoldedSlice:
+    assert _worker is not None, "init_worker was not called"
+    return _worker.fold(piece)

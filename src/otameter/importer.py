@@ -52,7 +52,7 @@ SLICE_BYTES = 128 * 1024 * 1024
 # Files at least this large are folded in parsing processes, in parallel with the writer.
 PARALLEL_MIN_BYTES = 32 * 1024 * 1024
 # At most this many folded slices are merged into one writer transaction.
-MERGE_MAX = 8
+MERGE_MAX = 4
 # Waiting events go to the writer in groups of this many.
 WAITING_BATCH = 50_000
 # Clocks of the machines that wrote the logs may run a little ahead of ours.
@@ -164,18 +164,18 @@ class Importer:
             for at in range(0, len(group), WAITING_BATCH):
                 part = group[at : at + WAITING_BATCH]
                 outcomes = self.writer.submit_blocking([event for _, event in part])
-                self._record([number for number, _ in part], outcomes, summary)
+                _record([number for number, _ in part], outcomes, summary)
 
-    @staticmethod
-    def _record(numbers: list[int], outcomes: list[Outcome], summary: ImportSummary) -> None:
-        for number, outcome in zip(numbers, outcomes, strict=True):
-            status = outcome.status
-            if status == "accepted":
-                summary.accepted += 1
-            elif status == "duplicate":
-                summary.duplicates += 1
-            else:
-                summary.rejected.append((number, outcome.reason or "rejected"))
+
+def _record(numbers: list[int], outcomes: list[Outcome], summary: ImportSummary) -> None:
+    for number, outcome in zip(numbers, outcomes, strict=True):
+        status = outcome.status
+        if status == "accepted":
+            summary.accepted += 1
+        elif status == "duplicate":
+            summary.duplicates += 1
+        else:
+            summary.rejected.append((number, outcome.reason or "rejected"))
 
 
 def _live_apps(conn: Connection) -> frozenset[str]:
@@ -265,7 +265,7 @@ class _SliceStore:
                 events.append(event)
         if events:
             outcomes = self.importer.writer.submit_blocking(events)
-            Importer._record(numbers, outcomes, summary)
+            _record(numbers, outcomes, summary)
 
     def _advance(self, folded: FoldedSlice) -> None:
         if self.progress:

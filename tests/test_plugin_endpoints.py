@@ -136,6 +136,29 @@ def test_unknown_app(harness: Harness) -> None:
     assert today_mau(harness, key) == 0
 
 
+def test_an_unexpected_failure_answers_500_in_the_error_shape(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # POST /updates skips Starlette's middleware (OtameterApp): its errors are answered here.
+    setup_app(harness)
+
+    async def broken(events: Any) -> Any:
+        raise RuntimeError("disk on fire")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(harness.rt, "submit", broken)
+        answer = harness.checkin(APP, str(uuid.uuid4()))
+    assert answer.status_code == 500
+    assert answer.json() == {"error": "Internal server error", "status": "KO"}
+    assert device_rows(harness) == 0
+    assert harness.checkin(APP, str(uuid.uuid4())).status_code == 200
+    assert device_rows(harness) == 1
+
+
+def test_other_methods_on_updates_take_the_router(harness: Harness) -> None:
+    assert harness.client.get("/updates").status_code == 405
+
+
 # -- /stats --------------------------------------------------------------------------------
 
 

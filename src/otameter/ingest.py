@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import date
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -399,8 +400,10 @@ def upsert_devices(conn: Connection, rows: list[list[Any]]) -> list[int]:
     """Upsert device rows; returns their ordinals, in row order."""
     if conn.dialect.name == "postgresql":
         # One JSON array parameter: the statement text is the same for every batch and no
-        # per-row work happens in the driver.
-        result = conn.exec_driver_sql(_DEVICE_UPSERT_POSTGRESQL, (orjson.dumps(rows).decode(),))
+        # per-row work happens in the driver. Merged import batches hold runs of key order,
+        # so the rows are sorted here: concurrent writers lock rows in the same order.
+        ordered = sorted(rows, key=_device_key)
+        result = conn.exec_driver_sql(_DEVICE_UPSERT_POSTGRESQL, (orjson.dumps(ordered).decode(),))
         by_key = {(app_id, device_id): ordinal for ordinal, app_id, device_id in result}
         return [by_key[(row[0], row[1])] for row in rows]
     # SQLite: executemany binds each row directly, cheaper than extracting every column
@@ -417,6 +420,9 @@ def upsert_devices(conn: Connection, rows: list[list[Any]]) -> list[int]:
     return [ordinal for (ordinal,) in conn.exec_driver_sql(_DEVICE_ORDINALS_SQLITE, (keys,))]
 
 
+_device_key = itemgetter(0, 1)
+
+
 def _device_upsert_sql(postgres: bool) -> str:
     names = [name for name, _ in DEVICE_FIELDS]
     if postgres:
@@ -429,12 +435,12 @@ def _device_upsert_sql(postgres: bool) -> str:
         # The sequence of the BIGSERIAL column (named by PostgreSQL as table_column_seq).
         values.insert(0, "COALESCE(known.id, nextval('devices_id_seq'))")
         source = (
-            " SELECT {values} FROM json_array_elements(%s::json) AS e(v)"
+            " SELECT {values} FROM json_array_elements(%s::json) WITH ORDINALITY AS e(v, n)"
             " LEFT JOIN devices AS known"
             " ON known.app_id = e.v->>0 AND known.device_id = e.v->>1"
-            # Rows locked in key order (the fold sorts them): writers in several processes
-            # never deadlock.
-            " WHERE true ORDER BY e.v->>0, e.v->>1"
+            # Rows locked in the order given, which is key order (see upsert_devices):
+            # writers in several processes never deadlock.
+            " WHERE true ORDER BY e.n"
         ).format(values=", ".join(values))
     else:
         source = f" VALUES ({', '.join(['?'] * len(names))})"

@@ -335,6 +335,11 @@ def test_otameter_import_command(db_url: str, tmp_path: Path) -> None:
     assert "accepted: 0  duplicates: 2  rejected: 2" in again.stdout
     assert "line 3:" in again.stdout and "line 4: unknown app" in again.stdout
 
+    refused = subprocess.run(
+        [*command, "--workers", "-1"], env=env, capture_output=True, text=True, check=False
+    )
+    assert refused.returncode == 2 and "--workers" in refused.stderr
+
     with running(db_url, tmp_path / "data") as h:
         assert set(devices(h)) == {a, b}
         assert mau(h, "2024-05-10") == 2

@@ -131,6 +131,15 @@ def import_events(
     db: DbOption = None,
     data_dir: DataDirOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=0,
+            help="Parsing processes for a large file (default: one per CPU, at most 4; "
+            "0: parse in this process).",
+        ),
+    ] = None,
 ) -> None:
     """Replay events through the same counting code as live traffic (idempotent by id)."""
     import shutil

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
+from pathlib import Path
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from otameter.db import create_db_engine, migrate
+from otameter.db import alembic_config, create_db_engine, migrate
 from otameter.schema import metadata
 
 
@@ -37,3 +41,26 @@ def test_migrate_command(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert result.returncode == 0, result.stderr
     assert "up to date" in result.stderr
     assert (tmp_path / "cli.db").exists()
+
+
+def test_seen_events_keep_their_rows_across_the_rebuild(tmp_path: Path) -> None:
+    # 0002 rebuilds seen_events WITHOUT ROWID on SQLite; the ids already applied must stay.
+    url = f"sqlite:///{tmp_path}/old.db"
+    config = alembic_config(url)
+    command.upgrade(config, "0001")
+    with closing(sqlite3.connect(tmp_path / "old.db")) as conn, conn:
+        conn.execute("INSERT INTO seen_events VALUES ('e1', 5), ('e2', 6)")
+
+    def table() -> tuple[str, list[tuple[str, int]]]:
+        with closing(sqlite3.connect(tmp_path / "old.db")) as conn:
+            (sql,) = conn.execute(
+                "SELECT sql FROM sqlite_master WHERE name = 'seen_events'"
+            ).fetchone()
+            return sql, conn.execute("SELECT * FROM seen_events ORDER BY 1").fetchall()
+
+    migrate(url)
+    sql, rows = table()
+    assert sql.endswith("WITHOUT ROWID") and rows == [("e1", 5), ("e2", 6)]
+    command.downgrade(config, "0001")
+    sql, rows = table()
+    assert "WITHOUT ROWID" not in sql and rows == [("e1", 5), ("e2", 6)]

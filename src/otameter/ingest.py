@@ -151,11 +151,7 @@ class Pipeline:
                     at = event_at
         if with_ids:
             # One statement for the whole batch, the ids as one JSON array parameter.
-            sql = (
-                _SEEN_INSERT_POSTGRESQL
-                if conn.dialect.name == "postgresql"
-                else _SEEN_INSERT_SQLITE
-            )
+            sql = _seen_insert(conn) + " RETURNING event_id"
             payload = orjson.dumps(list(with_ids)).decode()
             new_ids = {row[0] for row in conn.exec_driver_sql(sql, (at, payload)).fetchall()}
             if len(new_ids) < len(with_ids):
@@ -301,11 +297,10 @@ class Pipeline:
             return False
         if batch.id_count:
             savepoint = conn.begin_nested()
-            postgres = conn.dialect.name == "postgresql"
-            sql = _SEEN_INSERT_POSTGRESQL if postgres else _SEEN_INSERT_SQLITE
             # Without RETURNING: the row count alone says whether every id was new.
-            sql = sql.removesuffix(" RETURNING event_id")
-            inserted = conn.exec_driver_sql(sql, (batch.latest_at, batch.event_ids)).rowcount
+            inserted = conn.exec_driver_sql(
+                _seen_insert(conn), (batch.latest_at, batch.event_ids)
+            ).rowcount
             if inserted != batch.id_count:
                 savepoint.rollback()
                 return False
@@ -483,7 +478,7 @@ _DEVICE_ORDINALS_SQLITE = (
 _GOOGLE_WINDOW = Outcome("accepted", reason="google_window")
 _SEEN_INSERT_SQLITE = (
     "INSERT INTO seen_events (event_id, applied_at) SELECT value, ? FROM json_each(?)"
-    " WHERE true ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+    " WHERE true ON CONFLICT (event_id) DO NOTHING"
 )
 # As one JSON parameter: a batch may refuse more ids than a statement may have parameters.
 _SEEN_DELETE_SQLITE = "DELETE FROM seen_events WHERE event_id IN (SELECT value FROM json_each(?))"
@@ -493,8 +488,13 @@ _SEEN_DELETE_POSTGRESQL = (
 _SEEN_INSERT_POSTGRESQL = (
     "INSERT INTO seen_events (event_id, applied_at)"
     " SELECT e, %s FROM json_array_elements_text(%s::json) AS e"
-    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+    " ON CONFLICT (event_id) DO NOTHING"
 )
+
+
+def _seen_insert(conn: Connection) -> str:
+    """Records event ids (applied_at, then the ids as one JSON array); known ids are skipped."""
+    return _SEEN_INSERT_POSTGRESQL if conn.dialect.name == "postgresql" else _SEEN_INSERT_SQLITE
 
 
 def link_channel(conn: Connection, app_id: str, name: str, bundle_id: str, at_ms: int) -> None:

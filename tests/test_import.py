@@ -14,10 +14,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from otameter import schema as s
-from otameter.importer import Importer, ImportSummary
+from otameter.importer import Importer, ImportFailed, ImportSummary
 from tests.harness import Harness, running, setup_app
 
 APP = "com.example.app"
@@ -405,3 +406,21 @@ def test_parsing_in_a_separate_process_gives_the_same_result(
     with sorted_import(tmp_path / "sorted", sorted(events, key=lambda e: e["time"])) as reference:
         assert usage(h) == usage(reference)
         assert devices(h) == devices(reference)
+
+
+def _die(ip: str) -> bool:
+    os._exit(3)
+
+
+def test_a_parsing_process_that_dies_stops_the_import_with_a_reason(
+    sqlite_harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = sqlite_harness
+    setup_app(h)
+    lines = [checkin("2024-05-10T10:00:00Z", str(uuid.uuid4()), ip="10.0.0.1") for _ in range(40)]
+    path = write_lines(tmp_path / "events.jsonl", lines)
+    # The parsing processes receive the pipeline's address lookup: this one ends the process.
+    monkeypatch.setattr(h.rt.pipeline, "_is_google_ip", _die)
+    importer = Importer(h.rt.writer, h.clock, slice_bytes=2000, parallel_min_bytes=0)
+    with pytest.raises(ImportFailed, match="parsing process stopped"):
+        importer.run(path)

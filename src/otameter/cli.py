@@ -147,7 +147,7 @@ def import_events(
 
     from rich.progress import Progress
 
-    from .importer import Importer
+    from .importer import Importer, ImportFailed
     from .runtime import Runtime
 
     settings = settings_or_exit(database_url=db, data_dir=data_dir)
@@ -168,9 +168,12 @@ def import_events(
     try:
         with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
             task = progress.add_task("importing events", total=None)
-            summary = Importer(rt.writer, rt.clock).run(source, lambda n: progress.advance(task, n))
+            importer = Importer(rt.writer, rt.clock, workers=workers)
+            summary = importer.run(source, lambda n: progress.advance(task, n))
             progress.update(task, description="rolling up")
             rt.rollups.run_blocking()
+    except ImportFailed as exc:
+        raise _fail(str(exc)) from None
     finally:
         rt.stop()
         if spool is not None:

@@ -23,6 +23,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
@@ -57,6 +58,10 @@ MERGE_MAX = 4
 WAITING_BATCH = 50_000
 # Clocks of the machines that wrote the logs may run a little ahead of ours.
 FUTURE_TOLERANCE = timedelta(minutes=5)
+
+
+class ImportFailed(RuntimeError):
+    """The import could not go on; what was committed before stays."""
 
 
 @dataclass
@@ -144,7 +149,14 @@ class Importer:
                     if len(pending) > self.workers:
                         break
                 while pending:
-                    folded = pending.popleft().result()
+                    try:
+                        folded = pending.popleft().result()
+                    except BrokenProcessPool as exc:
+                        raise ImportFailed(
+                            "a parsing process stopped unexpectedly (out of memory?). The "
+                            "slices stored so far stay; importing the file again skips the "
+                            "events with ids among them."
+                        ) from exc
                     following = next(remaining, None)
                     if following is not None:
                         pending.append(pool.submit(fold_in_worker, following))

@@ -208,3 +208,24 @@ def test_slices_hold_every_line_once(tmp_path: Path, content: bytes, slice_bytes
         expected.pop()
     assert lines == expected
     assert counted == len(expected)  # line numbers follow from these counts
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # A key given twice: the last one holds, in both readings.
+        b'{"type": "checkin", "time": "2024-05-10T10:00:00Z", "app_id": "com.example.app",'
+        b' "device_id": "9f3a4c2e-1b6d-4e8f-a0b1-c2d3e4f5a6b7", "platform": "ios",'
+        b' "version_name": "1", "is_emulator": false, "is_prod": true, "is_prod": false}',
+        b'{"type": "checkin", "type": "download", "time": "2024-05-10T10:00:00Z",'
+        b' "app_id": "com.example.app", "device_id": "9f3a4c2e-1b6d-4e8f-a0b1-c2d3e4f5a6b7",'
+        b' "version": "1", "bytes": 5}',
+        # Windows line ends and a byte order mark.
+        b'{"type": "download", "time": "2024-05-10T10:00:00Z", "app_id": "com.example.app",'
+        b' "device_id": "x", "version": "1", "bytes": 5}\r',
+        b'\xef\xbb\xbf{"type": "download", "time": "2024-05-10T10:00:00Z", "app_id": "a",'
+        b' "device_id": "x", "version": "1", "bytes": 5}',
+    ],
+)
+def test_odd_lines_read_alike(line: bytes) -> None:
+    assert outcome(parse_event, line) == outcome(_parse_in_full, line)

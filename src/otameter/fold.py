@@ -169,10 +169,10 @@ class Fold:
                 members.append(row[_POSITION])
         return verdict
 
-    def add_download(self, d: Download) -> DownloadRow:
-        row = (d.app_id, d.device_id, d.version, d.at_ms, self._day(d.at_ms), d.bytes)
-        self._downloads.append(row)
-        return row
+    def add_download(self, d: Download) -> None:
+        self._downloads.append(
+            (d.app_id, d.device_id, d.version, d.at_ms, self._day(d.at_ms), d.bytes)
+        )
 
     def apps(self) -> frozenset[str]:
         """The apps the fold has facts of."""

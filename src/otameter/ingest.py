@@ -19,13 +19,11 @@ from sqlalchemy import (
     Connection,
     Table,
     and_,
-    case,
     func,
     select,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql.elements import ColumnElement
 
 from . import schema as s
 from .clock import day_of_ms
@@ -51,20 +49,6 @@ def dialect_insert(conn: Connection, table: Table) -> Any:
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
-
-
-def _greatest(old: Any, new: Any) -> ColumnElement[Any]:
-    # Portable max() that keeps the non-NULL side (SQLite has no GREATEST).
-    return case(
-        (new.is_(None), old),
-        (old.is_(None), new),
-        (new > old, new),
-        else_=old,
-    )
-
-
-def _least(old: Any, new: Any) -> ColumnElement[Any]:
-    return case((new < old, new), else_=old)
 
 
 class Pipeline:

@@ -202,7 +202,7 @@ def test_another_users_org_looks_like_nothing(sqlite_harness: Harness) -> None:
     assert hidden.json() == missing.json()
 
 
-def test_apps_table_uses_the_device_table_for_the_cycle(harness: Harness) -> None:
+def test_apps_table_counts_the_devices_of_the_cycle(harness: Harness) -> None:
     h = harness
     _, key = h.user("a@example.com")
     org = h.org(key, "Acme")  # created 2024-05-15: the cycle starts on the 15th
@@ -220,6 +220,17 @@ def test_apps_table_uses_the_device_table_for_the_cycle(harness: Harness) -> Non
     assert rows["com.acme.one"]["mau"] == 3 and rows["com.acme.two"]["mau"] == 1
     assert rows["com.acme.one"]["storage"] == bundle["size"]
     assert rows["com.acme.two"]["storage"] == 0
+    # The next cycle starts from zero: only what checked in since the 15th counts, once.
+    h.clock.advance(timedelta(days=31))
+    for _ in range(2):
+        h.checkin("com.acme.one", "00000000-0000-0000-0000-000000000001")
+    h.checkin("com.acme.one", "00000000-0000-0000-0000-00000000000a", is_emulator=True)
+    h.rollup()
+    sign_in(h, key)  # the session of a month ago has expired
+    later = h.client.get(f"/dashboard/data/org/{org}/apps").json()
+    assert later["cycle_start"] == "2024-06-15"
+    rows = {row["app_id"]: row for row in later["apps"]}
+    assert rows["com.acme.one"]["mau"] == 1 and rows["com.acme.two"]["mau"] == 0
     # A read-only key is enough to look.
     read_key = h.client.post(
         "/apikey", json={"name": "viewer", "mode": "read"}, headers=h.auth(key)
@@ -228,7 +239,7 @@ def test_apps_table_uses_the_device_table_for_the_cycle(harness: Harness) -> Non
     assert sign_in(h, read_key).status_code == 303
     page = h.client.get(f"/dashboard/org/{org}")
     assert page.status_code == 200 and "Acme" in page.text
-    assert h.client.get(f"/dashboard/data/org/{org}/apps").json() == body
+    assert h.client.get(f"/dashboard/data/org/{org}/apps").json() == later
 
 
 def test_a_key_limited_to_one_app_sees_only_that_app(sqlite_harness: Harness) -> None:

@@ -193,6 +193,26 @@ def load_day_bitmaps(
     return {row.day: BitMap.deserialize(row.bitmap) for row in rows}
 
 
+def unique_devices_by_app(
+    conn: Connection, app_ids: list[str], lo: date, hi: date, kind: str = "counted"
+) -> dict[str, int]:
+    """Distinct devices of each app over the days [lo, hi] (apps with none are left out)."""
+    b = s.activity_bitmaps.c
+    rows = conn.execute(
+        select(b.app_id, b.bitmap).where(
+            b.app_id.in_(app_ids),
+            b.kind == kind,
+            b.version_name == "",
+            b.day >= lo,
+            b.day <= hi,
+        )
+    )
+    unions: dict[str, BitMap] = defaultdict(BitMap)
+    for row in rows:
+        unions[row.app_id] |= BitMap.deserialize(row.bitmap)
+    return {app_id: len(devices) for app_id, devices in unions.items() if devices}
+
+
 def compute_daily_rows(conn: Connection, app_id: str, lo: date, hi: date) -> list[dict[str, Any]]:
     """The figures of ``app_id`` for each day in [lo, hi], from folded facts only."""
     first_needed = min(lo - timedelta(days=MAU_WINDOW_DAYS - 1), month_start(lo))

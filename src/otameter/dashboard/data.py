@@ -14,13 +14,13 @@ from sqlalchemy import Connection, func, select
 from .. import schema as s
 from ..api.statistics import NOT_FOUND
 from ..auth import Principal, org_role
-from ..clock import day_start_ms
 from ..errors import ApiError
 from ..plans import cycle_bounds
+from ..rollups import unique_devices_by_app
 
 
 def org_apps(conn: Connection, principal: Principal, org_id: str, today: date) -> dict[str, Any]:
-    """The seed's table of apps: this cycle's MAU from the device table, storage, bandwidth."""
+    """The seed's table of apps: this cycle's MAU, storage and bandwidth of each app."""
     org = conn.execute(select(s.orgs.c.id, s.orgs.c.cycle_anchor).where(s.orgs.c.id == org_id))
     row = org.first()
     if row is None or org_role(conn, principal, org_id) is None:
@@ -41,15 +41,10 @@ def org_apps(conn: Connection, principal: Principal, org_id: str, today: date) -
     storage: dict[str, int] = {}
     bandwidth: dict[str, int] = {}
     if ids:
-        d = s.devices.c
-        # A device's last counted check-in only moves forward, so this counts exactly the
-        # devices counted at least once since the cycle started (the seed's first method).
-        for app_id, count in conn.execute(
-            select(d.app_id, func.count())
-            .where(d.app_id.in_(ids), d.last_counted_at >= day_start_ms(start))
-            .group_by(d.app_id)
-        ):
-            mau[app_id] = int(count)
+        # The devices counted at least once since the cycle started: the same set as the
+        # device table's (last counted check-in in the cycle), read from the day bitmaps
+        # as the plan check reads it.
+        mau = unique_devices_by_app(conn, ids, start, today)
         u = s.daily_usage.c
         for app_id, total in conn.execute(
             select(u.app_id, func.sum(u.bandwidth))

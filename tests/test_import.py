@@ -9,15 +9,19 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import Future
+from contextlib import contextmanager, nullcontext
 from datetime import date
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from otameter import schema as s
+from otameter.fold import FoldedBatch, FoldedFacts
+from otameter.import_lines import ParsingPool
 from otameter.importer import Importer, ImportFailed, ImportSummary
 from tests.harness import Harness, running, setup_app
 
@@ -384,8 +388,9 @@ def test_a_large_batch_of_refused_events(harness: Harness, tmp_path: Path) -> No
     assert mau(h, "2024-05-10") == 1
 
 
+@pytest.mark.parametrize("started_first", [False, True])
 def test_parsing_in_a_separate_process_gives_the_same_result(
-    harness: Harness, tmp_path: Path
+    harness: Harness, tmp_path: Path, started_first: bool
 ) -> None:
     h = harness
     setup_app(h)
@@ -396,8 +401,10 @@ def test_parsing_in_a_separate_process_gives_the_same_result(
     lines: list[Any] = [*events, "not json", events[3]]
     path = write_lines(tmp_path / "events.jsonl", lines)
 
-    importer = Importer(h.rt.writer, h.clock, slice_bytes=2000, parallel_min_bytes=0)
-    summary = importer.run(path)
+    # The command starts its parsing processes before it opens the database.
+    with ParsingPool(2) if started_first else nullcontext() as pool:
+        importer = Importer(h.rt.writer, h.clock, slice_bytes=2000, parallel_min_bytes=0, pool=pool)
+        summary = importer.run(path)
     h.rollup()
 
     assert summary.lines == len(lines)
@@ -406,6 +413,20 @@ def test_parsing_in_a_separate_process_gives_the_same_result(
     with sorted_import(tmp_path / "sorted", sorted(events, key=lambda e: e["time"])) as reference:
         assert usage(h) == usage(reference)
         assert devices(h) == devices(reference)
+
+
+def test_a_merge_that_fails_leaves_nothing_stored(sqlite_harness: Harness) -> None:
+    # The writer records a merged batch's ids while the importer merges its facts; if the
+    # merge fails, the ids must not stay recorded (they would make the events duplicates).
+    h = sqlite_harness
+    setup_app(h)
+    facts: Future[FoldedFacts] = Future()
+    facts.set_exception(MemoryError("merge failed"))
+    batch = FoldedBatch(facts, frozenset({APP}), '["e1", "e2"]', 2, 0)
+    with pytest.raises(MemoryError, match="merge failed"):
+        h.rt.writer.run_blocking(partial(h.rt.pipeline.apply_folded, batch=batch))
+    with h.rt.read_engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(s.seen_events)) == 0
 
 
 def _die(ip: str) -> bool:

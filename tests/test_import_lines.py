@@ -18,8 +18,11 @@ from otameter.import_lines import (
     LineError,
     _parse_in_full,
     cut_into_slices,
+    parse_block,
+    parse_chunks,
     parse_event,
     read_slice,
+    read_slice_chunks,
 )
 
 LATEST_MS = to_ms(datetime(2024, 5, 15, 12, 5, tzinfo=UTC))
@@ -192,8 +195,14 @@ def files(draw: st.DrawFn) -> bytes:
     # The file is written anew for every example.
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-@given(content=files(), slice_bytes=st.integers(min_value=1, max_value=120))
-def test_slices_hold_every_line_once(tmp_path: Path, content: bytes, slice_bytes: int) -> None:
+@given(
+    content=files(),
+    slice_bytes=st.integers(min_value=1, max_value=120),
+    chunk_bytes=st.integers(min_value=1, max_value=50),
+)
+def test_slices_hold_every_line_once(
+    tmp_path: Path, content: bytes, slice_bytes: int, chunk_bytes: int
+) -> None:
     path = tmp_path / "events.jsonl"
     path.write_bytes(content)
     lines: list[bytes] = []
@@ -201,6 +210,10 @@ def test_slices_hold_every_line_once(tmp_path: Path, content: bytes, slice_bytes
     for piece in cut_into_slices(len(content), slice_bytes):
         got, count = read_slice(path, piece)
         assert count == len(got)
+        # Read a chunk at a time, the slice holds the same lines, each chunk whole lines.
+        chunks = list(read_slice_chunks(path, piece, chunk_bytes))
+        assert all(chunk.endswith(b"\n") for chunk in chunks[:-1])
+        assert b"".join(chunks).split(b"\n")[: len(got)] == got
         lines += got
         counted += count
     expected = content.split(b"\n")
@@ -210,22 +223,104 @@ def test_slices_hold_every_line_once(tmp_path: Path, content: bytes, slice_bytes
     assert counted == len(expected)  # line numbers follow from these counts
 
 
+@given(
+    size=st.integers(min_value=0, max_value=10_000),
+    slice_bytes=st.integers(min_value=1, max_value=3_000),
+    rounds_of=st.integers(min_value=1, max_value=5),
+)
+def test_slices_come_in_rounds_of_equal_size(size: int, slice_bytes: int, rounds_of: int) -> None:
+    slices = cut_into_slices(size, slice_bytes, rounds_of)
+    if not slices:
+        assert size == 0
+        return
+    assert [s.start for s in slices] == [0] + [s.end for s in slices[:-1]]
+    assert slices[-1].end == size
+    lengths = [s.end - s.start for s in slices]
+    assert all(0 < n <= slice_bytes for n in lengths)
+    assert not lengths or max(lengths) - min(lengths) <= 1
+    rounds = -(-size // (slice_bytes * rounds_of))
+    if size >= rounds * rounds_of:  # enough bytes for every slice of the rounds
+        assert len(slices) == rounds * rounds_of
+
+
+def reference(block: bytes) -> list[Any]:
+    """What each line of ``block`` is, read on its own: the meaning parse_block must keep."""
+    parts = block.split(b"\n")
+    if parts[-1] == b"":
+        parts.pop()
+    read: list[Any] = []
+    for line in parts:
+        if not line.strip():
+            read.append(None)
+        else:
+            read.append(outcome(parse_event, line))
+    return read
+
+
+def block_outcomes(block: bytes) -> list[Any]:
+    return [
+        f"refused: {item}" if isinstance(item, LineError) else item
+        for item in parse_block(block, 0, len(block), LATEST_MS)
+    ]
+
+
+@st.composite
+def blocks(draw: st.DrawFn) -> bytes:
+    kinds = st.sampled_from(["line", "line", "line", "blank", "spaces", "crlf", "two", "split"])
+    out: list[bytes] = []
+    for kind in draw(st.lists(kinds, min_size=1, max_size=12)):
+        line = draw(lines())
+        if kind == "blank":
+            out.append(b"")
+        elif kind == "spaces":
+            out.append(b"  ")
+        elif kind == "crlf":
+            out.append(line + b"\r")
+        elif kind == "two":
+            out.append(line + b" " + draw(lines()))
+        elif kind == "split":
+            # One object over two lines: each line alone is not JSON.
+            out.extend(line.split(b", ", 1) if b", " in line else [line])
+        else:
+            out.append(line)
+    return b"\n".join(out) + draw(st.sampled_from([b"", b"\n"]))
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(block=blocks())
+def test_a_block_reads_as_its_lines_read_one_by_one(block: bytes) -> None:
+    assert block_outcomes(block) == reference(block)
+
+
+CHECKIN = json.dumps(VALID["checkin"]).encode()
+
+
 @pytest.mark.parametrize(
-    "line",
+    "block",
     [
-        # A key given twice: the last one holds, in both readings.
-        b'{"type": "checkin", "time": "2024-05-10T10:00:00Z", "app_id": "com.example.app",'
-        b' "device_id": "9f3a4c2e-1b6d-4e8f-a0b1-c2d3e4f5a6b7", "platform": "ios",'
-        b' "version_name": "1", "is_emulator": false, "is_prod": true, "is_prod": false}',
-        b'{"type": "checkin", "type": "download", "time": "2024-05-10T10:00:00Z",'
-        b' "app_id": "com.example.app", "device_id": "9f3a4c2e-1b6d-4e8f-a0b1-c2d3e4f5a6b7",'
-        b' "version": "1", "bytes": 5}',
-        # Windows line ends and a byte order mark.
-        b'{"type": "download", "time": "2024-05-10T10:00:00Z", "app_id": "com.example.app",'
-        b' "device_id": "x", "version": "1", "bytes": 5}\r',
-        b'\xef\xbb\xbf{"type": "download", "time": "2024-05-10T10:00:00Z", "app_id": "a",'
-        b' "device_id": "x", "version": "1", "bytes": 5}',
+        # As many values as lines, but not one a line: two on the first, one over the next two.
+        CHECKIN + b" " + CHECKIN + b"\n" + CHECKIN.replace(b", ", b",\n", 1),
+        # The same with the continuation starting like an object of its own.
+        CHECKIN + CHECKIN + b'\n{"type": "checkin", "x":\n{}}',
+        CHECKIN[:-1] + b', "x": {}\n}' + b"\n" + CHECKIN + b" " + CHECKIN,
+        b"\n".join([CHECKIN] * 3),
+        b"\n".join([CHECKIN] * 3) + b"\n",
     ],
 )
-def test_odd_lines_read_alike(line: bytes) -> None:
-    assert outcome(parse_event, line) == outcome(_parse_in_full, line)
+def test_blocks_that_could_mislead_a_stream_decoder(block: bytes) -> None:
+    assert block_outcomes(block) == reference(block)
+
+
+def test_a_slice_is_parsed_block_by_block(tmp_path: Path) -> None:
+    # Far more than one block, and lines of every kind across the block boundaries.
+    rows = [CHECKIN, b"", b"not json", CHECKIN + b"\r"] * 2000
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(rows))
+    piece = cut_into_slices(path.stat().st_size, 10**9)[0]
+    parsed = [
+        item
+        for block in parse_chunks(read_slice_chunks(path, piece, 5000), LATEST_MS)
+        for item in block
+    ]
+    kinds = [CheckIn, type(None), LineError, CheckIn] * 2000
+    assert [type(item) for item in parsed] == kinds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -15,7 +16,6 @@ from .cli_common import DataDirOption, DbOption, err, settings_or_exit, write_tr
 from .cli_common import fail as _fail
 from .cli_plans import org_app, plan_app
 from .config import Settings, parse_networks
-from .db import migrate as run_migrations
 
 app = typer.Typer(
     help="Usage metering and statistics for Capacitor live updates.",
@@ -61,6 +61,8 @@ def serve(
         public_url=public_url,
         trusted_proxies=parse_networks(trusted_proxy) if trusted_proxy else None,
     )
+    from .db import migrate as run_migrations
+
     run_migrations(settings.database_url)
     if demo:
         _seed_demo(settings, host, port)
@@ -106,6 +108,8 @@ def _seed_demo(settings: Settings, host: str, port: int) -> None:
 def migrate(db: DbOption = None) -> None:
     """Create or upgrade the database schema, then exit."""
     settings = settings_or_exit(database_url=db)
+    from .db import migrate as run_migrations
+
     run_migrations(settings.database_url)
     err.print("schema is up to date")
 
@@ -147,8 +151,7 @@ def import_events(
 
     from rich.progress import Progress
 
-    from .importer import Importer, ImportFailed
-    from .runtime import Runtime
+    from .import_lines import parsing_pool_for
 
     settings = settings_or_exit(database_url=db, data_dir=data_dir)
     spool: Path | None = None
@@ -162,20 +165,31 @@ def import_events(
         raise _fail(f"no such file: {file}", 2)
     source = file
 
-    run_migrations(settings.database_url)
-    rt = Runtime(settings)
-    rt.start(background=False)
+    # The parsing processes get ready while this process imports the rest of otameter and
+    # migrates and opens the database.
+    pool = parsing_pool_for(source.stat().st_size, workers)
+    from .db import migrate as run_migrations
+    from .importer import Importer, ImportFailed
+    from .runtime import Runtime
+
+    rt: Runtime | None = None
     try:
+        run_migrations(settings.database_url)
+        rt = Runtime(settings)
+        rt.start(background=False)
         with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
             task = progress.add_task("importing events", total=None)
-            importer = Importer(rt.writer, rt.clock, workers=workers)
+            importer = Importer(rt.writer, rt.clock, workers=workers, pool=pool)
             summary = importer.run(source, lambda n: progress.advance(task, n))
             progress.update(task, description="rolling up")
             rt.rollups.run_blocking()
     except ImportFailed as exc:
         raise _fail(str(exc)) from None
     finally:
-        rt.stop()
+        if rt is not None:
+            rt.stop()
+        if pool is not None:
+            pool.close()
         if spool is not None:
             spool.unlink(missing_ok=True)
     if as_json:
@@ -218,4 +232,9 @@ register_client_commands(app)  # bundle, stats, usage: commands that talk to a s
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    finally:
+        # The interpreter's last collection at exit would walk every object only to find
+        # them all alive: frozen, they are skipped (a tenth of a second of each command).
+        gc.freeze()

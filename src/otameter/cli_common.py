@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from sqlalchemy import Connection
 
 from .config import Settings
+
+if TYPE_CHECKING:
+    # Imported by the commands that need it: a command that starts parsing processes
+    # (import) starts them sooner without SQLAlchemy's import before it.
+    from sqlalchemy import Connection
 
 T = TypeVar("T")
 err = Console(stderr=True)

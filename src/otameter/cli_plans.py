@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from sqlalchemy import Connection
 
 from .cli_common import DbOption, write_transaction
 from .cli_common import fail as _fail
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 plan_app = typer.Typer(
     help="Manage plans (limits for MAU, storage, bandwidth).", no_args_is_help=True

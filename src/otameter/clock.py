@@ -49,11 +49,11 @@ def to_ms(when: datetime) -> int:
     """
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return (when - _EPOCH) // _ONE_MS
+    return (when - EPOCH) // ONE_MS
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS = timedelta(milliseconds=1)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_MS = timedelta(milliseconds=1)
 
 
 def from_ms(ms: int) -> datetime:

@@ -11,6 +11,7 @@ rules, so both count alike.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import date
 from operator import attrgetter, itemgetter
@@ -179,16 +180,18 @@ class Fold:
         return frozenset(self._devices).union(row[0] for row in self._downloads)
 
     def seal(self) -> FoldedFacts:
+        """The fold's facts. A sealed fold is spent: its rows now belong to the facts."""
         rows = [row for devices in self._devices.values() for row in devices.values()]
         # Stored in key order: SQLite then walks its unique index in order, several times
         # faster than at random, and PostgreSQL writers lock rows in the same order.
         rows.sort(key=_device_id)
-        rows.sort(key=_app_id)  # stable: (app, device) order, without building tuple keys
+        if len(self._devices) > 1:
+            rows.sort(key=_app_id)  # stable: (app, device) order, without building tuple keys
         rank = [0] * len(rows)
         for new, row in enumerate(rows):
-            rank[row[_POSITION]] = new
+            rank[row.pop()] = new  # the position goes: the stored row has DEVICE_FIELDS only
         return FoldedFacts(
-            [row[:_POSITION] for row in rows],
+            rows,
             {group: [rank[i] for i in members] for group, members in self.activity.items()},
             self._downloads,
         )
@@ -203,29 +206,54 @@ class FoldedBatch:
     applied event by event.
     """
 
-    facts: FoldedFacts
+    # A Future while the importer is still merging the facts of several slices: the writer
+    # checks the ids meanwhile (see Pipeline.apply_folded).
+    facts: FoldedFacts | Future[FoldedFacts]
     apps: frozenset[str]
     # JSON array of the events' ids, sorted (inserts in key order touch fewer index pages).
     event_ids: str
     id_count: int
     latest_at: int
 
+    def ready_facts(self) -> FoldedFacts:
+        """The facts, once merged (waits for them if need be)."""
+        facts = self.facts
+        return facts.result() if isinstance(facts, Future) else facts
 
-def merge_batches(batches: Sequence[FoldedBatch]) -> FoldedBatch:
+
+def merge_batches(
+    batches: Sequence[FoldedBatch], facts: FoldedFacts | Future[FoldedFacts] | None = None
+) -> FoldedBatch:
     """One batch with the facts of several: a device in more than one is stored once.
 
-    Rows merge by the rules of ``Fold.add_checkin`` (first seen is the minimum, last counted
-    the maximum, the attributes those of the newest check-in). The merged rows stay in runs
-    of key order, one run a batch, which keeps the writer's index walk nearly in order.
+    ``facts``, when given, stands for ``merge_facts`` of the batches' facts (a Future that the
+    caller completes while the writer checks the batch's ids).
     """
     if len(batches) == 1:
         return batches[0]
+    if facts is None:
+        facts = merge_facts([batch.ready_facts() for batch in batches])
+    return FoldedBatch(
+        facts=facts,
+        apps=frozenset().union(*(batch.apps for batch in batches)),
+        event_ids="[" + ",".join(b.event_ids[1:-1] for b in batches if b.id_count) + "]",
+        id_count=sum(batch.id_count for batch in batches),
+        latest_at=max(batch.latest_at for batch in batches),
+    )
+
+
+def merge_facts(parts: Sequence[FoldedFacts]) -> FoldedFacts:
+    """The facts of several folds as one: a device in more than one has one row.
+
+    Rows merge by the rules of ``Fold.add_checkin`` (first seen is the minimum, last counted
+    the maximum, the attributes those of the newest check-in). The merged rows stay in runs
+    of key order, one run a part, which keeps the writer's index walk nearly in order.
+    """
     rows: list[list[Any]] = []
     where: dict[str, dict[str, int]] = {}
     activity: dict[ActivityKey, list[int]] = {}
     downloads: list[DownloadRow] = []
-    for batch in batches:
-        facts = batch.facts
+    for facts in parts:
         positions: list[int] = []
         for row in facts.device_rows:
             by_device = where.get(row[0])
@@ -246,13 +274,7 @@ def merge_batches(batches: Sequence[FoldedBatch]) -> FoldedBatch:
             else:
                 known.extend(moved)
         downloads.extend(facts.downloads)
-    return FoldedBatch(
-        facts=FoldedFacts(rows, activity, downloads),
-        apps=frozenset().union(*(batch.apps for batch in batches)),
-        event_ids="[" + ",".join(b.event_ids[1:-1] for b in batches if b.id_count) + "]",
-        id_count=sum(batch.id_count for batch in batches),
-        latest_at=max(batch.latest_at for batch in batches),
-    )
+    return FoldedFacts(rows, activity, downloads)
 
 
 def _merge_rows(row: list[Any], other: list[Any]) -> None:

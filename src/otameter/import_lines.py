@@ -9,23 +9,26 @@ the writer then stores each folded slice in one transaction.
 from __future__ import annotations
 
 import gc
-import re
-from collections.abc import Iterator
+import multiprocessing
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
 import orjson
 
-from .clock import to_ms
+from .clock import EPOCH, ONE_MS
 from .events import BundleDelete, BundleUpload, CheckIn, Download, Event
 from .fold import Fold, FoldedBatch, IpPredicate
 
-UUID_RE = re.compile(r"[0-9a-fA-F-]{1,36}")
+# What a device id may hold: hex digits and dashes (its length is checked apart).
+UUID_CHARS = "0123456789abcdefABCDEF-"
 PLATFORMS = frozenset({"ios", "android", "electron"})
-_uuid_match = UUID_RE.fullmatch
 _fromisoformat = datetime.fromisoformat
 _loads = orjson.loads
 # Byte counts and sizes are stored as 64-bit integers.
@@ -71,7 +74,7 @@ def parse_time(value: Any, latest_ms: int) -> int:
         raise LineError(f"'time' is not ISO 8601: {value!r}") from None
     if when.tzinfo is None:
         raise LineError("'time' must carry a time zone (e.g. 2024-05-01T10:00:00Z)")
-    at_ms = to_ms(when)
+    at_ms = (when - EPOCH) // ONE_MS  # clock.to_ms, written out: it runs once a line
     if at_ms > latest_ms:
         raise LineError("'time' is in the future")
     return at_ms
@@ -117,7 +120,7 @@ def _parse_in_full(line: bytes, latest_ms: int) -> Event:
 def _checkin(data: dict[str, Any], app_id: str, at_ms: int, event_id: str | None) -> CheckIn:
     ip = data.get("ip")
     device_id = _str(data, "device_id", max_len=36)
-    if not _uuid_match(device_id):
+    if device_id.strip(UUID_CHARS):
         raise LineError("'device_id' must be a UUID")
     platform = _str(data, "platform", max_len=16)
     if platform not in PLATFORMS:
@@ -207,9 +210,14 @@ def parse_event(line: bytes, latest_ms: int) -> Event:
         common = _decode_common(line)
     except msgspec.DecodeError:
         return _parse_in_full(line, latest_ms)
+    return _event_of(common, latest_ms)
+
+
+def _event_of(common: _CheckinLine | _DownloadLine, latest_ms: int) -> Event:
+    """The event of a line that msgspec decoded: the checks its types cannot express."""
     at_ms = parse_time(common.time, latest_ms)
     if type(common) is _CheckinLine:
-        if not _uuid_match(common.device_id):
+        if common.device_id.strip(UUID_CHARS):
             raise LineError("'device_id' must be a UUID")
         return CheckIn(
             common.app_id,
@@ -232,6 +240,78 @@ def parse_event(line: bytes, latest_ms: int) -> Event:
     )
 
 
+def _event_or_error(common: _CheckinLine | _DownloadLine, latest_ms: int) -> Event | LineError:
+    try:
+        return _event_of(common, latest_ms)
+    except LineError as exc:
+        return exc
+
+
+def _line_event(line: bytes, latest_ms: int) -> Event | LineError | None:
+    """The event of one line, or why it was refused; None for a blank line."""
+    try:
+        return parse_event(line, latest_ms)
+    except LineError as exc:
+        return exc if line and not line.isspace() else None
+
+
+# A slice is read a chunk of about this many bytes at a time, and its lines decoded a block
+# at a time (see parse_block): small enough that a block's events are still in the CPU's
+# cache when they are folded.
+CHUNK_BYTES = 1 << 20
+BLOCK_BYTES = 16 << 10
+_NEWLINE = ord("\n")
+
+
+def parse_block(
+    data: bytes, start: int, end: int, latest_ms: int
+) -> list[Event | LineError | None]:
+    """The event (or why it was refused, or None if blank) of each line of ``data[start:end]``,
+    which holds whole lines.
+
+    msgspec decodes a whole block in one call when its lines are plainly one JSON object each:
+    every line starts with "{" and ends with "}", so no value can span two lines, and the
+    decoder returns exactly one value per line. Any other block, and any block msgspec
+    refuses, is read line by line.
+    """
+    if start >= end:
+        return []
+    lines = data.count(b"\n", start, end)
+    if data[end - 1] != _NEWLINE:
+        lines += 1
+    last = end - 2 if data[end - 1] == _NEWLINE else end - 1
+    if (
+        data[start] == _OPEN_BRACE
+        and data[last] == _CLOSE_BRACE
+        and data.count(b"}\n{", start, end) == lines - 1
+    ):
+        try:
+            decoded = _decode_common_lines(memoryview(data)[start:end])
+        except msgspec.DecodeError:
+            pass
+        else:
+            if len(decoded) == lines:
+                return [_event_or_error(common, latest_ms) for common in decoded]
+    return [_line_event(line, latest_ms) for line in data[start:end].split(b"\n")[:lines]]
+
+
+_OPEN_BRACE, _CLOSE_BRACE = ord("{"), ord("}")
+_decode_common_lines = msgspec.json.Decoder(_CheckinLine | _DownloadLine).decode_lines
+
+
+def parse_chunks(
+    chunks: Iterable[bytes], latest_ms: int
+) -> Iterator[list[Event | LineError | None]]:
+    """``parse_block`` over chunks of whole lines, a block at a time."""
+    for data in chunks:
+        start, size = 0, len(data)
+        while start < size:
+            end = data.find(b"\n", start + BLOCK_BYTES)
+            end = size if end < 0 else end + 1
+            yield parse_block(data, start, end, latest_ms)
+            start = end
+
+
 # -- slices ------------------------------------------------------------------------------
 
 
@@ -243,31 +323,65 @@ class Slice:
     end: int
 
 
-def cut_into_slices(size: int, slice_bytes: int) -> list[Slice]:
+def cut_into_slices(size: int, slice_bytes: int, rounds_of: int = 1) -> list[Slice]:
+    """Equal slices of at most ``slice_bytes``, as many as a multiple of ``rounds_of`` (the
+    parsing processes, which then finish each round together instead of one of them working
+    alone on a last slice)."""
     # Byte ranges only: each reader finds its own line boundaries, so nothing scans the file
     # before the parsing starts.
-    return [Slice(at, min(at + slice_bytes, size)) for at in range(0, size, slice_bytes)]
+    count = -(-size // slice_bytes)
+    count = -(-count // rounds_of) * rounds_of
+    bounds = [size * k // count for k in range(count + 1)] if count else [0]
+    return [Slice(start, end) for start, end in pairwise(bounds) if start < end]
+
+
+def read_slice_chunks(path: Path, piece: Slice, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """The lines that start in the slice, in chunks of whole lines of about ``chunk_bytes``;
+    each line keeps its newline (the file's last line may have none).
+
+    Read a chunk at a time, so that a parsing process holds its fold, not its slice.
+    """
+    with open(path, "rb") as stream:
+        if piece.start > 0:
+            # A line starts at the first byte after a newline; the byte before the slice says
+            # whether one starts at its first byte.
+            stream.seek(piece.start - 1)
+            stream.readline()
+        remaining = piece.end - stream.tell()
+        carry = b""
+        while remaining > 0:
+            data = stream.read(min(chunk_bytes, remaining))
+            if not data:
+                break
+            remaining -= len(data)
+            if carry:
+                data = carry + data
+            cut = data.rfind(b"\n") + 1
+            if cut == len(data):
+                carry = b""
+                yield data
+            else:
+                carry = data[cut:]
+                if cut:
+                    yield data[:cut]
+        if carry:
+            # The last line runs past the slice's end.
+            yield carry + stream.readline()
+
+
+def count_lines(path: Path, piece: Slice) -> int:
+    """How many lines start in the slice (blank ones included)."""
+    count = 0
+    for chunk in read_slice_chunks(path, piece):
+        count += chunk.count(b"\n") + (chunk[-1] != _NEWLINE)
+    return count
 
 
 def read_slice(path: Path, piece: Slice) -> tuple[list[bytes], int]:
     """The slice's lines, and how many lines start in it (blank ones included)."""
-    with open(path, "rb") as stream:
-        if piece.start == 0:
-            data = stream.read(piece.end)
-        else:
-            # A line starts at the first byte after a newline; the byte before the slice says
-            # whether one starts at its first byte.
-            stream.seek(piece.start - 1)
-            first = piece.start - 1 + len(stream.readline())
-            if first >= piece.end:
-                return [], 0
-            data = stream.read(piece.end - first)
-        lines = data.split(b"\n")
-        if lines[-1]:
-            # The last line runs past the slice's end.
-            lines[-1] += stream.readline().rstrip(b"\n")
-        else:
-            lines.pop()
+    lines = b"".join(read_slice_chunks(path, piece)).split(b"\n")
+    if not lines[-1]:
+        lines.pop()
     return lines, len(lines)
 
 
@@ -331,50 +445,59 @@ class SliceFolder:
                     yield index, exc
 
     def fold(self, piece: Slice) -> FoldedSlice:
-        raw_lines, line_count = read_slice(self.path, piece)
-        result = FoldedSlice(piece, line_count)
-        apps, waits, latest_ms = self.apps, self.waits, self.latest_ms
+        result = FoldedSlice(piece, 0)
+        apps, is_google_ip = self.apps, self.is_google_ip
         # The fold sees no upload times: it never meets a check-in from a Google address,
         # the only kind that a Google window can affect.
-        fold = Fold(_no_uploads, self.is_google_ip)
+        fold = Fold(_no_uploads, is_google_ip)
         add_checkin, add_download = fold.add_checkin, fold.add_download
         rejected, deferred = result.rejected, result.deferred
         ids: list[str] = []
         latest_at = 0
         blank = 0
-        # The loop of ``events``, written out: this is the hottest loop of an import.
-        for index, line in enumerate(raw_lines):
-            try:
-                event = parse_event(line, latest_ms)
-            except LineError as exc:
-                if line and not line.isspace():
-                    rejected.append((index, str(exc)))
-                else:
+        index = -1
+        line_count = 0
+        # The hottest loop of an import: what ``waits`` decides is written out in it.
+        for block in parse_chunks(read_slice_chunks(self.path, piece), self.latest_ms):
+            line_count += len(block)
+            for event in block:
+                index += 1
+                kind = type(event)
+                if kind is CheckIn:
+                    assert isinstance(event, CheckIn)
+                    ip = event.ip
+                    if ip and is_google_ip(ip):
+                        deferred.append((index, event))
+                        continue
+                    if event.app_id not in apps:
+                        return FoldedSlice(piece, count_lines(self.path, piece))
+                    add_checkin(event)
+                elif kind is Download:
+                    assert isinstance(event, Download)
+                    if event.app_id not in apps:
+                        return FoldedSlice(piece, count_lines(self.path, piece))
+                    add_download(event)
+                elif event is None:
                     blank += 1
-                continue
-            if waits(event):
-                deferred.append((index, event))
-                continue
-            if type(event) is CheckIn:
-                if event.app_id not in apps:
-                    return FoldedSlice(piece, line_count)
-                add_checkin(event)
-            elif type(event) is Download:
-                if event.app_id not in apps:
-                    return FoldedSlice(piece, line_count)
-                add_download(event)
-            else:
-                raise AssertionError(f"unexpected event {event!r}")
-            event_id = event.event_id
-            if event_id is not None:
-                ids.append(event_id)
-                if event.at_ms > latest_at:
-                    latest_at = event.at_ms
+                    continue
+                elif kind is LineError:
+                    rejected.append((index, str(event)))
+                    continue
+                else:
+                    assert kind is BundleUpload or kind is BundleDelete, f"unexpected {event!r}"
+                    deferred.append((index, event))  # type: ignore[arg-type]
+                    continue
+                event_id = event.event_id
+                if event_id is not None:
+                    ids.append(event_id)
+                    if event.at_ms > latest_at:
+                        latest_at = event.at_ms
         # Ids repeated inside the slice need no check here: the writer's insert of the ids
         # then adds fewer rows than there are ids, and the slice goes event by event.
         ids.sort()
         facts = fold.seal()
-        result.lines = len(raw_lines) - blank
+        result.line_count = line_count
+        result.lines = line_count - blank
         result.events = result.lines - len(rejected) - len(deferred)
         result.batch = FoldedBatch(
             facts=facts,
@@ -390,18 +513,65 @@ def _no_uploads(app_id: str) -> tuple[int, ...]:
     return ()
 
 
-# The parsing process's folder, set once by ``init_worker``.
-_worker: SliceFolder | None = None
-
-
-def init_worker(folder: SliceFolder) -> None:
-    global _worker
-    _worker = folder
+def init_worker() -> None:
+    """Prepares a parsing process (its imports come with the unpickling of this function)."""
     # A slice allocates hundreds of thousands of objects and no cycles: the cyclic garbage
     # collector would only walk them again and again.
     gc.disable()
 
 
-def fold_in_worker(piece: Slice) -> FoldedSlice:
-    assert _worker is not None, "init_worker was not called"
-    return _worker.fold(piece)
+def fold_in_worker(folder: SliceFolder, piece: Slice) -> FoldedSlice:
+    # The folder travels with each slice (a few hundred bytes), so that the processes can be
+    # started before the import knows its apps.
+    return folder.fold(piece)
+
+
+# Files at least this large are folded in parsing processes, in parallel with the writer.
+PARALLEL_MIN_BYTES = 32 * 1024 * 1024
+
+
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class ParsingPool:
+    """The parsing processes of an import.
+
+    A process takes a few tenths of a second to start (a new interpreter importing otameter),
+    so the command starts them first and they get ready while it migrates the database.
+    """
+
+    def __init__(self, workers: int) -> None:
+        if workers < 1:
+            raise ValueError("a parsing pool needs at least one process")
+        self.workers = workers
+        # spawn, not fork: the importing process runs the writer thread, and a forked child
+        # would inherit its locks in whatever state they were.
+        self._executor = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker
+        )
+        # Processes start on demand: one call each starts them all now.
+        for _ in range(workers):
+            self._executor.submit(os.getpid)
+
+    def submit(self, folder: SliceFolder, piece: Slice) -> Future[FoldedSlice]:
+        return self._executor.submit(fold_in_worker, folder, piece)
+
+    def close(self) -> None:
+        self._executor.shutdown(cancel_futures=True)
+
+    def __enter__(self) -> ParsingPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def parsing_pool_for(
+    size: int, workers: int | None = None, *, parallel_min_bytes: int = PARALLEL_MIN_BYTES
+) -> ParsingPool | None:
+    """The parsing processes for a file of ``size`` bytes; None if it is parsed in-process."""
+    count = default_workers() if workers is None else workers
+    if count < 1 or size < parallel_min_bytes:
+        return None
+    return ParsingPool(count)

@@ -3,10 +3,11 @@
 How a file goes in:
 
 1. The file is cut into slices by byte range; each slice is read as whole lines, checked and
-   folded (:mod:`otameter.import_lines`), in parsing processes when the file is large.
-2. The writer stores each folded slice in one transaction: seen event ids, device rows,
+   folded (:mod:`otameter.import_lines`), in parsing processes when the file is large, a
+   round of slices (one a process) at a time.
+2. The writer stores each round, merged, in one transaction: seen event ids, device rows,
    activity deltas, downloads. Every one of these facts is order-independent.
-3. A slice whose fold cannot be stored whole (an event id applied before, an unknown app) is
+3. Slices whose fold cannot be stored whole (an event id applied before, an unknown app) are
    applied event by event through ``Pipeline.apply``, which tells duplicates and rejected
    lines apart exactly.
 4. Last come the events that waited: bundle uploads and deletes in time order, then the
@@ -18,11 +19,9 @@ A bad line is reported with its number and skipped; it never stops the good ones
 from __future__ import annotations
 
 import gc
-import multiprocessing
-import os
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -34,24 +33,25 @@ from sqlalchemy import Connection
 
 from .clock import Clock, to_ms
 from .events import CheckIn, Event, Outcome
-from .fold import merge_batches
+from .fold import FoldedFacts, merge_batches, merge_facts
 from .import_lines import (
+    PARALLEL_MIN_BYTES,
     FoldedSlice,
     LineError,
+    ParsingPool,
     Slice,
     SliceFolder,
     cut_into_slices,
-    fold_in_worker,
-    init_worker,
+    default_workers,
     read_slice,
 )
 from .writer import Writer
 
-# Slices of about this size: large enough that a device seen many times in a file is
-# upserted few times, small enough that parsing and storing overlap.
-SLICE_BYTES = 128 * 1024 * 1024
-# Files at least this large are folded in parsing processes, in parallel with the writer.
-PARALLEL_MIN_BYTES = 32 * 1024 * 1024
+# Slices of at most this size: large enough that a device seen many times in a file is
+# upserted few times (each round's transaction writes every device it saw), small enough
+# that parsing and storing overlap on large files. A parsing process reads its slice a
+# chunk at a time, so its memory follows its fold, not this size.
+SLICE_BYTES = 256 * 1024 * 1024
 # At most this many folded slices are merged into one writer transaction.
 MERGE_MAX = 4
 # Waiting events go to the writer in groups of this many.
@@ -81,10 +81,6 @@ class ImportSummary:
         }
 
 
-def default_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
-
-
 class Importer:
     def __init__(
         self,
@@ -94,14 +90,17 @@ class Importer:
         slice_bytes: int = SLICE_BYTES,
         workers: int | None = None,
         parallel_min_bytes: int = PARALLEL_MIN_BYTES,
+        pool: ParsingPool | None = None,
     ) -> None:
         if slice_bytes < 1:
             raise ValueError("slice_bytes must be positive")
         self.writer = writer
         self.clock = clock
         self.slice_bytes = slice_bytes
-        self.workers = default_workers() if workers is None else workers
+        self.workers = pool.workers if pool else default_workers() if workers is None else workers
         self.parallel_min_bytes = parallel_min_bytes
+        # Started by the caller (see ParsingPool); otherwise the import starts its own.
+        self.pool = pool
 
     def run(self, path: Path, progress: Callable[[int], None] | None = None) -> ImportSummary:
         """Import the events file at ``path``; ``progress`` is told of lines as they are done."""
@@ -113,18 +112,18 @@ class Importer:
         gc.disable()
         try:
             size = path.stat().st_size
-            slices = cut_into_slices(size, self.slice_bytes)
+            parallel = self.workers > 0 and size >= self.parallel_min_bytes
+            slices = cut_into_slices(size, self.slice_bytes, self.workers if parallel else 1)
             apps = self.writer.run_blocking(_live_apps)
             folder = SliceFolder(path, latest_ms, apps, self.writer.pipeline.google_predicate)
-            parallel = self.workers > 0 and len(slices) > 1 and size >= self.parallel_min_bytes
-            folded_slices = (
-                self._fold_in_workers(folder, slices) if parallel else map(folder.fold, slices)
+            rounds = (
+                self._fold_in_workers(folder, slices)
+                if parallel and len(slices) > 1
+                else ([folder.fold(piece)] for piece in slices)
             )
             store = _SliceStore(self, folder, summary, progress)
-            first_line = 1
-            for folded in folded_slices:
-                store.add(folded, first_line)
-                first_line += folded.line_count
+            for ready in rounds:
+                store.add(ready)
             store.flush()
             self._apply_waiting(store.waiting, summary)
         finally:
@@ -133,37 +132,42 @@ class Importer:
         summary.rejected.sort()
         return summary
 
-    def _fold_in_workers(self, folder: SliceFolder, slices: list[Slice]) -> Iterator[FoldedSlice]:
-        # spawn, not fork: this process runs the writer thread, and a forked child would
-        # inherit its locks in whatever state they were.
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(
-            self.workers, mp_context=context, initializer=init_worker, initargs=(folder,)
-        ) as pool:
-            pending: deque[Future[FoldedSlice]] = deque()
-            remaining = iter(slices)
-            try:
-                # One slice more than there are workers: each worker always has the next one.
-                for piece in remaining:
-                    pending.append(pool.submit(fold_in_worker, piece))
-                    if len(pending) > self.workers:
-                        break
-                while pending:
-                    try:
-                        folded = pending.popleft().result()
-                    except BrokenProcessPool as exc:
-                        raise ImportFailed(
-                            "a parsing process stopped unexpectedly (out of memory?). The "
-                            "slices stored so far stay; importing the file again skips the "
-                            "events with ids among them."
-                        ) from exc
+    def _fold_in_workers(
+        self, folder: SliceFolder, slices: list[Slice]
+    ) -> Iterator[list[FoldedSlice]]:
+        if self.pool is not None:
+            yield from self._fold_in(self.pool, folder, slices)
+            return
+        with ParsingPool(self.workers) as pool:
+            yield from self._fold_in(pool, folder, slices)
+
+    def _fold_in(
+        self, pool: ParsingPool, folder: SliceFolder, slices: list[Slice]
+    ) -> Iterator[list[FoldedSlice]]:
+        """Folded slices in file order, a round at a time: as many as there are processes.
+
+        The slices of a round are equal and finish nearly together; stored together, their
+        devices are written once, where storing each as it came cost a device upsert more.
+        """
+        pending: deque[Future[FoldedSlice]] = deque()
+        remaining = iter(slices)
+        try:
+            # One slice more than there are workers: each worker always has the next one.
+            for piece in remaining:
+                pending.append(pool.submit(folder, piece))
+                if len(pending) > pool.workers:
+                    break
+            while pending:
+                ready: list[FoldedSlice] = []
+                while pending and len(ready) < pool.workers:
+                    ready.append(_folded(pending.popleft()))
                     following = next(remaining, None)
                     if following is not None:
-                        pending.append(pool.submit(fold_in_worker, following))
-                    yield folded
-            finally:
-                for future in pending:
-                    future.cancel()
+                        pending.append(pool.submit(folder, following))
+                yield ready
+        finally:
+            for future in pending:
+                future.cancel()
 
     def _apply_waiting(self, waiting: list[tuple[int, Event]], summary: ImportSummary) -> None:
         """Bundle events in time order, then the check-ins from Google addresses."""
@@ -177,6 +181,16 @@ class Importer:
                 part = group[at : at + WAITING_BATCH]
                 outcomes = self.writer.submit_blocking([event for _, event in part])
                 _record([number for number, _ in part], outcomes, summary)
+
+
+def _folded(future: Future[FoldedSlice]) -> FoldedSlice:
+    try:
+        return future.result()
+    except BrokenProcessPool as exc:
+        raise ImportFailed(
+            "a parsing process stopped unexpectedly (out of memory?). The slices stored so "
+            "far stay; importing the file again skips the events with ids among them."
+        ) from exc
 
 
 def _record(numbers: list[int], outcomes: list[Outcome], summary: ImportSummary) -> None:
@@ -198,9 +212,10 @@ def _live_apps(conn: Connection) -> frozenset[str]:
 class _SliceStore:
     """Hands folded slices to the writer.
 
-    While the writer stores one batch, the slices that arrive wait; they are then stored
-    together, merged, in one transaction, so that a device seen in several is written once.
-    A slow writer thus gets larger batches, not a longer queue.
+    The slices that arrive together, and those that arrive while the writer stores a batch,
+    are stored together, merged, in one transaction (at most MERGE_MAX of them), so that a
+    device seen in several is written once. A slow writer thus gets larger batches, not a
+    longer queue.
     """
 
     def __init__(
@@ -217,31 +232,51 @@ class _SliceStore:
         # Events applied after every slice (see SliceFolder), with their line numbers.
         self.waiting: list[tuple[int, Event]] = []
         self._backlog: list[tuple[FoldedSlice, int]] = []
+        # Number of the next slice's first line.
+        self._next_line = 1
         self._in_flight: tuple[list[tuple[FoldedSlice, int]], Future[bool]] | None = None
 
-    def add(self, folded: FoldedSlice, first_line: int) -> None:
-        if folded.batch is None:
-            self.flush()
-            self._event_by_event(folded, first_line)
-            self._advance(folded)
-            return
-        self._backlog.append((folded, first_line))
+    def add(self, ready: list[FoldedSlice]) -> None:
+        """The next slices of the file, folded; those that arrive together are stored together."""
+        for folded in ready:
+            first_line = self._next_line
+            self._next_line += folded.line_count
+            if folded.batch is None:
+                self.flush()
+                self._event_by_event(folded, first_line)
+                self._advance(folded)
+            else:
+                self._backlog.append((folded, first_line))
         in_flight = self._in_flight
-        if in_flight is None or in_flight[1].done() or len(self._backlog) >= MERGE_MAX:
+        if self._backlog and (in_flight is None or in_flight[1].done()):
+            self._settle()
+            self._launch()
+        while len(self._backlog) >= MERGE_MAX:
             self._settle()
             self._launch()
 
     def flush(self) -> None:
         self._settle()
-        if self._backlog:
+        while self._backlog:
             self._launch()
             self._settle()
 
     def _launch(self) -> None:
-        batch = merge_batches([folded.batch for folded, _ in self._backlog if folded.batch])
+        """Hands the writer the first slices of the backlog (at most MERGE_MAX), merged."""
+        slices, self._backlog = self._backlog[:MERGE_MAX], self._backlog[MERGE_MAX:]
+        batches = [folded.batch for folded, _ in slices if folded.batch]
+        # Several slices: the writer checks and records their ids while this thread merges
+        # their facts (SQLite works without the GIL), then stores the merged facts.
+        facts: Future[FoldedFacts] | None = Future() if len(batches) > 1 else None
+        batch = merge_batches(batches, facts)
         apply = partial(self.importer.writer.pipeline.apply_folded, batch=batch)
-        self._in_flight = (self._backlog, self.importer.writer.run_later(apply))
-        self._backlog = []
+        self._in_flight = (slices, self.importer.writer.run_later(apply))
+        if facts is not None:
+            try:
+                facts.set_result(merge_facts([part.ready_facts() for part in batches]))
+            except BaseException as exc:
+                facts.set_exception(exc)
+                raise
 
     def _settle(self) -> None:
         if self._in_flight is None:

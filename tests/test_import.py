@@ -23,6 +23,7 @@ from otameter import schema as s
 from otameter.fold import FoldedBatch, FoldedFacts
 from otameter.import_lines import ParsingPool
 from otameter.importer import Importer, ImportFailed, ImportSummary
+from otameter.ingest import upsert_devices
 from tests.harness import Harness, running, setup_app
 
 APP = "com.example.app"
@@ -413,6 +414,41 @@ def test_parsing_in_a_separate_process_gives_the_same_result(
     with sorted_import(tmp_path / "sorted", sorted(events, key=lambda e: e["time"])) as reference:
         assert usage(h) == usage(reference)
         assert devices(h) == devices(reference)
+
+
+@pytest.mark.parametrize("apps", [["com.a"], ["com.b", "com.a"]])
+def test_device_ordinals_come_back_in_row_order(harness: Harness, apps: list[str]) -> None:
+    # Merged batches hold runs of key order, so an app's rows may come in several runs.
+    h = harness
+    rows = [
+        [
+            app,
+            f"{n:08x}-0000-4000-8000-000000000000",
+            1,
+            2,
+            2,
+            "ios",
+            "1",
+            "",
+            "",
+            "",
+            "",
+            False,
+            True,
+        ]
+        for n in (5, 1, 9, 3)
+        for app in apps
+    ]
+    for _ in range(2):  # new devices, then known ones
+        ordinals = h.rt.writer.run_blocking(lambda conn: upsert_devices(conn, [*map(list, rows)]))
+        d = s.devices.c
+        with h.rt.read_engine.connect() as conn:
+            ids = {
+                (r.app_id, r.device_id): r.id
+                for r in conn.execute(select(d.app_id, d.device_id, d.id))
+            }
+        assert ordinals == [ids[(row[0], row[1])] for row in rows]
+        assert len(ids) == len({(row[0], row[1]) for row in rows})
 
 
 def test_a_merge_that_fails_leaves_nothing_stored(sqlite_harness: Harness) -> None:

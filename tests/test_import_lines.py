@@ -19,10 +19,9 @@ from otameter.import_lines import (
     _parse_in_full,
     cut_into_slices,
     parse_block,
-    parse_chunks,
     parse_event,
     read_slice,
-    read_slice_chunks,
+    read_slice_blocks,
 )
 
 LATEST_MS = to_ms(datetime(2024, 5, 15, 12, 5, tzinfo=UTC))
@@ -198,10 +197,10 @@ def files(draw: st.DrawFn) -> bytes:
 @given(
     content=files(),
     slice_bytes=st.integers(min_value=1, max_value=120),
-    chunk_bytes=st.integers(min_value=1, max_value=50),
+    block_bytes=st.integers(min_value=1, max_value=50),
 )
 def test_slices_hold_every_line_once(
-    tmp_path: Path, content: bytes, slice_bytes: int, chunk_bytes: int
+    tmp_path: Path, content: bytes, slice_bytes: int, block_bytes: int
 ) -> None:
     path = tmp_path / "events.jsonl"
     path.write_bytes(content)
@@ -210,10 +209,11 @@ def test_slices_hold_every_line_once(
     for piece in cut_into_slices(len(content), slice_bytes):
         got, count = read_slice(path, piece)
         assert count == len(got)
-        # Read a chunk at a time, the slice holds the same lines, each chunk whole lines.
-        chunks = list(read_slice_chunks(path, piece, chunk_bytes))
-        assert all(chunk.endswith(b"\n") for chunk in chunks[:-1])
-        assert b"".join(chunks).split(b"\n")[: len(got)] == got
+        # Read a block at a time, the slice holds the same lines, each block whole lines.
+        blocks = list(read_slice_blocks(path, piece, block_bytes))
+        assert all(block.endswith(b"\n") for block in blocks[:-1])
+        assert b"".join(blocks).split(b"\n")[: len(got)] == got
+        assert sum(block.count(b"\n") + (not block.endswith(b"\n")) for block in blocks) == count
         lines += got
         counted += count
     expected = content.split(b"\n")
@@ -260,7 +260,7 @@ def reference(block: bytes) -> list[Any]:
 def block_outcomes(block: bytes) -> list[Any]:
     return [
         f"refused: {item}" if isinstance(item, LineError) else item
-        for item in parse_block(block, 0, len(block), LATEST_MS)
+        for item in parse_block(block, LATEST_MS)
     ]
 
 
@@ -319,8 +319,8 @@ def test_a_slice_is_parsed_block_by_block(tmp_path: Path) -> None:
     piece = cut_into_slices(path.stat().st_size, 10**9)[0]
     parsed = [
         item
-        for block in parse_chunks(read_slice_chunks(path, piece, 5000), LATEST_MS)
-        for item in block
+        for block in read_slice_blocks(path, piece, 5000)
+        for item in parse_block(block, LATEST_MS)
     ]
     kinds = [CheckIn, type(None), LineError, CheckIn] * 2000
     assert [type(item) for item in parsed] == kinds

@@ -9,9 +9,10 @@ the writer then stores each folded slice in one transaction.
 from __future__ import annotations
 
 import gc
+import mmap
 import multiprocessing
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -255,61 +256,45 @@ def _line_event(line: bytes, latest_ms: int) -> Event | LineError | None:
         return exc if line and not line.isspace() else None
 
 
-# A slice is read a chunk of about this many bytes at a time, and its lines decoded a block
-# at a time (see parse_block): small enough that a block's events are still in the CPU's
-# cache when they are folded.
-CHUNK_BYTES = 1 << 20
+# A slice is decoded a block of about this many bytes of lines at a time (see parse_block):
+# small enough that a block's events are still in the CPU's cache when they are folded.
 BLOCK_BYTES = 16 << 10
 _NEWLINE = ord("\n")
 
 
-def parse_block(
-    data: bytes, start: int, end: int, latest_ms: int
-) -> list[Event | LineError | None]:
-    """The event (or why it was refused, or None if blank) of each line of ``data[start:end]``,
-    which holds whole lines.
+def parse_block(block: bytes, latest_ms: int) -> list[Event | LineError | None]:
+    """The event (or why it was refused, or None if blank) of each line of ``block``, which
+    holds whole lines.
 
     msgspec decodes a whole block in one call when its lines are plainly one JSON object each:
-    every line starts with "{" and ends with "}", so no value can span two lines, and the
-    decoder returns exactly one value per line. Any other block, and any block msgspec
-    refuses, is read line by line.
+    every line starts with "{" and ends with "}", so no value can span two lines (a "}" that
+    leaves a value open must be followed by ",", "}" or "]", never by "{"), and as many
+    values as lines means one a line. Any other block, and any block msgspec refuses, is
+    read line by line.
     """
-    if start >= end:
+    if not block:
         return []
-    lines = data.count(b"\n", start, end)
-    if data[end - 1] != _NEWLINE:
+    lines = block.count(b"\n")
+    if block[-1] != _NEWLINE:
         lines += 1
-    last = end - 2 if data[end - 1] == _NEWLINE else end - 1
+    last = -2 if block[-1] == _NEWLINE else -1
     if (
-        data[start] == _OPEN_BRACE
-        and data[last] == _CLOSE_BRACE
-        and data.count(b"}\n{", start, end) == lines - 1
+        block[0] == _OPEN_BRACE
+        and block[last] == _CLOSE_BRACE
+        and block.count(b"}\n{") == lines - 1
     ):
         try:
-            decoded = _decode_common_lines(memoryview(data)[start:end])
+            decoded = _decode_common_lines(block)
         except msgspec.DecodeError:
             pass
         else:
             if len(decoded) == lines:
                 return [_event_or_error(common, latest_ms) for common in decoded]
-    return [_line_event(line, latest_ms) for line in data[start:end].split(b"\n")[:lines]]
+    return [_line_event(line, latest_ms) for line in block.split(b"\n")[:lines]]
 
 
 _OPEN_BRACE, _CLOSE_BRACE = ord("{"), ord("}")
 _decode_common_lines = msgspec.json.Decoder(_CheckinLine | _DownloadLine).decode_lines
-
-
-def parse_chunks(
-    chunks: Iterable[bytes], latest_ms: int
-) -> Iterator[list[Event | LineError | None]]:
-    """``parse_block`` over chunks of whole lines, a block at a time."""
-    for data in chunks:
-        start, size = 0, len(data)
-        while start < size:
-            end = data.find(b"\n", start + BLOCK_BYTES)
-            end = size if end < 0 else end + 1
-            yield parse_block(data, start, end, latest_ms)
-            start = end
 
 
 # -- slices ------------------------------------------------------------------------------
@@ -335,51 +320,48 @@ def cut_into_slices(size: int, slice_bytes: int, rounds_of: int = 1) -> list[Sli
     return [Slice(start, end) for start, end in pairwise(bounds) if start < end]
 
 
-def read_slice_chunks(path: Path, piece: Slice, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
-    """The lines that start in the slice, in chunks of whole lines of about ``chunk_bytes``;
+def read_slice_blocks(path: Path, piece: Slice, block_bytes: int = BLOCK_BYTES) -> Iterator[bytes]:
+    """The lines that start in the slice, in blocks of whole lines of about ``block_bytes``;
     each line keeps its newline (the file's last line may have none).
 
-    Read a chunk at a time, so that a parsing process holds its fold, not its slice.
+    The file is mapped, not read: a block is copied straight from the page cache, so a
+    parsing process holds its fold, not its slice, and allocates no large buffers.
     """
     with open(path, "rb") as stream:
-        if piece.start > 0:
-            # A line starts at the first byte after a newline; the byte before the slice says
-            # whether one starts at its first byte.
-            stream.seek(piece.start - 1)
-            stream.readline()
-        remaining = piece.end - stream.tell()
-        carry = b""
-        while remaining > 0:
-            data = stream.read(min(chunk_bytes, remaining))
-            if not data:
-                break
-            remaining -= len(data)
-            if carry:
-                data = carry + data
-            cut = data.rfind(b"\n") + 1
-            if cut == len(data):
-                carry = b""
-                yield data
-            else:
-                carry = data[cut:]
-                if cut:
-                    yield data[:cut]
-        if carry:
-            # The last line runs past the slice's end.
-            yield carry + stream.readline()
+        size = os.fstat(stream.fileno()).st_size
+        if size == 0:
+            return
+        with mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            # A line starts at the first byte after a newline; the byte before a slice's
+            # first byte says whether one starts there.
+            start = _line_start(mapped, piece.start, size)
+            end = _line_start(mapped, min(piece.end, size), size)
+            while start < end:
+                stop = mapped.find(b"\n", start + block_bytes - 1, end)
+                stop = end if stop < 0 else stop + 1
+                yield mapped[start:stop]
+                start = stop
+
+
+def _line_start(mapped: mmap.mmap, at: int, size: int) -> int:
+    """Where the first line starting at or after byte ``at`` starts (``size`` if none)."""
+    if at == 0:
+        return 0
+    newline = mapped.find(b"\n", at - 1)
+    return size if newline < 0 else newline + 1
 
 
 def count_lines(path: Path, piece: Slice) -> int:
     """How many lines start in the slice (blank ones included)."""
     count = 0
-    for chunk in read_slice_chunks(path, piece):
-        count += chunk.count(b"\n") + (chunk[-1] != _NEWLINE)
+    for block in read_slice_blocks(path, piece):
+        count += block.count(b"\n") + (block[-1] != _NEWLINE)
     return count
 
 
 def read_slice(path: Path, piece: Slice) -> tuple[list[bytes], int]:
     """The slice's lines, and how many lines start in it (blank ones included)."""
-    lines = b"".join(read_slice_chunks(path, piece)).split(b"\n")
+    lines = b"".join(read_slice_blocks(path, piece, 1 << 20)).split(b"\n")
     if not lines[-1]:
         lines.pop()
     return lines, len(lines)
@@ -458,9 +440,11 @@ class SliceFolder:
         index = -1
         line_count = 0
         # The hottest loop of an import: what ``waits`` decides is written out in it.
-        for block in parse_chunks(read_slice_chunks(self.path, piece), self.latest_ms):
-            line_count += len(block)
-            for event in block:
+        latest_ms = self.latest_ms
+        for block in read_slice_blocks(self.path, piece):
+            parsed = parse_block(block, latest_ms)
+            line_count += len(parsed)
+            for event in parsed:
                 index += 1
                 kind = type(event)
                 if kind is CheckIn:

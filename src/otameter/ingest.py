@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import date
-from itertools import groupby
 from operator import itemgetter
 from typing import Any
 
@@ -396,18 +395,19 @@ def upsert_devices(conn: Connection, rows: list[list[Any]]) -> list[int]:
         cursor.executemany(_DEVICE_UPSERT_SQLITE, rows)
     finally:
         cursor.close()
-    ordinals: list[int] = []
-    # One read per run of an app's rows, with the app as a parameter: extracting two fields
-    # from a JSON array of pairs per row cost three times as much as reading plain ids.
-    for app_id, run in groupby(rows, _app_of_row):
-        device_ids = orjson.dumps([row[1] for row in run]).decode()
-        result = conn.exec_driver_sql(_DEVICE_ORDINALS_SQLITE, (device_ids, app_id))
-        ordinals.extend(ordinal for (ordinal,) in result)
-    return ordinals
+    app_id = rows[0][0]
+    if all(row[0] == app_id for row in rows):
+        # One app (an import, most batches): the app as a parameter and plain device ids.
+        # Extracting two fields from a JSON array of pairs cost three times as much a row.
+        keys, statement = [row[1] for row in rows], _APP_DEVICE_ORDINALS_SQLITE
+        result = conn.exec_driver_sql(statement, (orjson.dumps(keys).decode(), app_id))
+    else:
+        pairs = orjson.dumps([row[:2] for row in rows]).decode()
+        result = conn.exec_driver_sql(_DEVICE_ORDINALS_SQLITE, (pairs,))
+    return [ordinal for (ordinal,) in result]
 
 
 _device_key = itemgetter(0, 1)
-_app_of_row = itemgetter(0)
 
 
 def _device_upsert_sql(postgres: bool) -> str:
@@ -463,6 +463,11 @@ _DEVICE_UPSERT_POSTGRESQL = _device_upsert_sql(postgres=True)
 # ORDER BY e.key also keeps the planner driving the join from the JSON array: without it,
 # SQLite may scan the devices and search the array for each one.
 _DEVICE_ORDINALS_SQLITE = (
+    "SELECT d.id FROM json_each(?) AS e"
+    " JOIN devices AS d ON d.app_id = e.value->>0 AND d.device_id = e.value->>1"
+    " ORDER BY e.key"
+)
+_APP_DEVICE_ORDINALS_SQLITE = (
     "SELECT d.id FROM json_each(?) AS e"
     " JOIN devices AS d ON d.app_id = ? AND d.device_id = e.value"
     " ORDER BY e.key"

@@ -64,3 +64,23 @@ def test_seen_events_keep_their_rows_across_the_rebuild(tmp_path: Path) -> None:
     command.downgrade(config, "0001")
     sql, rows = table()
     assert "WITHOUT ROWID" not in sql and rows == [("e1", 5), ("e2", 6)]
+
+
+def test_the_last_counted_index_goes_and_comes_back(db_url: str) -> None:
+    # 0003 drops devices (app_id, last_counted_at); its downgrade restores it.
+    config = alembic_config(db_url)
+
+    def device_indexes() -> set[str]:
+        engine = create_db_engine(db_url)
+        try:
+            with engine.connect() as conn:
+                return {index["name"] for index in inspect(conn).get_indexes("devices")}
+        finally:
+            engine.dispose()
+
+    migrate(db_url)
+    assert "ix_devices_app_last_counted" not in device_indexes()
+    command.downgrade(config, "0002")
+    assert "ix_devices_app_last_counted" in device_indexes()
+    migrate(db_url)
+    assert "ix_devices_app_last_counted" not in device_indexes()

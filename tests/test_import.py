@@ -351,6 +351,40 @@ def test_otameter_import_command(db_url: str, tmp_path: Path) -> None:
         assert mau(h, "2024-05-10") == 2
 
 
+def test_otameter_import_command_on_a_file_parsed_in_processes(tmp_path: Path) -> None:
+    # Above 32 MB the command starts its parsing processes before it opens the database.
+    url, data_dir = f"sqlite:///{tmp_path}/big.db", tmp_path / "data"
+    with running(url, data_dir) as h:
+        setup_app(h)
+    pad = "x" * 2000  # unknown fields are ignored: large lines make a large file quickly
+    devices_seen = [str(uuid.UUID(int=n)) for n in range(1, 501)]
+    lines: list[Any] = [
+        {**checkin("2024-05-10T10:00:00Z", devices_seen[n % 500]), "id": f"e{n}", "pad": pad}
+        for n in range(17_000)
+    ]
+    lines[12_345] = "not json"
+    path = write_lines(tmp_path / "events.jsonl", lines)
+    assert path.stat().st_size > 32 * 1024 * 1024
+
+    env = {**os.environ, "OTAMETER_DATA_DIR": str(data_dir)}
+    command = [sys.executable, "-m", "otameter", "import", str(path), "--db", url, "--json"]
+    for workers in ("2", "0"):
+        result = subprocess.run(
+            [*command, "--workers", workers], env=env, capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        summary = json.loads(result.stdout.strip().splitlines()[-1])
+        if workers == "2":
+            assert (summary["accepted"], summary["duplicates"]) == (16_999, 0)
+        else:  # the same file again, in-process: every event is known
+            assert (summary["accepted"], summary["duplicates"]) == (0, 16_999)
+        assert [r["line"] for r in summary["rejections"]] == [12_346]
+
+    with running(url, data_dir) as again:
+        assert set(devices(again)) == set(devices_seen)
+        assert mau(again, "2024-05-10") == 500
+
+
 def test_bundle_events_are_found_however_they_are_written(harness: Harness, tmp_path: Path) -> None:
     h = harness
     setup_app(h)

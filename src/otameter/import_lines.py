@@ -3,7 +3,7 @@
 An events file is cut into slices by byte range. A parsing process (or the importing process
 itself, for a small file) reads a slice's whole lines, checks each one, and folds the slice's
 check-ins and downloads with the same counting code as live traffic (:mod:`otameter.fold`);
-the writer then stores each folded slice in one transaction.
+the writer then stores the folded slices of each round (one a process) in one transaction.
 """
 
 from __future__ import annotations
@@ -439,8 +439,8 @@ class SliceFolder:
         blank = 0
         index = -1
         line_count = 0
-        # The hottest loop of an import: what ``waits`` decides is written out in it.
         latest_ms = self.latest_ms
+        # The hottest loop of an import: what ``waits`` decides is written out in it.
         for block in read_slice_blocks(self.path, piece):
             parsed = parse_block(block, latest_ms)
             line_count += len(parsed)

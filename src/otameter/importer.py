@@ -50,7 +50,7 @@ from .writer import Writer
 # Slices of at most this size: large enough that a device seen many times in a file is
 # upserted few times (each round's transaction writes every device it saw), small enough
 # that parsing and storing overlap on large files. A parsing process reads its slice a
-# chunk at a time, so its memory follows its fold, not this size.
+# block at a time, so its memory follows its fold, not this size.
 SLICE_BYTES = 256 * 1024 * 1024
 # At most this many folded slices are merged into one writer transaction.
 MERGE_MAX = 4

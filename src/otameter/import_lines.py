@@ -359,14 +359,6 @@ def count_lines(path: Path, piece: Slice) -> int:
     return count
 
 
-def read_slice(path: Path, piece: Slice) -> tuple[list[bytes], int]:
-    """The slice's lines, and how many lines start in it (blank ones included)."""
-    lines = b"".join(read_slice_blocks(path, piece, 1 << 20)).split(b"\n")
-    if not lines[-1]:
-        lines.pop()
-    return lines, len(lines)
-
-
 # -- folding -----------------------------------------------------------------------------
 
 # (index of the line in its slice, event): events applied after every slice is stored.
@@ -416,15 +408,15 @@ class SliceFolder:
             return ip is not None and ip != "" and self.is_google_ip(ip)
         return type(event) is BundleUpload or type(event) is BundleDelete
 
-    def events(self, raw_lines: list[bytes]) -> Iterator[tuple[int, Event | LineError]]:
-        """(index, event or the reason it was refused) of every line that is not blank."""
-        latest_ms = self.latest_ms
-        for index, line in enumerate(raw_lines):
-            try:
-                yield index, parse_event(line, latest_ms)
-            except LineError as exc:
-                if line and not line.isspace():
-                    yield index, exc
+    def events(self, piece: Slice) -> Iterator[tuple[int, Event | LineError]]:
+        """(index in the slice, event or the reason it was refused) of every line of the
+        slice that is not blank."""
+        index = -1
+        for block in read_slice_blocks(self.path, piece):
+            for event in parse_block(block, self.latest_ms):
+                index += 1
+                if event is not None:
+                    yield index, event
 
     def fold(self, piece: Slice) -> FoldedSlice:
         result = FoldedSlice(piece, 0)
@@ -440,7 +432,7 @@ class SliceFolder:
         index = -1
         line_count = 0
         latest_ms = self.latest_ms
-        # The hottest loop of an import: what ``waits`` decides is written out in it.
+        # The hottest loop of an import: ``events`` and what ``waits`` decides, written out.
         for block in read_slice_blocks(self.path, piece):
             parsed = parse_block(block, latest_ms)
             line_count += len(parsed)

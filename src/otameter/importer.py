@@ -43,7 +43,6 @@ from .import_lines import (
     SliceFolder,
     cut_into_slices,
     default_workers,
-    read_slice,
 )
 from .writer import Writer
 
@@ -298,10 +297,9 @@ class _SliceStore:
     def _event_by_event(self, folded: FoldedSlice, first_line: int) -> None:
         """Apply a slice's events one by one: the pipeline decides each one's outcome."""
         folder, summary = self.folder, self.summary
-        raw_lines, _ = read_slice(folder.path, folded.piece)
         numbers: list[int] = []
         events: list[Event] = []
-        for index, event in folder.events(raw_lines):
+        for index, event in folder.events(folded.piece):
             summary.lines += 1
             if isinstance(event, LineError):
                 summary.rejected.append((first_line + index, str(event)))

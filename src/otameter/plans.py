@@ -35,6 +35,7 @@ from . import schema as s
 from .catalog import Catalog
 from .clock import Clock, day_of_ms, to_ms
 from .ingest import dialect_insert
+from .rollups import devices_by_app
 from .webhooks import enqueue_event
 from .writer import Writer
 
@@ -293,18 +294,9 @@ class Usage:
 
 
 def _union(conn: Connection, app_ids: list[str], lo: date, hi: date, kind: str) -> BitMap:
-    b = s.activity_bitmaps.c
-    rows = conn.scalars(
-        select(b.bitmap).where(
-            b.app_id.in_(app_ids),
-            b.kind == kind,
-            b.version_name == "",
-            b.day >= lo,
-            b.day <= hi,
-        )
-    )
-    maps = [BitMap.deserialize(raw) for raw in rows]
-    return BitMap.union(*maps) if maps else BitMap()
+    # Ordinals are unique across apps: the union counts (app, device) pairs.
+    maps = list(devices_by_app(conn, app_ids, lo, hi, kind).values())
+    return maps[0] if len(maps) == 1 else BitMap.union(*maps) if maps else BitMap()
 
 
 def compute_usage(conn: Connection, org: Any, today: date) -> Usage:

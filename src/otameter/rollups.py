@@ -193,10 +193,11 @@ def load_day_bitmaps(
     return {row.day: BitMap.deserialize(row.bitmap) for row in rows}
 
 
-def unique_devices_by_app(
+def devices_by_app(
     conn: Connection, app_ids: list[str], lo: date, hi: date, kind: str = "counted"
-) -> dict[str, int]:
-    """Distinct devices of each app over the days [lo, hi] (apps with none are left out)."""
+) -> dict[str, BitMap]:
+    """The devices of each app active over the days [lo, hi], as the union of its day
+    bitmaps of ``kind`` (apps with none are left out)."""
     b = s.activity_bitmaps.c
     rows = conn.execute(
         select(b.app_id, b.bitmap).where(
@@ -207,10 +208,12 @@ def unique_devices_by_app(
             b.day <= hi,
         )
     )
-    unions: dict[str, BitMap] = defaultdict(BitMap)
+    days: dict[str, list[BitMap]] = defaultdict(list)
     for row in rows:
-        unions[row.app_id] |= BitMap.deserialize(row.bitmap)
-    return {app_id: len(devices) for app_id, devices in unions.items() if devices}
+        days[row.app_id].append(BitMap.deserialize(row.bitmap))
+    # One union of many bitmaps at once: faster than adding them one by one.
+    unions = {app_id: BitMap.union(*maps) for app_id, maps in days.items()}
+    return {app_id: devices for app_id, devices in unions.items() if devices}
 
 
 def compute_daily_rows(conn: Connection, app_id: str, lo: date, hi: date) -> list[dict[str, Any]]:

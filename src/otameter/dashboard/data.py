@@ -16,7 +16,7 @@ from ..api.statistics import NOT_FOUND
 from ..auth import Principal, org_role
 from ..errors import ApiError
 from ..plans import cycle_bounds
-from ..rollups import unique_devices_by_app
+from ..rollups import devices_by_app
 
 
 def org_apps(conn: Connection, principal: Principal, org_id: str, today: date) -> dict[str, Any]:
@@ -44,7 +44,9 @@ def org_apps(conn: Connection, principal: Principal, org_id: str, today: date) -
         # The devices counted at least once since the cycle started: the same set as the
         # device table's (last counted check-in in the cycle), read from the day bitmaps
         # as the plan check reads it.
-        mau = unique_devices_by_app(conn, ids, start, today)
+        mau = {
+            app: len(devices) for app, devices in devices_by_app(conn, ids, start, today).items()
+        }
         u = s.daily_usage.c
         for app_id, total in conn.execute(
             select(u.app_id, func.sum(u.bandwidth))

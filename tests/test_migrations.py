@@ -13,7 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from otameter.db import alembic_config, create_db_engine, migrate
+from otameter.db import HEAD_REVISION, alembic_config, create_db_engine, migrate, schema_revision
 from otameter.schema import metadata
 
 
@@ -84,3 +84,14 @@ def test_the_last_counted_index_goes_and_comes_back(db_url: str) -> None:
     assert "ix_devices_app_last_counted" in device_indexes()
     migrate(db_url)
     assert "ix_devices_app_last_counted" not in device_indexes()
+
+
+def test_the_head_revision_is_the_newest_script(tmp_path: Path) -> None:
+    # migrate() skips alembic when the database is at HEAD_REVISION: it must be the newest.
+    from alembic.script import ScriptDirectory
+
+    url = f"sqlite:///{tmp_path}/head.db"
+    assert ScriptDirectory.from_config(alembic_config(url)).get_current_head() == HEAD_REVISION
+    assert schema_revision(url) is None
+    migrate(url)
+    assert schema_revision(url) == HEAD_REVISION

@@ -202,7 +202,9 @@ class _DownloadLine(msgspec.Struct, tag_field="type", tag="download"):
     id: _EventId | None = None
 
 
-_decode_common = msgspec.json.Decoder(_CheckinLine | _DownloadLine).decode
+_common_decoder = msgspec.json.Decoder(_CheckinLine | _DownloadLine)
+_decode_common = _common_decoder.decode
+_decode_common_lines = _common_decoder.decode_lines
 
 
 def parse_event(line: bytes, latest_ms: int) -> Event:
@@ -294,7 +296,6 @@ def parse_block(block: bytes, latest_ms: int) -> list[Event | LineError | None]:
 
 
 _OPEN_BRACE, _CLOSE_BRACE = ord("{"), ord("}")
-_decode_common_lines = msgspec.json.Decoder(_CheckinLine | _DownloadLine).decode_lines
 
 
 # -- slices ------------------------------------------------------------------------------
@@ -430,13 +431,10 @@ class SliceFolder:
         latest_at = 0
         blank = 0
         index = -1
-        line_count = 0
         latest_ms = self.latest_ms
         # The hottest loop of an import: ``events`` and what ``waits`` decides, written out.
         for block in read_slice_blocks(self.path, piece):
-            parsed = parse_block(block, latest_ms)
-            line_count += len(parsed)
-            for event in parsed:
+            for event in parse_block(block, latest_ms):
                 index += 1
                 kind = type(event)
                 if kind is CheckIn:
@@ -472,8 +470,8 @@ class SliceFolder:
         # then adds fewer rows than there are ids, and the slice goes event by event.
         ids.sort()
         facts = fold.seal()
-        result.line_count = line_count
-        result.lines = line_count - blank
+        result.line_count = index + 1
+        result.lines = result.line_count - blank
         result.events = result.lines - len(rejected) - len(deferred)
         result.batch = FoldedBatch(
             facts=facts,

@@ -76,7 +76,7 @@ class Pipeline:
     def apply(self, conn: Connection, events: Sequence[Event]) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(events)
         fresh = self._dedupe(conn, events, outcomes)
-        live_apps = self._existing_apps(conn, {getattr(e, "app_id", "") for e in events})
+        live_apps = self.existing_apps(conn, {getattr(e, "app_id", "") for e in events})
         queue: set[tuple[str, date, str]] = set()
 
         checkins: list[tuple[int, CheckIn]] = []
@@ -145,7 +145,7 @@ class Pipeline:
         return [i for i in range(len(events)) if outcomes[i] is None]
 
     @staticmethod
-    def _existing_apps(conn: Connection, app_ids: Iterable[str]) -> set[str]:
+    def existing_apps(conn: Connection, app_ids: Iterable[str]) -> set[str]:
         wanted = [a for a in app_ids if a]
         if not wanted:
             return set()
@@ -218,7 +218,7 @@ class Pipeline:
     # -- check-ins -------------------------------------------------------------------------
 
     @staticmethod
-    def _upload_times(conn: Connection, app_id: str) -> list[int]:
+    def upload_times(conn: Connection, app_id: str) -> list[int]:
         """Sorted upload times of the app's bundles (all of them: each opened a window)."""
         rows = conn.exec_driver_sql(
             "SELECT created_at FROM bundles WHERE app_id = "
@@ -235,41 +235,15 @@ class Pipeline:
     ) -> None:
         if not checkins:
             return
-        fold = Fold(lambda app_id: self._upload_times(conn, app_id), self.is_google_ip)
+        fold = Fold(lambda app_id: self.upload_times(conn, app_id), self.is_google_ip)
         google = Verdict.GOOGLE_WINDOW
         for i, checkin in checkins:
             outcomes[i] = _GOOGLE_WINDOW if fold.add_checkin(checkin) is google else ACCEPTED
         self.store(conn, fold.seal())
 
     def store(self, conn: Connection, facts: FoldedFacts) -> None:
-        """Store a batch's folded facts: device rows, activity deltas and downloads."""
-        ordinals = upsert_devices(conn, facts.device_rows) if facts.device_rows else []
-        if facts.activity:
-            conn.execute(
-                s.activity_deltas.insert(),
-                [
-                    {
-                        "app_id": app_id,
-                        "day": day,
-                        "kind": kind,
-                        "version_name": version,
-                        "bitmap": BitMap([ordinals[i] for i in members]).serialize(),
-                    }
-                    for (app_id, day, kind, version), members in facts.activity.items()
-                ],
-            )
-        if facts.downloads:
-            columns = "app_id, device_id, version, at, day, bytes"
-            marks = ", ".join([_placeholder(conn)] * 6)
-            conn.exec_driver_sql(
-                f"INSERT INTO downloads ({columns}) VALUES ({marks})",
-                [(*row[:4], _date_param(conn, row[4]), row[5]) for row in facts.downloads],
-            )
-            days = {(row[0], row[4], "bandwidth") for row in facts.downloads}
-            conn.execute(
-                s.rollup_queue.insert(),
-                [{"app_id": a, "day": d, "what": w} for a, d, w in sorted(days)],
-            )
+        """Store a batch's folded facts (see ``store_facts``)."""
+        store_facts(conn, facts)
 
     def apply_folded(self, conn: Connection, batch: FoldedBatch) -> bool:
         """Store a batch folded elsewhere; False (nothing written) if its assumptions fail.
@@ -277,7 +251,7 @@ class Pipeline:
         The fold assumed that its apps exist and that none of its event ids was applied
         before. The caller applies the events one by one (``apply``) when this answers False.
         """
-        if self._existing_apps(conn, batch.apps) != batch.apps:
+        if self.existing_apps(conn, batch.apps) != batch.apps:
             return False
         if batch.id_count:
             savepoint = conn.begin_nested()
@@ -362,6 +336,37 @@ class Pipeline:
         ]
         if rows:
             conn.execute(s.device_events.insert(), rows)
+
+
+def store_facts(conn: Connection, facts: FoldedFacts) -> None:
+    """Store a batch's folded facts: device rows, activity deltas and downloads."""
+    ordinals = upsert_devices(conn, facts.device_rows) if facts.device_rows else []
+    if facts.activity:
+        conn.execute(
+            s.activity_deltas.insert(),
+            [
+                {
+                    "app_id": app_id,
+                    "day": day,
+                    "kind": kind,
+                    "version_name": version,
+                    "bitmap": BitMap([ordinals[i] for i in members]).serialize(),
+                }
+                for (app_id, day, kind, version), members in facts.activity.items()
+            ],
+        )
+    if facts.downloads:
+        columns = "app_id, device_id, version, at, day, bytes"
+        marks = ", ".join([_placeholder(conn)] * 6)
+        conn.exec_driver_sql(
+            f"INSERT INTO downloads ({columns}) VALUES ({marks})",
+            [(*row[:4], _date_param(conn, row[4]), row[5]) for row in facts.downloads],
+        )
+        days = {(row[0], row[4], "bandwidth") for row in facts.downloads}
+        conn.execute(
+            s.rollup_queue.insert(),
+            [{"app_id": a, "day": d, "what": w} for a, d, w in sorted(days)],
+        )
 
 
 def _date_param(conn: Connection, day: date) -> Any:

@@ -1,7 +1,9 @@
 """Rollups: fold the writer's facts into the per-day figures that statistics read.
 
-Each run, in one writer transaction: fold activity deltas into per-day device bitmaps,
-then recompute every (app, day) whose figures those facts can change:
+Each run, in one writer transaction: fold the check-in log into device rows and activity
+deltas (checkin_log.py: read and folded before the transaction, consumed in it), fold
+activity deltas into per-day device bitmaps, then recompute every (app, day) whose figures
+those facts can change:
 
 - a device active on D changes ``mau`` for D..D+29 and ``new_devices`` up to D's month end;
 - a download on D changes ``bandwidth`` for D;
@@ -22,10 +24,13 @@ from datetime import date, timedelta
 from typing import Any
 
 from pyroaring import BitMap
-from sqlalchemy import Connection, delete, func, select, text
+from sqlalchemy import Connection, Engine, delete, func, select, text
 
+from . import checkin_log
 from . import schema as s
+from .checkin_log import PreparedFold
 from .clock import Clock, day_start_ms, month_start
+from .fold import IpPredicate
 from .ingest import dialect_insert
 from .writer import Writer
 
@@ -48,6 +53,7 @@ def days_between(lo: date, hi: date) -> list[date]:
 
 @dataclass
 class RollupReport:
+    checkins_folded: int = 0
     deltas_folded: int = 0
     queue_items: int = 0
     days_recomputed: int = 0
@@ -56,10 +62,23 @@ class RollupReport:
 
 
 class Rollups:
-    def __init__(self, writer: Writer, clock: Clock, *, max_rows: int = 5000) -> None:
+    def __init__(
+        self,
+        writer: Writer,
+        clock: Clock,
+        *,
+        max_rows: int = 5000,
+        read_engine: Engine | None = None,
+        is_google_ip: IpPredicate | None = None,
+        max_log_rows: int = 1000,
+    ) -> None:
         self.writer = writer
         self.clock = clock
         self.max_rows = max_rows
+        # Where the check-in log is read and folded before the write transaction (None: in it).
+        self.read_engine = read_engine
+        self.is_google_ip: IpPredicate = is_google_ip or writer.pipeline.is_google_ip
+        self.max_log_rows = max_log_rows
         # Called inside each rollup transaction with the apps whose figures it recomputed.
         self.hooks: list[Callable[[Connection, set[str]], None]] = []
 
@@ -67,7 +86,9 @@ class Rollups:
         """Run until nothing is pending (used by import, tests and the worker)."""
         total = RollupReport()
         while True:
-            report = self.writer.run_blocking(self.transaction)
+            prepared = self._prepare_log()
+            report = self.writer.run_blocking(lambda conn: self.transaction(conn, prepared))
+            total.checkins_folded += report.checkins_folded
             total.deltas_folded += report.deltas_folded
             total.queue_items += report.queue_items
             total.days_recomputed += report.days_recomputed
@@ -75,11 +96,54 @@ class Rollups:
             if not report.more_pending or report.skipped:
                 return total
 
-    def transaction(self, conn: Connection) -> RollupReport:
+    def fold_log_blocking(self) -> int:
+        """Fold the check-in log into device rows and deltas only (a lighter, more frequent
+        pass than the whole rollup: each transaction stays short); returns check-ins folded."""
+        folded = 0
+        while True:
+            prepared = self._prepare_log()
+            if not prepared.ids:
+                return folded
+            report = self.writer.run_blocking(lambda conn: self.log_transaction(conn, prepared))
+            folded += report.checkins_folded
+            if not report.more_pending or report.skipped:
+                return folded
+
+    def _prepare_log(self) -> PreparedFold | None:
+        if self.read_engine is None:
+            return None
+        with self.read_engine.connect() as conn:
+            return checkin_log.prepare(conn, self.is_google_ip, self.max_log_rows)
+
+    def log_transaction(self, conn: Connection, prepared: PreparedFold | None) -> RollupReport:
         report = RollupReport()
-        if conn.dialect.name == "postgresql" and not conn.scalar(
-            text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": ROLLUP_LOCK_ID}
-        ):
+        if not self._lock(conn):
+            report.skipped = True
+            return report
+        self._fold_log(conn, prepared, report)
+        return report
+
+    def _lock(self, conn: Connection) -> bool:
+        """PostgreSQL: the rollup's lock, or False when another process holds it."""
+        return conn.dialect.name != "postgresql" or bool(
+            conn.scalar(text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": ROLLUP_LOCK_ID})
+        )
+
+    def _fold_log(
+        self, conn: Connection, prepared: PreparedFold | None, report: RollupReport
+    ) -> None:
+        if prepared is None:
+            prepared = checkin_log.prepare(conn, self.is_google_ip, self.max_log_rows)
+        if checkin_log.consume(conn, prepared):
+            report.checkins_folded = prepared.checkins
+            report.more_pending = prepared.more
+        else:
+            # Another process folded some of these rows first: read the log again.
+            report.more_pending = True
+
+    def transaction(self, conn: Connection, prepared: PreparedFold | None = None) -> RollupReport:
+        report = RollupReport()
+        if not self._lock(conn):
             report.skipped = True  # another process is rolling up
             return report
         today = self.clock.now().date()
@@ -93,10 +157,11 @@ class Rollups:
             else:
                 span[0], span[1] = min(span[0], lo), max(span[1], hi)
 
+        self._fold_log(conn, prepared, report)
         self._new_days(conn, today, dirty)
         report.deltas_folded = self._fold_deltas(conn, dirty)
         report.queue_items = self._drain_queue(conn, today, dirty)
-        report.more_pending = max(report.deltas_folded, report.queue_items) >= self.max_rows
+        report.more_pending |= max(report.deltas_folded, report.queue_items) >= self.max_rows
         for app_id, (lo, hi) in sorted(ranges.items()):
             rows = compute_daily_rows(conn, app_id, lo, hi)
             upsert_daily_rows(conn, rows)

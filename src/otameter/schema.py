@@ -175,6 +175,18 @@ activity_deltas = Table(
     Column("bitmap", LargeBinary, nullable=False),
 )
 
+# The check-in log: each group commit of live check-ins appends one row per app holding the
+# whole batch as one compact record (checkin_log.py). The rollup folds the rows into device
+# rows and activity deltas and deletes them in the same transaction (exactly once).
+checkin_log = Table(
+    "checkin_log",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("app_id", String(255), nullable=False),
+    Column("checkins", Integer, nullable=False),
+    Column("record", LargeBinary, nullable=False),
+)
+
 # Folded per-day device sets. kind "counted" (counts for MAU) or "emudev" (emulators and
 # dev builds, kept for the 3% rule); version_name "" is the union over all versions.
 activity_bitmaps = Table(

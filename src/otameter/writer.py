@@ -3,6 +3,11 @@
 Requests hand their events to the writer and wait; the writer takes everything queued,
 applies it in one transaction, commits (one fsync), then answers every waiter. Under load
 many requests share a commit; an idle server commits each request at once.
+
+Live check-ins (``append``) are only logged: the batch becomes one ``checkin_log`` row per
+app (checkin_log.py), which the rollup folds later. On PostgreSQL a batch of nothing but
+check-ins is one INSERT on a connection in autocommit mode: one round trip, and no lock
+that the writers of other processes would wait for.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 
-from .events import Event, Outcome
+from . import checkin_log
+from .events import CheckIn, Event, Outcome
 from .ingest import Pipeline
 
 log = logging.getLogger(__name__)
@@ -36,6 +42,8 @@ class _Job:
     waiter: Waiter
     loop: asyncio.AbstractEventLoop | None = None
     size: int = field(default=1)
+    # A live check-in to log (events and call are None).
+    checkin: CheckIn | None = None
 
 
 _STOP = object()
@@ -62,6 +70,9 @@ class Writer:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._conn: Connection | None = None
+        # PostgreSQL: the autocommit connection that logs batches of check-ins.
+        self._log_conn: Any = None
+        self._postgres = engine.dialect.name == "postgresql"
         self._stopping = False
         self.commits = 0
         self.events_written = 0
@@ -97,6 +108,13 @@ class Writer:
         waiter: asyncio.Future[T] = loop.create_future()
         self._put(_Job(None, call, waiter, loop))
         return await waiter
+
+    async def append(self, checkin: CheckIn) -> None:
+        """Log a live check-in; returns once it is committed (the rollup folds it later)."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._put(_Job(None, None, waiter, loop, 1, checkin))
+        await waiter
 
     def submit_blocking(self, events: Sequence[Event]) -> list[Outcome]:
         waiter: concurrent.futures.Future[list[Outcome]] = concurrent.futures.Future()
@@ -144,6 +162,7 @@ class Writer:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        self._close_log_connection()
 
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed or self._conn.invalidated:
@@ -151,6 +170,9 @@ class Writer:
         return self._conn
 
     def _execute(self, batch: list[_Job]) -> None:
+        if self._postgres and all(job.checkin is not None for job in batch):
+            self._log_autocommit(batch)
+            return
         try:
             results = self._transaction(batch)
         except Exception:
@@ -169,9 +191,11 @@ class Writer:
 
     def _transaction(self, batch: list[_Job]) -> list[Any]:
         conn = self._connection()
-        results: list[Any] = []
+        # By the batch's positions: events are applied in groups, check-ins logged at the end.
+        results: list[Any] = [None] * len(batch)
         with self.lock, conn.begin():
-            pending: list[tuple[_Job, Sequence[Event]]] = []
+            pending: list[tuple[int, Sequence[Event]]] = []
+            checkins: list[CheckIn] = []
 
             def flush() -> None:
                 if not pending:
@@ -179,22 +203,61 @@ class Writer:
                 flat = [event for _, events in pending for event in events]
                 outcomes = self.pipeline.apply(conn, flat) if flat else []
                 offset = 0
-                for _, events in pending:
-                    results.append(outcomes[offset : offset + len(events)])
+                for position, events in pending:
+                    results[position] = outcomes[offset : offset + len(events)]
                     offset += len(events)
                 self.events_written += len(flat)
                 pending.clear()
 
-            for job in batch:
-                if job.events is not None:
-                    pending.append((job, job.events))
+            for position, job in enumerate(batch):
+                if job.checkin is not None:
+                    checkins.append(job.checkin)
+                elif job.events is not None:
+                    pending.append((position, job.events))
                 else:
                     flush()
                     assert job.call is not None
-                    results.append(job.call(conn))
+                    results[position] = job.call(conn)
             flush()
+            if checkins:
+                checkin_log.append(conn, checkins)
+                self.events_written += len(checkins)
         self.commits += 1
         return results
+
+    def _log_autocommit(self, batch: list[_Job]) -> None:
+        """PostgreSQL: log a batch of check-ins with one statement in autocommit mode."""
+        checkins = [job.checkin for job in batch if job.checkin is not None]
+        try:
+            rows = checkin_log.log_rows(checkins)
+            if self._log_conn is None or self._log_conn.closed:
+                self._log_conn = self._open_log_connection()
+            self._log_conn.execute(
+                checkin_log.insert_statement(len(rows), postgres=True),
+                checkin_log.flat_params(rows),
+            )
+        except Exception as exc:
+            log.warning("logging %d check-ins failed: %s", len(checkins), exc)
+            self._close_log_connection()
+            self._resolve([(job, exc) for job in batch])
+            return
+        self.commits += 1
+        self.events_written += len(checkins)
+        self._resolve([(job, None) for job in batch])
+
+    def _open_log_connection(self) -> Any:
+        import psycopg
+
+        args, kwargs = self.engine.dialect.create_connect_args(self.engine.url)
+        return psycopg.connect(*args, **kwargs, autocommit=True)
+
+    def _close_log_connection(self) -> None:
+        if self._log_conn is not None:
+            try:
+                self._log_conn.close()
+            except Exception:
+                log.debug("closing the check-in log connection", exc_info=True)
+            self._log_conn = None
 
     def _reset_connection(self) -> None:
         if self._conn is not None:

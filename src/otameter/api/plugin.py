@@ -56,33 +56,51 @@ def app_not_found(app_id: str) -> JSONResponse:
 
 
 async def updates(request: Request) -> Response:
+    """An update check: decode and validate in one pass, log the check-in, answer.
+
+    The check-in is only logged here (``Writer.append``: one compact record per group
+    commit); the rollup folds it into the device table and the day's bitmaps within seconds.
+    """
     rt = runtime(request)
     try:
-        req = protocol.parse_update_request(protocol.decode_json(await request.body()))
+        req = protocol.decode_update_request(await request.body())
     except ProtocolError as exc:
         return JSONResponse(exc.body(), status_code=exc.http_status)
     snapshot = await app_snapshot(rt, req.app_id)
     if snapshot is None:
         return app_not_found(req.app_id)
-    await rt.submit(
-        [
-            CheckIn(
-                app_id=req.app_id,
-                device_id=req.device_id,
-                at_ms=to_ms(rt.clock.now()),
-                platform=req.platform,
-                version_name=req.version_name,
-                is_emulator=req.is_emulator,
-                is_prod=req.is_prod,
-                version_build=req.version_build,
-                version_os=req.version_os,
-                plugin_version=req.plugin_version,
-                custom_id=req.custom_id,
-                ip=client_ip(request, rt.settings.trusted_proxies),
-            )
-        ]
+    await rt.writer.append(
+        CheckIn(
+            req.app_id,
+            req.device_id,
+            to_ms(rt.clock.now()),
+            req.platform,
+            req.version_name,
+            req.is_emulator,
+            req.is_prod,
+            req.version_build,
+            req.version_os,
+            req.plugin_version,
+            req.custom_id,
+            client_ip(request, rt.settings.trusted_proxies),
+        )
     )
-    return JSONResponse(update_answer(rt, request, snapshot, req))
+    return EncodedJSON(orjson.dumps(update_answer(rt, request, snapshot, req)))
+
+
+class EncodedJSON(Response):
+    """A JSON answer already encoded: only its two headers are built."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status_code: int = 200) -> None:
+        self.status_code = status_code
+        self.body = body
+        self.background = None
+        self.raw_headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(body)),
+        ]
 
 
 def select_channel(snapshot: AppSnapshot, req: protocol.DeviceInfo) -> ChannelInfo | None:

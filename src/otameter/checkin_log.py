@@ -164,7 +164,8 @@ def fold_everything(conn: Connection, is_google_ip: IpPredicate | None = None) -
 
 def pending_checkins(conn: Connection) -> int:
     """Check-ins logged and not folded yet."""
-    return int(conn.exec_driver_sql("SELECT COALESCE(SUM(checkins), 0) FROM checkin_log").scalar())
+    total = conn.exec_driver_sql("SELECT COALESCE(SUM(checkins), 0) FROM checkin_log").scalar()
+    return int(total or 0)
 
 
 _DELETE_SQLITE = "DELETE FROM checkin_log WHERE id IN (SELECT value FROM json_each(?))"

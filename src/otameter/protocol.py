@@ -407,7 +407,7 @@ class _UpdateBody(msgspec.Struct, gc=False, forbid_unknown_fields=True):
     version_code: _Text | None = None
     version_os: _Text | None = None
     install_source: Annotated[str, msgspec.Meta(max_length=_MAX_INSTALL_SOURCE)] | None = None
-    defaultChannel: _Text | None = None  # noqa: N815 (the wire name)
+    defaultChannel: _Text | None = None  # the wire name
     key_id: Annotated[str, msgspec.Meta(max_length=_MAX_KEY_ID)] | None = None
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import date
-from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -381,59 +380,74 @@ def _placeholder(conn: Connection) -> str:
 
 
 def upsert_devices(conn: Connection, rows: list[list[Any]]) -> list[int]:
-    """Upsert device rows; returns their ordinals, in row order."""
-    if conn.dialect.name == "postgresql":
+    """Upsert device rows; returns their ordinals (within their app), in row order.
+
+    A known device keeps its ordinal; a new one takes the next of its app's counter
+    (``apps.device_ordinals``, raised in this transaction), so each app's ordinals stay
+    dense and no sequence is shared by all apps.
+    """
+    postgres = conn.dialect.name == "postgresql"
+    ordinals = _known_ordinals(conn, rows, postgres)
+    fresh: dict[str, list[int]] = {}
+    for i, ordinal in enumerate(ordinals):
+        if ordinal is None:
+            fresh.setdefault(rows[i][0], []).append(i)
+    take = _TAKE_ORDINALS_POSTGRESQL if postgres else _TAKE_ORDINALS_SQLITE
+    for app_id, indexes in fresh.items():
+        # The app's row stays locked until the commit: concurrent writers take turns here.
+        last = int(conn.exec_driver_sql(take, (len(indexes), app_id)).scalar_one())
+        for ordinal, i in enumerate(indexes, start=last - len(indexes) + 1):
+            ordinals[i] = ordinal
+    if postgres:
         # One JSON array parameter: the statement text is the same for every batch and no
-        # per-row work happens in the driver. Merged import batches hold runs of key order,
-        # so the rows are sorted here: concurrent writers lock rows in the same order.
-        ordered = sorted(rows, key=_device_key)
-        result = conn.exec_driver_sql(_DEVICE_UPSERT_POSTGRESQL, (orjson.dumps(ordered).decode(),))
+        # per-row work happens in the driver. Rows are sent in key order (merged import
+        # batches hold runs of it): concurrent writers lock rows in the same order. A device
+        # another process added meanwhile keeps that process's ordinal (RETURNING says which).
+        ordered = sorted(range(len(rows)), key=lambda i: (rows[i][0], rows[i][1]))
+        payload = orjson.dumps([[*rows[i], ordinals[i]] for i in ordered]).decode()
+        result = conn.exec_driver_sql(_DEVICE_UPSERT_POSTGRESQL, (payload,))
         by_key = {(app_id, device_id): ordinal for ordinal, app_id, device_id in result}
         return [by_key[(row[0], row[1])] for row in rows]
-    # SQLite: executemany binds each row directly, cheaper than extracting every column
-    # from JSON; the ordinals are then read in row order in one statement. The driver's
-    # cursor takes the rows as they are, where SQLAlchemy would want each one as a tuple.
+    # SQLite has one writer at a time: the ordinals given are the ordinals stored. The
+    # driver's cursor binds each row directly, cheaper than SQLAlchemy's executemany.
     driver = conn.connection.driver_connection
     assert driver is not None
     cursor = driver.cursor()
     try:
-        cursor.executemany(_DEVICE_UPSERT_SQLITE, rows)
+        cursor.executemany(
+            _DEVICE_UPSERT_SQLITE, [[*row, ordinals[i]] for i, row in enumerate(rows)]
+        )
     finally:
         cursor.close()
+    return [int(ordinal) for ordinal in ordinals if ordinal is not None]
+
+
+def _known_ordinals(conn: Connection, rows: list[list[Any]], postgres: bool) -> list[int | None]:
+    """The stored ordinal of each row's device (None for a new device), in row order."""
     app_id = rows[0][0]
-    if all(row[0] == app_id for row in rows):
+    if not postgres and all(row[0] == app_id for row in rows):
         # One app (an import, most batches): the app as a parameter and plain device ids.
         # Extracting two fields from a JSON array of pairs cost three times as much a row.
-        keys, statement = [row[1] for row in rows], _APP_DEVICE_ORDINALS_SQLITE
-        result = conn.exec_driver_sql(statement, (orjson.dumps(keys).decode(), app_id))
+        keys = orjson.dumps([row[1] for row in rows]).decode()
+        result = conn.exec_driver_sql(_APP_DEVICE_ORDINALS_SQLITE, (keys, app_id))
     else:
         pairs = orjson.dumps([row[:2] for row in rows]).decode()
-        result = conn.exec_driver_sql(_DEVICE_ORDINALS_SQLITE, (pairs,))
+        sql = _DEVICE_ORDINALS_POSTGRESQL if postgres else _DEVICE_ORDINALS_SQLITE
+        result = conn.exec_driver_sql(sql, (pairs,))
     return [ordinal for (ordinal,) in result]
 
 
-_device_key = itemgetter(0, 1)
-
-
 def _device_upsert_sql(postgres: bool) -> str:
-    names = [name for name, _ in DEVICE_FIELDS]
+    fields = [*DEVICE_FIELDS, ("id", "bigint")]
+    names = [name for name, _ in fields]
     if postgres:
-        values = [f"(e.v->>{i})::{kind}" for i, (_, kind) in enumerate(DEVICE_FIELDS)]
-        # An INSERT .. ON CONFLICT takes a sequence number even when it ends as an update:
-        # every check-in would burn an ordinal, making ordinals sparse (bigger bitmaps) and
-        # reaching 2**32 (the bitmap limit) after 4 billion check-ins. So a known device is
-        # upserted with its own id and only a new one draws from the sequence.
-        names.insert(0, "id")
-        # The sequence of the BIGSERIAL column (named by PostgreSQL as table_column_seq).
-        values.insert(0, "COALESCE(known.id, nextval('devices_id_seq'))")
+        values = [f"(e.v->>{i})::{kind}" for i, (_, kind) in enumerate(fields)]
         source = (
-            " SELECT {values} FROM json_array_elements(%s::json) WITH ORDINALITY AS e(v, n)"
-            " LEFT JOIN devices AS known"
-            " ON known.app_id = e.v->>0 AND known.device_id = e.v->>1"
+            f" SELECT {', '.join(values)} FROM json_array_elements(%s::json)"
             # Rows locked in the order given, which is key order (see upsert_devices):
             # writers in several processes never deadlock.
-            " WHERE true ORDER BY e.n"
-        ).format(values=", ".join(values))
+            " WITH ORDINALITY AS e(v, n) ORDER BY e.n"
+        )
     else:
         source = f" VALUES ({', '.join(['?'] * len(names))})"
 
@@ -465,17 +479,28 @@ def _device_upsert_sql(postgres: bool) -> str:
 
 _DEVICE_UPSERT_SQLITE = _device_upsert_sql(postgres=False)
 _DEVICE_UPSERT_POSTGRESQL = _device_upsert_sql(postgres=True)
-# ORDER BY e.key also keeps the planner driving the join from the JSON array: without it,
-# SQLite may scan the devices and search the array for each one.
+_TAKE_ORDINALS_SQLITE = (
+    "UPDATE apps SET device_ordinals = device_ordinals + ? WHERE app_id = ?"
+    " RETURNING device_ordinals"
+)
+_TAKE_ORDINALS_POSTGRESQL = _TAKE_ORDINALS_SQLITE.replace("?", "%s")
+# LEFT JOIN: one answer a row, NULL for a new device. ORDER BY e.key also keeps the planner
+# driving the join from the JSON array: without it, SQLite may scan the devices and search
+# the array for each one.
 _DEVICE_ORDINALS_SQLITE = (
     "SELECT d.id FROM json_each(?) AS e"
-    " JOIN devices AS d ON d.app_id = e.value->>0 AND d.device_id = e.value->>1"
+    " LEFT JOIN devices AS d ON d.app_id = e.value->>0 AND d.device_id = e.value->>1"
     " ORDER BY e.key"
 )
 _APP_DEVICE_ORDINALS_SQLITE = (
     "SELECT d.id FROM json_each(?) AS e"
-    " JOIN devices AS d ON d.app_id = ? AND d.device_id = e.value"
+    " LEFT JOIN devices AS d ON d.app_id = ? AND d.device_id = e.value"
     " ORDER BY e.key"
+)
+_DEVICE_ORDINALS_POSTGRESQL = (
+    "SELECT d.id FROM json_array_elements(%s::json) WITH ORDINALITY AS e(v, n)"
+    " LEFT JOIN devices AS d ON d.app_id = e.v->>0 AND d.device_id = e.v->>1"
+    " ORDER BY e.n"
 )
 
 

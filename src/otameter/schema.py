@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -90,6 +91,8 @@ apps = Table(
     Column("owner_org", String(36), ForeignKey("orgs.id"), nullable=False, index=True),
     Column("created_at", BigInteger, nullable=False),
     Column("deleted_at", BigInteger, nullable=True),
+    # Device ordinals handed out so far: the app's next device gets the one after.
+    Column("device_ordinals", BigInteger, nullable=False, server_default="0"),
 )
 
 bundles = Table(
@@ -139,12 +142,13 @@ channel_devices = Table(
 )
 
 # One row per app and device: the seed's "device table". ``id`` is the device's ordinal in
-# the activity bitmaps, so it must stay below 2**32.
+# its app's activity bitmaps: drawn from the app's counter (``apps.device_ordinals``), dense
+# per app and below 2**32 per app. The key leads with ``app_id`` (distribution by app).
 devices = Table(
     "devices",
     metadata,
-    Column("id", BigId, primary_key=True, autoincrement=True),
     Column("app_id", String(255), nullable=False),
+    Column("id", BigInteger, nullable=False, autoincrement=False),
     Column("device_id", String(36), nullable=False),
     Column("first_seen", BigInteger, nullable=False),
     Column("last_seen", BigInteger, nullable=False),
@@ -158,6 +162,7 @@ devices = Table(
     Column("custom_id", String(36), nullable=False, server_default=""),
     Column("is_emulator", Boolean, nullable=False),
     Column("is_prod", Boolean, nullable=False),
+    PrimaryKeyConstraint("app_id", "id", name="pk_devices"),
     UniqueConstraint("app_id", "device_id", name="uq_devices_app_device"),
     # No index on last_counted_at: nearly every check-in moves it (see migration 0003).
 )

@@ -170,6 +170,9 @@ def raw_upsert_ceiling(events_file: Path, workdir: Path, batch: int = 10_000) ->
     from otameter.ingest import _DEVICE_UPSERT_SQLITE
 
     rows = []
+    # Ordinals given here, before the clock starts (the import draws them from the app's
+    # counter as it goes).
+    ordinals: dict[str, int] = {}
     with open(events_file, "rb") as lines:
         for line in lines:
             e = orjson.loads(line)
@@ -191,6 +194,7 @@ def raw_upsert_ceiling(events_file: Path, workdir: Path, batch: int = 10_000) ->
                     "",
                     e["is_emulator"],
                     e["is_prod"],
+                    ordinals.setdefault(e["device_id"], len(ordinals) + 1),
                 )
             )
     path = workdir / "raw.db"

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -58,7 +58,9 @@ class OtameterApp(Starlette):
             scope["app"] = self
             request = Request(scope, receive, send)
             try:
-                response = await plugin.updates(request)
+                response = await plugin.update_check(
+                    self.state.runtime, request, await _read_body(receive)
+                )
             except ApiError as exc:
                 response = await _api_error(request, exc)
             except HTTPException as exc:
@@ -68,6 +70,23 @@ class OtameterApp(Starlette):
             await response(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """The request's body, straight from the ASGI messages (one, for a plugin's request)."""
+    message = await receive()
+    if message["type"] != "http.request":
+        raise ClientDisconnect()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    parts = [body]
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        parts.append(message.get("body", b""))
+    return b"".join(parts)
 
 
 async def health(request: Request) -> Response:

@@ -56,14 +56,17 @@ def app_not_found(app_id: str) -> JSONResponse:
 
 
 async def updates(request: Request) -> Response:
+    return await update_check(runtime(request), request, await request.body())
+
+
+async def update_check(rt: Runtime, request: Request, body: bytes) -> Response:
     """An update check: decode and validate in one pass, log the check-in, answer.
 
     The check-in is only logged here (``Writer.append``: one compact record per group
     commit); the rollup folds it into the device table and the day's bitmaps within seconds.
     """
-    rt = runtime(request)
     try:
-        req = protocol.decode_update_request(await request.body())
+        req = protocol.decode_update_request(body)
     except ProtocolError as exc:
         return JSONResponse(exc.body(), status_code=exc.http_status)
     snapshot = await app_snapshot(rt, req.app_id)

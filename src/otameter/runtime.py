@@ -27,7 +27,7 @@ from .writer import Writer
 
 log = logging.getLogger(__name__)
 SECRET_KEY = "download_signing_secret"
-LOG_FOLD_SECONDS = 0.5
+LOG_FOLD_SECONDS = 0.25
 
 
 class Runtime:

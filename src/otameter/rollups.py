@@ -60,6 +60,8 @@ class RollupReport:
     days_recomputed: int = 0
     more_pending: bool = False
     skipped: bool = False
+    # Another process consumed log rows this run had read: they were folded there.
+    log_stale: bool = False
 
 
 class Rollups:
@@ -110,7 +112,9 @@ class Rollups:
                 return folded
             report = self._run_log_transaction(prepared)
             folded += report.checkins_folded
-            if not report.more_pending or report.skipped:
+            # After a stale read another process is folding (SQLite has no fold lock):
+            # leave the log to it until the next tick rather than race it row for row.
+            if not report.more_pending or report.skipped or report.log_stale:
                 return folded
 
     def _run_log_transaction(self, prepared: PreparedFold | None) -> RollupReport:
@@ -152,7 +156,7 @@ class Rollups:
             report.more_pending = prepared.more
         else:
             # Another process folded some of these rows first: read the log again.
-            report.more_pending = True
+            report.more_pending = report.log_stale = True
 
     def transaction(self, conn: Connection, prepared: PreparedFold | None = None) -> RollupReport:
         report = RollupReport()

@@ -7,6 +7,7 @@ across two otameter runtimes on one database, and across ``serve --workers 2``.
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ from sqlalchemy import select
 
 from otameter import schema as s
 from tests.harness import Harness, running
-from tests.liveserver import LiveServer, create_user
+from tests.liveserver import LiveServer, create_user, otameter
 
 
 def add_member(h: Harness, key: str, org_id: str, email: str, role: str) -> httpx.Response:
@@ -359,3 +360,15 @@ def test_revocation_and_limits_hold_across_workers(
         r = get("otm_wrong")
         assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
         assert get(owner).status_code == 200
+
+
+def test_user_create_on_the_command_line_takes_up_invitations(db_url: str, tmp_path: Path) -> None:
+    with running(db_url, tmp_path / "data") as h:
+        _, owner = h.user("owner@example.com")
+        org_id = h.org(owner)
+        assert add_member(h, owner, org_id, "late@example.com", "admin").status_code == 200
+    line = otameter("user", "create", "--email", "Late@Example.com", "--db", db_url)
+    created = json.loads(line.strip().splitlines()[-1])
+    with running(db_url, tmp_path / "data") as h:
+        orgs = h.client.get("/organization", headers=h.auth(created["api_key"])).json()
+        assert [(o["id"], o["role"]) for o in orgs] == [(org_id, "admin")]

@@ -77,6 +77,7 @@ def test_a_key_limited_to_one_app_cannot_act_for_the_org(harness: Harness) -> No
         h.client.get(f"/organization/{org_id}/usage", headers=h.auth(limited)),
         h.client.post("/apikey", json={"mode": "read"}, headers=h.auth(limited)),
         h.client.get("/apikey", headers=h.auth(limited)),
+        h.client.post("/organization", json={"name": "Mine now"}, headers=h.auth(limited)),
     ]
     for r in refused:
         assert r.status_code == 403, (r.request.method, r.request.url, r.text)

@@ -16,7 +16,7 @@ from enum import IntEnum
 from sqlalchemy import Connection, or_, select
 
 from . import schema as s
-from .errors import UNAUTHORIZED, ApiError
+from .errors import ApiError
 
 
 class Level(IntEnum):
@@ -123,13 +123,6 @@ def lookup_key(conn: Connection, key: str, now_ms: int) -> Principal | None:
     return Principal(
         row.user_id, row.id, row.mode, id_set(row.limited_to_orgs), id_set(row.limited_to_apps)
     )
-
-
-def authenticate(conn: Connection, key: str | None, now_ms: int) -> Principal:
-    principal = lookup_key(conn, key, now_ms) if key else None
-    if principal is None:
-        raise ApiError(401, UNAUTHORIZED)
-    return principal
 
 
 def org_role(conn: Connection, principal: Principal, org_id: str) -> Level | None:

@@ -42,8 +42,9 @@ def count_failure(conn: Connection, scope: str, address: str, now_ms: int, windo
     """Count one failure of ``address`` in the current window; returns the window's count."""
     window_start = now_ms - now_ms % window_ms
     t = s.auth_failures
-    # Rows of earlier windows count for nothing any more.
-    conn.execute(delete(t).where(t.c.window_start < window_start))
+    # Rows of this scope's earlier windows count for nothing any more (scopes may have
+    # windows of different lengths, so each purges only its own).
+    conn.execute(delete(t).where(t.c.scope == scope, t.c.window_start < window_start))
     insert = dialect_insert(conn, t).values(
         scope=scope, address=address, window_start=window_start, failures=1
     )

@@ -105,7 +105,11 @@ async def create_org(request: Request) -> Response:
     principal = await caller(request)
     data = await json_object(request)
     name = require_str(data, "name", max_len=200)
-    if principal.level < Level.OWNER or principal.limited_orgs is not None:
+    if (
+        principal.level < Level.OWNER
+        or principal.limited_orgs is not None
+        or not principal.whole_orgs
+    ):
         raise ApiError(403, "Creating an organization needs an unrestricted key of mode 'all'")
     rt = runtime(request)
     org_id = str(uuid.uuid4())

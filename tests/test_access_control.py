@@ -18,6 +18,8 @@ import pytest
 from sqlalchemy import select
 
 from otameter import schema as s
+from otameter.auth_limits import Limit
+from otameter.config import Settings
 from tests.harness import Harness, running
 from tests.liveserver import LiveServer, create_user, otameter
 
@@ -330,14 +332,11 @@ def test_an_admin_cannot_lower_a_super_admin_invitation(harness: Harness) -> Non
 # -- several worker processes -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("workers", [2])
-def test_revocation_and_limits_hold_across_workers(
-    db_url: str, tmp_path: Path, workers: int
-) -> None:
+def test_revocation_and_limits_hold_across_workers(db_url: str, tmp_path: Path) -> None:
     owner = create_user(db_url)
     limit = 10
     env = {"OTAMETER_AUTH_FAILURE_LIMIT": str(limit)}
-    with LiveServer(db_url, tmp_path / "data", workers=workers, env=env) as server:
+    with LiveServer(db_url, tmp_path / "data", workers=2, env=env) as server:
 
         def get(key: str, path: str = "/organization") -> httpx.Response:
             # A new connection each time, so that requests spread over the workers.
@@ -373,3 +372,26 @@ def test_user_create_on_the_command_line_takes_up_invitations(db_url: str, tmp_p
     with running(db_url, tmp_path / "data") as h:
         orgs = h.client.get("/organization", headers=h.auth(created["api_key"])).json()
         assert [(o["id"], o["role"]) for o in orgs] == [(org_id, "admin")]
+
+
+def test_the_limits_are_configured_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = Settings.from_env()
+    assert defaults.auth_failure_limit > 0 and defaults.signin_failure_limit > 0
+    monkeypatch.setenv("OTAMETER_AUTH_FAILURE_LIMIT", "5")
+    monkeypatch.setenv("OTAMETER_AUTH_FAILURE_WINDOW_SECONDS", "60")
+    monkeypatch.setenv("OTAMETER_SIGNIN_FAILURE_LIMIT", "0")
+    settings = Settings.from_env()
+    assert (settings.auth_failure_limit, settings.auth_failure_window_seconds) == (5, 60)
+    assert settings.signin_failure_limit == 0
+    for bad in ("-1", "many"):
+        monkeypatch.setenv("OTAMETER_AUTH_FAILURE_LIMIT", bad)
+        with pytest.raises(ValueError, match="OTAMETER_AUTH_FAILURE_LIMIT"):
+            Settings.from_env()
+
+
+def test_a_limit_of_zero_turns_the_limit_off(db_url: str, tmp_path: Path) -> None:
+    with running(db_url, tmp_path / "data") as h:
+        h.rt.auth_failures.limit = Limit(0, 300)
+        wrong = {"authorization": "otm_wrong", "x-forwarded-for": "198.51.100.20"}
+        statuses = {h.client.get("/organization", headers=wrong).status_code for _ in range(40)}
+        assert statuses == {401}

@@ -8,6 +8,8 @@ across two otameter runtimes on one database, and across ``serve --workers 2``.
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -395,3 +397,59 @@ def test_a_limit_of_zero_turns_the_limit_off(db_url: str, tmp_path: Path) -> Non
         wrong = {"authorization": "otm_wrong", "x-forwarded-for": "198.51.100.20"}
         statuses = {h.client.get("/organization", headers=wrong).status_code for _ in range(40)}
         assert statuses == {401}
+
+
+def test_two_super_admins_demoting_each_other_leave_one(postgres_url: str, tmp_path: Path) -> None:
+    # On PostgreSQL writers of several processes run at once: a demotion locks the org's row,
+    # so a concurrent demotion waits for it and then sees that only one super_admin is left.
+    # (SQLite has one writer at a time for the whole database.)
+    from sqlalchemy import text, update
+
+    from otameter.db import create_db_engine
+
+    with running(postgres_url, tmp_path / "data") as h:
+        a_id, a_key = h.user("a@example.com")
+        b_id, _ = h.user("b@example.com")
+        org_id = h.org(a_key)
+        assert add_member(h, a_key, org_id, "b@example.com", "super_admin").status_code == 200
+        other = create_db_engine(postgres_url)
+        try:
+            with other.connect() as conn:
+                # Another process demotes A while holding the org's row, as the route does.
+                tx = conn.begin()
+                conn.execute(select(s.orgs.c.id).where(s.orgs.c.id == org_id).with_for_update())
+                m = s.org_members.c
+                conn.execute(
+                    update(s.org_members)
+                    .where(m.org_id == org_id, m.user_id == a_id)
+                    .values(role="read")
+                )
+                result: list[httpx.Response] = []
+                worker = threading.Thread(
+                    target=lambda: result.append(
+                        add_member(h, a_key, org_id, "b@example.com", "read")
+                    )
+                )
+                worker.start()
+                # Readiness wait (not a timing assertion): A's request waits for the row lock.
+                with other.connect() as probe:
+                    for _ in range(600):
+                        waiting = probe.scalar(
+                            text(
+                                "SELECT count(*) FROM pg_stat_activity"
+                                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                            )
+                        )
+                        if waiting:
+                            break
+                        time.sleep(0.05)
+                    assert waiting, "the demotion never waited for the org's row"
+                tx.commit()
+                worker.join(60)
+        finally:
+            other.dispose()
+        # A is no longer a super_admin when its request goes on: it may not demote B.
+        (answer,) = result
+        assert answer.status_code == 403, answer.text
+        assert role_of(h, org_id, b_id) == "super_admin"
+        assert role_of(h, org_id, a_id) == "read"

@@ -188,7 +188,10 @@ async def add_member(request: Request) -> Response:
         # Role changes of one org take turns (PostgreSQL row lock; SQLite has one writer), so
         # two super_admins demoting each other at once cannot both see the other remain.
         conn.execute(select(s.orgs.c.id).where(s.orgs.c.id == org_id).with_for_update())
+        # The caller's role again, after the lock: a concurrent change may have lowered it.
         granted = org_role(conn, principal, org_id) or Level.READ
+        if granted < need:
+            raise ApiError(403, INSUFFICIENT)
         user_id = conn.scalar(select(s.users.c.id).where(func.lower(s.users.c.email) == email))
         if user_id is None:
             _invite(conn, principal, org_id, email, role, granted, now_ms)

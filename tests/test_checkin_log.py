@@ -286,3 +286,24 @@ def test_migration_0008_down_folds_the_log_and_up_again(harness: Harness, db_url
     assert h.checkin(APP, str(uuid.uuid4())).status_code == 200
     h.rollup()
     assert count(h, s.devices) == 5
+
+
+def test_a_record_this_version_cannot_read_stays_and_the_rest_is_folded(
+    harness: Harness,
+) -> None:
+    h = harness
+    setup_app(h)
+    device = str(uuid.uuid4())
+    assert h.checkin(APP, device).status_code == 200
+    # A record of a format this version does not know, as a newer writer would leave it.
+    h.rt.writer.run_blocking(
+        lambda conn: conn.execute(
+            s.checkin_log.insert().values(app_id=APP, checkins=1, record=b"\x09unknown")
+        )
+    )
+    assert h.checkin(APP, str(uuid.uuid4())).status_code == 200
+    h.rollup()
+    assert count(h, s.devices) == 2
+    with h.rt.read_engine.connect() as conn:
+        left = conn.execute(select(s.checkin_log.c.record)).scalars().all()
+    assert [bytes(record) for record in left] == [b"\x09unknown"]

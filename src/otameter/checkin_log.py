@@ -17,6 +17,7 @@ records still decode (and older readers ignore trailing fields).
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from sqlalchemy import Connection
 from .events import CheckIn
 from .fold import Fold, FoldedFacts, IpPredicate
 from .ingest import Pipeline, store_facts
+
+log = logging.getLogger(__name__)
 
 FORMAT = 1
 _FORMAT_BYTE = bytes([FORMAT])
@@ -116,13 +119,22 @@ def prepare(conn: Connection, is_google_ip: IpPredicate, limit: int = 1000) -> P
     fold = Fold(lambda app_id: Pipeline.upload_times(conn, app_id), is_google_ip)
     add = fold.add_checkin
     count = 0
-    for _, app_id, record in rows:
-        checkins = decode_record(bytes(record))
+    ids: list[int] = []
+    for row_id, app_id, record in rows:
+        try:
+            checkins = decode_record(bytes(record))
+        except (RecordError, ValueError, zlib.error) as exc:
+            # Written by a newer version (a rolling upgrade), say: the row stays for a
+            # version that reads it, and the rest of the log is folded.
+            log.error("check-in log row %s cannot be read here: %s", row_id, exc)
+            continue
+        ids.append(row_id)
         count += len(checkins)
         if app_id in apps:
             for checkin in checkins:
                 add(checkin)
-    return PreparedFold([row[0] for row in rows], count, fold.seal(), more)
+    # A read of nothing but unreadable rows says nothing more is pending: no busy loop.
+    return PreparedFold(ids, count, fold.seal(), more and bool(ids))
 
 
 def consume(conn: Connection, prepared: PreparedFold) -> bool:

@@ -106,25 +106,26 @@ class Rollups:
         """Fold the check-in log into device rows and deltas only (a lighter, more frequent
         pass than the whole rollup: each transaction stays short); returns check-ins folded."""
         folded = 0
+        engine = self.read_engine
         while True:
-            prepared = self._prepare_log()
-            if prepared is not None and not prepared.ids:
-                return folded
-            report = self._run_log_transaction(prepared)
+            if engine is not None and engine.dialect.name == "postgresql":
+                # PostgreSQL: on a connection of its own, so that the group commits of live
+                # traffic never wait behind a fold; read and folded under the fold lock, so
+                # that processes do not fold the same rows only for one of them to keep it.
+                with engine.begin() as conn:
+                    report = self.log_transaction(conn, None)
+            else:
+                prepared = self._prepare_log()
+                if prepared is not None and not prepared.ids:
+                    return folded
+                # SQLite has one writer: the fold takes its turn there, with the rows read
+                # and folded beforehand so that it holds the write lock only to store them.
+                report = self.writer.run_blocking(partial(self.log_transaction, prepared=prepared))
             folded += report.checkins_folded
             # After a stale read another process is folding (SQLite has no fold lock):
             # leave the log to it until the next tick rather than race it row for row.
             if not report.more_pending or report.skipped or report.log_stale:
                 return folded
-
-    def _run_log_transaction(self, prepared: PreparedFold | None) -> RollupReport:
-        engine = self.read_engine
-        if prepared is not None and engine is not None and engine.dialect.name == "postgresql":
-            # PostgreSQL: on a connection of its own, so that the group commits of live
-            # traffic never wait behind a fold (SQLite has one writer: the fold takes turns).
-            with engine.begin() as conn:
-                return self.log_transaction(conn, prepared)
-        return self.writer.run_blocking(partial(self.log_transaction, prepared=prepared))
 
     def _prepare_log(self) -> PreparedFold | None:
         if self.read_engine is None:

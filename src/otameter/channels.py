@@ -30,9 +30,6 @@ AUTO_UPDATE_RULES: Final = ("none", "major", "minor", "patch")
 # Bundle names that are not versions: the shipped bundle and an unknown one.
 _INTERNAL_VERSIONS: Final = frozenset({"builtin", "unknown"})
 
-# The releases that moved the channel onto the device (capacitor-updater commit 89184c3e).
-_LOCAL_CHANNEL_SINCE: Final = {7: (7, 34, 0), 8: (8, 2, 0)}
-
 _VERSION_RE: Final = re.compile(
     r"v?(0|[1-9]\d*)(?:\.(0|[1-9]\d*))?(?:\.(0|[1-9]\d*))?"
     r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+[0-9A-Za-z.-]*)?",
@@ -65,6 +62,16 @@ class Version:
         return cls(int(major), int(minor or 0), int(patch or 0), identifiers)
 
 
+def _release(text: str) -> Version:
+    version = Version.parse(text)
+    assert version is not None
+    return version
+
+
+# The releases that moved the channel onto the device (capacitor-updater commit 89184c3e).
+_LOCAL_CHANNEL_SINCE: Final = {7: _release("7.34.0"), 8: _release("8.2.0")}
+
+
 def uses_local_channel(plugin_version: str) -> bool:
     """Whether the plugin keeps its channel on the device (>= 7.34.0 in 7.x, >= 8.2.0 after).
 
@@ -74,8 +81,8 @@ def uses_local_channel(plugin_version: str) -> bool:
     version = Version.parse(plugin_version) if plugin_version else None
     if version is None or version.major < 7:
         return False
-    since = _LOCAL_CHANNEL_SINCE.get(version.major, _LOCAL_CHANNEL_SINCE[8])
-    return (version.major, version.minor, version.patch) >= since
+    # A pre-release of the first such version ranks below it, as semver orders them.
+    return version >= _LOCAL_CHANNEL_SINCE[min(version.major, 8)]
 
 
 def serves_device(channel: ChannelInfo, device: protocol.DeviceInfo) -> bool:

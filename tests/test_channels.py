@@ -9,7 +9,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import pytest
 from alembic import command
 from sqlalchemy import func, inspect, select, text
 
@@ -206,39 +205,47 @@ def test_one_public_channel_per_platform(harness: Harness) -> None:
 # -- 4. an unusable defaultChannel is no_channel, unnamed -------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("flags", "device"),
-    [
-        ({"public": False, "allow_device_self_set": False}, {}),  # private
-        ({"public": False, "allow_device_self_set": True, "android": False}, {}),  # iOS only
-        (
-            {"public": False, "allow_device_self_set": True, "allow_emulator": False},
-            {"is_emulator": True},
-        ),
-        ({"public": False, "allow_device_self_set": True, "allow_dev": False}, {"is_prod": False}),
-    ],
-    ids=["private", "other-platform", "no-emulators", "no-dev-builds"],
-)
+UNUSABLE = {
+    "private": ({"public": False, "allow_device_self_set": False}, {}),
+    "ios-only": ({"public": False, "allow_device_self_set": True, "android": False}, {}),
+    "no-emulators": (
+        {"public": False, "allow_device_self_set": True, "allow_emulator": False},
+        {"is_emulator": True},
+    ),
+    "no-dev-builds": (
+        {"public": False, "allow_device_self_set": True, "allow_dev": False},
+        {"is_prod": False},
+    ),
+}
+
+
 def test_an_unusable_default_channel_answers_no_channel_without_its_name(
-    harness: Harness, flags: dict[str, bool], device: dict[str, bool]
+    harness: Harness,
 ) -> None:
-    """A ``defaultChannel`` the device may not use is answered as if no channel matched:
-    ``{"error": "no_channel", "message", "kind": "failed"}`` with HTTP 200, and the message
+    """A ``defaultChannel`` the device may not use (private and not self-settable, built for
+    another platform, refusing emulators or dev builds) is answered as if no channel matched:
+    ``{"error": "no_channel", "message", "kind": "failed"}`` with HTTP 200, and the answer
     does not name it (plugin-protocol.md §2, "Response: no update, blocked, or error")."""
     key = setup(harness)
-    harness.upload(key, APP, "4.0.0", channel="secret-qa")
-    channel(harness, key, "secret-qa", **flags)
+    for n, (name, (flags, _)) in enumerate(UNUSABLE.items()):
+        harness.upload(key, APP, f"4.0.{n}", channel=f"secret-{name}")
+        channel(harness, key, f"secret-{name}", **flags)
 
-    answer = harness.checkin(APP, str(uuid.uuid4()), defaultChannel="secret-qa", **device)
-
-    assert answer.status_code == 200
-    body = answer.json()
-    assert body["error"] == "no_channel" and body["kind"] == "failed"
-    assert set(body) == {"error", "message", "kind"}
-    assert "secret-qa" not in answer.text
-    # A name that does not exist answers the same.
-    unknown = harness.checkin(APP, str(uuid.uuid4()), defaultChannel="nope", **device).json()
-    assert unknown["error"] == "no_channel" and unknown["message"] == body["message"]
+    for name, (_, device) in UNUSABLE.items():
+        answer = harness.checkin(APP, str(uuid.uuid4()), defaultChannel=f"secret-{name}", **device)
+        assert answer.status_code == 200
+        body = answer.json()
+        assert body == {
+            "error": "no_channel",
+            "message": "No channel serves this app to this device",
+            "kind": "failed",
+        }, name
+        assert "secret" not in answer.text
+        # The same device with a usable channel, and a name that does not exist.
+        beta = harness.checkin(APP, str(uuid.uuid4()), defaultChannel="beta", **device)
+        assert beta.json()["version"] == "2.0.0-beta", name
+        unknown = harness.checkin(APP, str(uuid.uuid4()), defaultChannel="nope", **device)
+        assert unknown.json() == body
 
 
 # -- 5. builtin at the bundle's version is up to date -----------------------------------------
@@ -273,63 +280,68 @@ def test_a_fresh_install_of_the_channel_bundle_is_up_to_date(harness: Harness) -
 # -- disable_auto_update and disable_auto_update_under_native ---------------------------------
 
 
-@pytest.mark.parametrize(
-    ("rule", "native", "bundle", "code"),
-    [
-        ("major", "1.4.0", "2.0.0", "disable_auto_update_to_major"),
-        ("minor", "1.4.0", "1.5.0", "disable_auto_update_to_minor"),
-        ("minor", "1.4.0", "2.0.0", "disable_auto_update_to_minor"),
-        ("patch", "1.4.0", "1.4.1", "disable_auto_update_to_patch"),
-        ("none", "1.4.0", "1.3.9", "disable_auto_update_under_native"),
-        ("none", "1.4.0", "1.4.0-rc.1", "disable_auto_update_under_native"),
-    ],
-)
-def test_auto_update_rules_block_with_the_plugin_codes(
-    harness: Harness, rule: str, native: str, bundle: str, code: str
-) -> None:
+BLOCKED = [
+    ("major", "1.4.0", "2.0.0", "disable_auto_update_to_major"),
+    ("minor", "1.4.0", "1.5.0", "disable_auto_update_to_minor"),
+    ("minor", "1.4.0", "2.1.0", "disable_auto_update_to_minor"),
+    ("patch", "1.4.0", "1.4.1", "disable_auto_update_to_patch"),
+    ("none", "1.4.0", "1.3.9", "disable_auto_update_under_native"),
+    ("none", "1.4.0", "1.4.0-rc.1", "disable_auto_update_under_native"),
+]
+ALLOWED = [
+    ("major", "1.4.0", "1.9.9"),
+    ("minor", "1.4.0", "1.4.7"),
+    ("patch", "1.4.0", "1.4.0+hotfix"),
+    ("major", "deferred-v1", "2.0.0"),  # not semver: not judged, never a crash
+    ("major", "1.4.0", "deferred-v2"),
+    ("none", "2", "2.0.1"),  # "2" reads as 2.0.0, as Capgo's fixSemver does
+]
+
+
+def rule_channels(h: Harness, key: str, cases: list[tuple[str, ...]]) -> list[str]:
+    """One self-settable channel per case, serving the case's bundle under its rule."""
+    names = []
+    for n, (rule, _, bundle, *_) in enumerate(cases):
+        name = f"case-{n}"
+        h.upload(key, APP, bundle, channel=name)
+        made = channel(
+            h, key, name, public=False, allow_device_self_set=True, disable_auto_update=rule
+        )
+        assert made["disable_auto_update"] == rule and made["disable_auto_update_under_native"]
+        names.append(name)
+    return names
+
+
+def test_auto_update_rules_block_with_the_plugin_codes(harness: Harness) -> None:
     """A bundle across a forbidden semver step, or below the native build, is answered
     ``kind: "blocked"`` with the plugin's codes; a major step also sets ``breaking: true``,
     which fires the plugin's breakingAvailable event (plugin-protocol.md §2)."""
     key = setup_app(harness)
-    harness.upload(key, APP, bundle)
-    made = channel(harness, key, "production", disable_auto_update=rule)
-    assert made["disable_auto_update"] == rule and made["disable_auto_update_under_native"]
+    names = rule_channels(harness, key, BLOCKED)
 
-    answer = harness.checkin(APP, str(uuid.uuid4()), version_build=native)
-
-    assert answer.status_code == 200
-    body = answer.json()
-    assert body["error"] == code and body["kind"] == "blocked"
-    assert body["version"] == bundle and body["old"] == native
-    assert "url" not in body
-    if code == "disable_auto_update_to_major":
-        assert body["breaking"] is True and body["major"] is True
-    else:
-        assert "breaking" not in body
+    for name, (_, native, bundle, code) in zip(names, BLOCKED, strict=True):
+        answer = harness.checkin(APP, str(uuid.uuid4()), version_build=native, defaultChannel=name)
+        assert answer.status_code == 200
+        body = answer.json()
+        assert body["error"] == code and body["kind"] == "blocked", (name, body)
+        assert body["version"] == bundle and body["old"] == native
+        assert "url" not in body
+        if code == "disable_auto_update_to_major":
+            assert body["breaking"] is True and body["major"] is True
+        else:
+            assert "breaking" not in body
 
 
-@pytest.mark.parametrize(
-    ("rule", "native", "bundle"),
-    [
-        ("major", "1.4.0", "1.9.9"),
-        ("minor", "1.4.0", "1.4.7"),
-        ("patch", "1.4.0", "1.4.0+hotfix"),
-        ("major", "deferred-v1", "2.0.0"),  # not semver: not judged, never a crash
-        ("major", "1.4.0", "deferred-v2"),
-        ("none", "2", "2.0.1"),  # "2" reads as 2.0.0, as Capgo's fixSemver does
-    ],
-)
-def test_auto_update_rules_let_allowed_steps_through(
-    harness: Harness, rule: str, native: str, bundle: str
-) -> None:
+def test_auto_update_rules_let_allowed_steps_through(harness: Harness) -> None:
     """plugin-protocol.md §2: versions need not be semver; the rules judge only semver."""
     key = setup_app(harness)
-    harness.upload(key, APP, bundle)
-    channel(harness, key, "production", disable_auto_update=rule)
+    names = rule_channels(harness, key, ALLOWED)
 
-    body = harness.checkin(APP, str(uuid.uuid4()), version_build=native).json()
-
-    assert body["version"] == bundle and "error" not in body and "kind" not in body
+    for name, (_, native, bundle) in zip(names, ALLOWED, strict=True):
+        body = harness.checkin(
+            APP, str(uuid.uuid4()), version_build=native, defaultChannel=name
+        ).json()
+        assert body["version"] == bundle and "error" not in body and "kind" not in body, name
 
 
 def test_under_native_can_be_turned_off(harness: Harness) -> None:

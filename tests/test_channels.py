@@ -6,6 +6,7 @@ Each "Why" point of the channel issue has its test here, on SQLite and PostgreSQ
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -13,8 +14,9 @@ from alembic import command
 from sqlalchemy import func, inspect, select, text
 
 from otameter import schema as s
-from otameter.catalog import ChannelInfo
+from otameter.catalog import Catalog, ChannelInfo
 from otameter.channels import Version, auto_update_block, uses_local_channel
+from otameter.config import Settings
 from otameter.db import alembic_config, create_db_engine, migrate
 from tests.harness import Harness, device_body, setup_app
 
@@ -393,6 +395,42 @@ def test_auto_update_block_ignores_internal_bundles() -> None:
     assert auto_update_block(rule, "unknown", "1.0.0") is None
     blocked = auto_update_block(rule, "3.0.0", "1.0.0")
     assert blocked is not None and blocked["error"] == "disable_auto_update_to_major"
+
+
+# -- changes reach every process ------------------------------------------------------------
+
+
+def test_a_channel_change_reaches_another_process_within_the_cache_time(
+    harness: Harness,
+) -> None:
+    """Another process's cached snapshot (contract: management changes reach /updates on
+    every process within 2 seconds) expires at most ``cache_ttl_seconds`` after its read
+    began, and the next request reads the change."""
+    key = setup_app(harness)
+    harness.upload(key, APP, "1.0.1")
+    ttl = Settings().cache_ttl_seconds
+    assert ttl <= 1.0
+    engine = create_db_engine(harness.rt.settings.database_url)
+    other = Catalog(engine, ttl)
+    try:
+        before = other.get(APP)
+        assert before is not None and before.public_channel("android") is not None
+        harness.upload(key, APP, "1.0.2", channel="beta")
+        channel(harness, key, "beta", public=True)
+        changed_at = time.monotonic()
+        hit, cached = other.cached(APP)
+        assert hit and cached is before  # still the old snapshot, for at most ttl
+
+        # Readiness wait on the monotonic clock, not a timing assertion: the entry was
+        # read before the change, so it has expired once ttl has passed since the change.
+        time.sleep(max(0.0, changed_at + ttl - time.monotonic()) + 0.01)
+        assert other.cached(APP) == (False, None)
+        after = other.get(APP)
+        assert after is not None
+        public = after.public_channel("android")
+        assert public is not None and public.name == "beta"
+    finally:
+        engine.dispose()
 
 
 # -- the device count of the dashboard -------------------------------------------------------

@@ -203,6 +203,18 @@ def test_one_public_channel_per_platform(harness: Harness) -> None:
     answer = harness.checkin(APP, str(uuid.uuid4()), platform="electron").json()
     assert answer["error"] == "no_channel" and answer["kind"] == "failed"
 
+    # An upload that creates a channel makes it public for the platforms without one only.
+    harness.upload(key, APP, "1.7.0", channel="desktop")
+    desktop = channels(harness, key)["desktop"]
+    assert [desktop[f"public_{p}"] for p in ("ios", "android", "electron")] == [
+        False,
+        False,
+        True,
+    ]
+    assert harness.checkin(APP, str(uuid.uuid4()), platform="electron").json()["version"] == (
+        "1.7.0"
+    )
+
 
 # -- 4. an unusable defaultChannel is no_channel, unnamed -------------------------------------
 

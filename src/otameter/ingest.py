@@ -498,7 +498,7 @@ def _seen_insert(conn: Connection) -> str:
 
 
 def link_channel(conn: Connection, app_id: str, name: str, bundle_id: str, at_ms: int) -> None:
-    """Point a channel at a bundle, creating it (as the app's default if it has none)."""
+    """Point a channel at a bundle, creating it (public for the platforms without one)."""
     c = s.channels.c
     updated = conn.execute(
         update(s.channels)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Final
 
 from . import protocol
@@ -50,6 +51,11 @@ class Version:
 
     @classmethod
     def parse(cls, text: str) -> Version | None:
+        # A fleet reports few distinct versions: the hot path reads them from the cache.
+        return _parse_version(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> Version | None:
         match = _VERSION_RE.fullmatch(text.strip())
         if match is None:
             return None
@@ -62,6 +68,11 @@ class Version:
         return cls(int(major), int(minor or 0), int(patch or 0), identifiers)
 
 
+@lru_cache(maxsize=4096)
+def _parse_version(text: str) -> Version | None:
+    return Version._parse(text)
+
+
 def _release(text: str) -> Version:
     version = Version.parse(text)
     assert version is not None
@@ -72,6 +83,7 @@ def _release(text: str) -> Version:
 _LOCAL_CHANNEL_SINCE: Final = {7: _release("7.34.0"), 8: _release("8.2.0")}
 
 
+@lru_cache(maxsize=1024)
 def uses_local_channel(plugin_version: str) -> bool:
     """Whether the plugin keeps its channel on the device (>= 7.34.0 in 7.x, >= 8.2.0 after).
 

@@ -364,11 +364,12 @@ def test_under_native_can_be_turned_off(harness: Harness) -> None:
     key = setup_app(harness)
     harness.upload(key, APP, "0.9.0")
     assert channel(harness, key, "production")["disable_auto_update_under_native"] is True
-    blocked = harness.checkin(APP, str(uuid.uuid4())).json()
+    blocked = harness.checkin(APP, str(uuid.uuid4()), version_build="1.0.0").json()
     assert blocked["error"] == "disable_auto_update_under_native"
 
     channel(harness, key, "production", disable_auto_update_under_native=False)
-    assert harness.checkin(APP, str(uuid.uuid4())).json()["version"] == "0.9.0"
+    served = harness.checkin(APP, str(uuid.uuid4()), version_build="1.0.0").json()
+    assert served["version"] == "0.9.0"
 
 
 def test_post_channel_refuses_an_unknown_rule(harness: Harness) -> None:

@@ -478,7 +478,7 @@ def test_migration_0004_down_and_up_keeps_channels(db_url: str) -> None:
     """A channel that was public becomes the public channel of the platforms it serves;
     the downgrade drops the new columns and keeps the rows."""
     config = alembic_config(db_url)
-    command.upgrade(config, "0003")
+    command.upgrade(config, "0005")
     engine = create_db_engine(db_url)
     try:
         with engine.begin() as conn:
@@ -532,7 +532,7 @@ def test_migration_0004_down_and_up_keeps_channels(db_url: str) -> None:
         assert after["prod"]["disable_auto_update"] == "none"
         assert bool(after["prod"]["disable_auto_update_under_native"]) is True
 
-        command.downgrade(config, "0003")
+        command.downgrade(config, "0005")
         with engine.connect() as conn:
             columns = {c["name"] for c in inspect(conn).get_columns("channels")}
         assert "public_ios" not in columns and "disable_auto_update" not in columns

@@ -1,7 +1,7 @@
 """channels: public per platform, auto-update rules
 
 Revision ID: 0004
-Revises: 0003
+Revises: 0005
 Create Date: 2026-12-01 23:00:00
 
 Each platform has its own public channel (plugin-protocol.md §4, Capgo's
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0003"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

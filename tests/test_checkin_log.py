@@ -272,7 +272,7 @@ def test_migration_0008_down_folds_the_log_and_up_again(harness: Harness, db_url
     now = to_ms(h.clock.now())
     assert logged(h) == 4
     config = alembic_config(db_url)
-    command.downgrade(config, "0005")
+    command.downgrade(config, "0004")
     engine = create_db_engine(db_url)
     try:
         with engine.connect() as conn:

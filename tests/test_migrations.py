@@ -104,7 +104,7 @@ def test_0008_numbers_devices_per_app_and_back(db_url: str) -> None:
     from sqlalchemy import text
 
     config = alembic_config(db_url)
-    command.upgrade(config, "0005")
+    command.upgrade(config, "0004")
     engine = create_db_engine(db_url)
     apps = {"com.a.app": [1, 3, 5], "com.b.app": [2, 4]}  # global ids, interleaved
 
@@ -197,7 +197,7 @@ def test_0008_numbers_devices_per_app_and_back(db_url: str) -> None:
                 conn, [row("com.b.app", "device-new"), row("com.a.app", "device-3")]
             ) == [3, 2]
 
-        command.downgrade(config, "0005")
+        command.downgrade(config, "0004")
         devices, bitmaps, delta = state()
         assert devices == {
             "device-1": 1,

@@ -13,7 +13,9 @@ DEFAULT_DATA_DIR = "./otameter-data"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def parse_networks(values: list[str] | str | None) -> tuple[Network, ...]:
+def parse_networks(
+    values: list[str] | str | None, what: str = "trusted proxy CIDR"
+) -> tuple[Network, ...]:
     """CIDRs from a list or a comma-separated string; a bare address is a /32 or /128."""
     if values is None:
         return ()
@@ -23,7 +25,7 @@ def parse_networks(values: list[str] | str | None) -> tuple[Network, ...]:
     try:
         return tuple(ipaddress.ip_network(item, strict=False) for item in items if item)
     except ValueError as exc:
-        raise ValueError(f"invalid trusted proxy CIDR: {exc}") from None
+        raise ValueError(f"invalid {what}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,9 @@ class Settings:
     # Time-to-live of the in-process caches of apps and channels used on the hot path.
     cache_ttl_seconds: float = 2.0
     trial_days: int = 14
+    # Webhook targets in these networks are allowed even though they are not public
+    # (loopback, private, link-local...): OTAMETER_WEBHOOK_ALLOW_PRIVATE.
+    webhook_allow_private: tuple[Network, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -54,6 +59,9 @@ class Settings:
             "public_url": env.get("OTAMETER_PUBLIC_URL") or None,
             "trusted_proxies": parse_networks(env.get("OTAMETER_TRUSTED_PROXIES")),
             "sqlite_synchronous": env.get("OTAMETER_SQLITE_SYNCHRONOUS", "FULL").upper(),
+            "webhook_allow_private": parse_networks(
+                env.get("OTAMETER_WEBHOOK_ALLOW_PRIVATE"), "OTAMETER_WEBHOOK_ALLOW_PRIVATE CIDR"
+            ),
         }
         if "OTAMETER_TRIAL_DAYS" in env:
             values["trial_days"] = int(env["OTAMETER_TRIAL_DAYS"])
@@ -62,6 +70,11 @@ class Settings:
                 values[key] = value
         if isinstance(values.get("trusted_proxies"), list | str):
             values["trusted_proxies"] = parse_networks(values["trusted_proxies"])  # type: ignore[arg-type]
+        if isinstance(values.get("webhook_allow_private"), list | str):
+            values["webhook_allow_private"] = parse_networks(
+                values["webhook_allow_private"],  # type: ignore[arg-type]
+                "OTAMETER_WEBHOOK_ALLOW_PRIVATE CIDR",
+            )
         if isinstance(values.get("data_dir"), str):
             values["data_dir"] = Path(str(values["data_dir"]))
         settings = cls(**values)  # type: ignore[arg-type]

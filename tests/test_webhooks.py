@@ -15,6 +15,7 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -66,6 +67,13 @@ class Receiver:
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
+    with serving_receiver() as state:
+        yield state
+
+
+@contextmanager
+def serving_receiver() -> Iterator[Receiver]:
+    """A receiver on 127.0.0.1 that records what it accepts (answers from ``statuses``)."""
     state = Receiver(url="")
 
     class Handler(BaseHTTPRequestHandler):

@@ -28,9 +28,16 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
+
+
+class Headers(Protocol):
+    """A case-insensitive header lookup: http.server's headers, or a lower-case dict."""
+
+    def get(self, name: str, /) -> str | None: ...
+
 
 # How far the sender's clock may be from ours, and how long a replay stays possible.
 TOLERANCE_SECONDS = 5 * 60
@@ -43,14 +50,14 @@ class InvalidDelivery(Exception):
 
 def verify(
     secret: str,
-    headers: Mapping[str, str],
+    headers: Headers,
     body: bytes,
     now: float,
     tolerance: int = TOLERANCE_SECONDS,
 ) -> dict[str, Any]:
     """The delivered event, once its signature and timestamp are checked; else InvalidDelivery.
 
-    ``headers`` must be looked up case-insensitively (http.server's headers are).
+    Header names are looked up in lower case: http.server's headers match any case.
     """
     msg_id = headers.get("webhook-id") or ""
     timestamp = headers.get("webhook-timestamp") or ""

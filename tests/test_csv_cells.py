@@ -54,7 +54,7 @@ def test_bundle_usage_csv_neutralises_device_versions(harness: Harness) -> None:
     h = harness
     key = setup_app(h)
     for n, version in enumerate([*FORMULAS, "1.2.0"]):
-        for d in range(n + 1):
+        for _ in range(n + 1):
             r = h.checkin(APP, str(uuid.uuid4()), version_name=version)
             assert r.status_code == 200, r.text
     h.rollup()

@@ -27,6 +27,7 @@ INVALID_RANGE = "Invalid date range: 'from' must not be after 'to'"
 INVALID_FORMAT = "Invalid format. Use json or csv"
 INVALID_BREAKDOWN = "Invalid breakdown. Use true or false"
 INVALID_COMPARE = "Invalid compare. Use previous"
+PREVIOUS_TOO_EARLY = "Invalid compare: the previous period would start before 0001-01-01"
 
 #: What every row carries (the seed's shape).
 PUBLIC_FIELDS = ("mau", "storage", "bandwidth")
@@ -94,13 +95,16 @@ def parse_query(params: Mapping[str, str], *, options: bool = True) -> StatsQuer
     compare = params.get("compare", "").strip().lower()
     if compare not in {"", "previous", "none"}:
         raise ApiError(400, INVALID_COMPARE)
-    return StatsQuery(
+    query = StatsQuery(
         start,
         end,
         csv=fmt == "csv",
         breakdown=_flag(params, "breakdown", INVALID_BREAKDOWN),
         compare=compare == "previous",
     )
+    if query.compare and (start - date.min).days < query.length:
+        raise ApiError(400, PREVIOUS_TOO_EARLY)
+    return query
 
 
 def daily_figures(

@@ -25,24 +25,19 @@ APP = "com.example.odd"
 # UTF-8. NUL bytes are left to the control-character checks and their own tests.
 ODD_VALUES = [
     "",
-    "%20",
     "0",
     "-1",
     "-99999999999999999999",
     "18446744073709551616",
     "9" * 5000,
-    "1e308",
-    "NaN",
     "0x10",
     "%FF%FE",
     "%C3%A9%E2%80%AE",
     "0001-01-01",
     "9999-12-31",
-    "0000-00-00",
     "2024-02-30",
     "a" * 3000,
     "..%2F..%2Fetc",
-    "true",
 ]
 
 # Ranges at the calendar's edges, for routes that take both ends.

@@ -22,8 +22,16 @@ from typing import Any
 import httpx
 import pytest
 
+from otameter import schema as s
+from otameter.clock import to_ms
 from otameter.config import Settings, parse_networks
-from otameter.webhooks import REFUSED_REASON, TargetPolicy, retry_delay_seconds
+from otameter.webhooks import (
+    INVALID_URL_REASON,
+    NO_ANSWER_REASON,
+    REFUSED_REASON,
+    TargetPolicy,
+    retry_delay_seconds,
+)
 from tests.harness import Harness, running
 from tests.test_plans import devices, put_on_plan, setup_org
 from tests.test_webhooks import (
@@ -229,6 +237,39 @@ def test_target_is_checked_again_at_every_connection(
         assert [(d["last_error"], d["last_status_code"]) for d in refused] == [
             (REFUSED_REASON, None)
         ]
+
+
+def test_stored_targets_that_no_longer_work(harness: Harness) -> None:
+    """Rows stored before URLs were checked, or whose name stopped resolving, are handled."""
+    h = harness
+    key, org_id = setup_org(h)
+    urls = {
+        "crlf": "http://8.8.8.8/x\r\nX-Injected: 1",
+        "metadata": "http://169.254.169.254/latest/meta-data/",
+        "gone": "http://no-such-host.invalid/hook",
+    }
+    now = to_ms(h.clock.now())
+    h.rt.writer.run_blocking(
+        lambda conn: conn.execute(
+            s.webhooks.insert(),
+            [
+                {"id": name, "org_id": org_id, "url": url, "secret": SECRET, "created_at": now}
+                for name, url in urls.items()
+            ],
+        )
+    )
+    put_on_plan(h, org_id, "tiny", mau=2)
+    alert(h)
+    assert h.rt.webhooks.deliver_due() == 3
+    outcome = {
+        d["webhook_id"]: (d["status"], d["last_error"], d["last_status_code"])
+        for d in deliveries(h, key, org_id)
+    }
+    assert outcome == {
+        "crlf": ("failed", INVALID_URL_REASON, None),
+        "metadata": ("pending", REFUSED_REASON, None),
+        "gone": ("pending", NO_ANSWER_REASON, None),
+    }
 
 
 def test_redirects_are_not_followed(local: Harness, receiver: Receiver) -> None:

@@ -99,7 +99,11 @@ class TargetError(Exception):
 
 
 class TargetRefused(TargetError):
-    """The target resolves to an address webhooks may not reach (or does not resolve)."""
+    """The target resolves to an address webhooks may not reach."""
+
+
+class TargetUnresolved(TargetError):
+    """The target's host does not resolve (now)."""
 
 
 # A host as it goes on the wire: a DNS name (IDNA already applied), an IPv4 or an IPv6
@@ -182,7 +186,7 @@ class TargetPolicy:
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError):
-            raise TargetRefused("'url' host does not resolve") from None
+            raise TargetUnresolved("'url' host does not resolve") from None
         addresses: list[IPAddress] = []
         for info in infos:
             # An IPv6 sockaddr may carry a scope ("fe80::1%eth0"): the address is before it.
@@ -190,7 +194,7 @@ class TargetPolicy:
             if address not in addresses:
                 addresses.append(address)
         if not addresses:
-            raise TargetRefused("'url' host does not resolve")
+            raise TargetUnresolved("'url' host does not resolve")
         if not all(self.permits(a) for a in addresses):
             raise TargetRefused(
                 "'url' resolves to an address webhooks may not reach (loopback, private, "
@@ -200,7 +204,7 @@ class TargetPolicy:
         return addresses
 
     def check(self, url: httpx.URL) -> None:
-        """Raise TargetRefused unless every address of ``url``'s host is permitted now."""
+        """Raise a TargetError unless ``url``'s host resolves, to permitted addresses only."""
         self.resolve(url.raw_host.decode("ascii"), _port(url))
 
 
@@ -435,6 +439,7 @@ class WebhookDispatcher:
         except TargetRefused:
             return _Result(item.id, attempts, False, None, REFUSED_REASON)
         except (
+            TargetUnresolved,
             httpcore.NetworkError,
             httpcore.TimeoutException,
             httpcore.ProtocolError,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
+import ssl
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -30,6 +32,7 @@ from otameter.webhooks import (
     NO_ANSWER_REASON,
     REFUSED_REASON,
     TargetPolicy,
+    WebhookDispatcher,
     retry_delay_seconds,
 )
 from tests.harness import Harness, running
@@ -270,6 +273,74 @@ def test_stored_targets_that_no_longer_work(harness: Harness) -> None:
         "metadata": ("pending", REFUSED_REASON, None),
         "gone": ("pending", NO_ANSWER_REASON, None),
     }
+
+
+def _certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for the name ``localhost`` only."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"),
+            *("-addext", "subjectAltName=DNS:localhost"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def test_https_speaks_to_the_name_on_the_checked_address(local: Harness, tmp_path: Path) -> None:
+    """TLS verifies the certificate against the URL's name (and sends it as SNI) while the
+    connection goes to the address that was checked."""
+    h = local
+    cert, private_key = _certificate(tmp_path)
+    names: list[str | None] = []
+    hosts: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            hosts.append(self.headers["host"])
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, private_key)
+
+    def record_sni(sock: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:
+        names.append(name)
+
+    context.sni_callback = record_sni  # type: ignore[assignment]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+    trusting = ssl.create_default_context(cafile=str(cert))
+    dispatcher = WebhookDispatcher(
+        h.rt.writer, h.clock, policy=h.rt.webhook_policy, ssl_context=trusting
+    )
+    try:
+        key, org_id = setup_org(h)
+        by_name = add_webhook(h, key, org_id, f"https://localhost:{port}/tls")
+        by_address = add_webhook(h, key, org_id, f"https://127.0.0.1:{port}/tls")
+        put_on_plan(h, org_id, "tiny", mau=2)
+        alert(h)
+        assert dispatcher.deliver_due() == 2
+    finally:
+        dispatcher.close()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    outcome = {d["webhook_id"]: (d["status"], d["last_error"]) for d in deliveries(h, key, org_id)}
+    assert outcome[by_name] == ("delivered", None)
+    assert hosts == [f"localhost:{port}"] and "localhost" in names
+    # The certificate names localhost only: by address, verification fails.
+    assert outcome[by_address] == ("pending", NO_ANSWER_REASON)
 
 
 def test_redirects_are_not_followed(local: Harness, receiver: Receiver) -> None:

@@ -30,6 +30,7 @@ import ipaddress
 import logging
 import re
 import socket
+import ssl
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -377,6 +378,7 @@ class WebhookDispatcher:
         policy: TargetPolicy | None = None,
         timeout: float = TIMEOUT_SECONDS,
         batch: int = BATCH,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.writer = writer
         self.clock = clock
@@ -386,7 +388,10 @@ class WebhookDispatcher:
         # httpcore directly: it never follows redirects, reads no proxy settings from the
         # environment, and lets the connection go through GuardedBackend.
         self._pool = httpcore.ConnectionPool(
-            network_backend=GuardedBackend(self.policy), max_connections=BATCH, retries=0
+            ssl_context=ssl_context,  # None: httpcore's default (certifi's CAs)
+            network_backend=GuardedBackend(self.policy),
+            max_connections=BATCH,
+            retries=0,
         )
 
     def close(self) -> None:

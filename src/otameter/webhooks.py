@@ -391,6 +391,7 @@ class WebhookDispatcher:
             ssl_context=ssl_context,  # None: httpcore's default (certifi's CAs)
             network_backend=GuardedBackend(self.policy),
             max_connections=BATCH,
+            keepalive_expiry=TIMEOUT_SECONDS,
             retries=0,
         )
 

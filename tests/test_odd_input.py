@@ -103,6 +103,8 @@ def world(harness: Harness) -> Iterator[dict[str, str]]:
     answer = h.client.post("/updates", json=device_body(APP, DEVICE)).json()
     link = httpx.URL(answer["url"])
     assert h.client.post("/dashboard/login", data={"key": key}).status_code in (200, 303)
+    spare = h.client.post("/apikey", json={"name": "spare", "mode": "read"}, headers=h.auth(key))
+    assert spare.status_code == 201, spare.text
     h.rollup()
     yield {
         "key": key,
@@ -110,6 +112,8 @@ def world(harness: Harness) -> Iterator[dict[str, str]]:
         "app_id": APP,
         "bundle_id": bundle_id,
         "webhook_id": str(uuid.uuid4()),
+        # A key of its own: revoking it leaves the caller's key alone.
+        "key_id": spare.json()["id"],
         "path": f"statistics/app/{APP}/",
         "expires": link.params["expires"],
         "sig": link.params["sig"],

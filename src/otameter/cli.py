@@ -5,7 +5,10 @@ from __future__ import annotations
 import gc
 import json
 import os
+import shutil
 import sys
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -15,12 +18,12 @@ from .cli_client import register as register_client_commands
 from .cli_common import DataDirOption, DbOption, err, settings_or_exit, write_transaction
 from .cli_common import fail as _fail
 from .cli_plans import org_app, plan_app
+from .cli_setup import register as register_setup_commands
 from .config import Settings, parse_networks
 
 app = typer.Typer(
     help="Usage metering and statistics for Capacitor live updates.",
     no_args_is_help=True,
-    add_completion=False,
 )
 user_app = typer.Typer(help="Manage users.", no_args_is_help=True)
 ranges_app = typer.Typer(help="Google IP range lists (the 4-hour rule).", no_args_is_help=True)
@@ -53,14 +56,47 @@ def serve(
         ),
     ] = None,
     demo: Annotated[bool, typer.Option(help="Fill an empty database with demo data.")] = False,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--log-format",
+            help="text, or json: one JSON object a line (time, level, logger, message, fields).",
+            envvar="OTAMETER_LOG_FORMAT",
+        ),
+    ] = "text",
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="Log one line per request (client, method, path, route, status, duration).",
+            envvar="OTAMETER_ACCESS_LOG",
+        ),
+    ] = False,
 ) -> None:
-    """Run the HTTP server (creates or upgrades the schema first)."""
+    """Run the HTTP server (creates or upgrades the schema first).
+
+    GET /healthz answers while the process serves, GET /readyz when the database, its schema,
+    the writer and the data directory are ready, GET /metrics in Prometheus' text format
+    (OTAMETER_METRICS_TOKEN: require that bearer token).
+    """
+    from .logs import log_config
+
+    try:
+        logging_config = log_config(log_format.lower())
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
     settings = settings_or_exit(
         database_url=db,
         data_dir=data_dir,
         public_url=public_url,
         trusted_proxies=parse_networks(trusted_proxy) if trusted_proxy else None,
     )
+    from .health import data_dir_problem
+
+    # Checked now rather than as a failed upload later.
+    problem = data_dir_problem(settings.data_dir, create=True)
+    if problem:
+        raise _fail(f"{problem}; choose another with --data-dir or OTAMETER_DATA_DIR", 2)
     from .db import migrate as run_migrations
 
     run_migrations(settings.database_url)
@@ -72,14 +108,37 @@ def serve(
             "OTAMETER_DATABASE_URL": settings.database_url,
             "OTAMETER_DATA_DIR": str(settings.data_dir),
             "OTAMETER_TRUSTED_PROXIES": ",".join(str(n) for n in settings.trusted_proxies),
+            "OTAMETER_ACCESS_LOG": "1" if access_log else "",
         }
     )
+    metrics_dir = _metrics_dir(workers)
     if settings.public_url:
         os.environ["OTAMETER_PUBLIC_URL"] = settings.public_url
     from .server import serve as run_server
 
     err.print(f"otameter listening on http://{host}:{port} ({settings.database_url})")
-    run_server(settings, host, port, workers)
+    try:
+        run_server(replace(settings, access_log=access_log), host, port, workers, logging_config)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+# prometheus_client reads it when imported: set before any worker imports otameter.metrics.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _metrics_dir(workers: int) -> Path | None:
+    """With several workers, a fresh directory for prometheus_client's multiprocess mode.
+
+    A scrape reaches one worker at random: each must be able to answer for all of them.
+    A directory given in PROMETHEUS_MULTIPROC_DIR is used as it is (and kept).
+    """
+    if workers < 2 or os.environ.get(MULTIPROC_ENV):
+        return None
+    path = Path(tempfile.mkdtemp(prefix="otameter-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(path)
+    return path
 
 
 def _seed_demo(settings: Settings, host: str, port: int) -> None:
@@ -229,6 +288,7 @@ def ranges_load(
 
 # Registered last so that they are listed after the server commands.
 register_client_commands(app)  # bundle, stats, usage: commands that talk to a server
+register_setup_commands(app)  # app (org create|list join the org group above)
 
 
 def main() -> None:

@@ -112,6 +112,15 @@ def _hint(error: ClientError) -> str | None:
         return "check the API key (--apikey, OTAMETER_APIKEY or the config file)."
     if error.status == 402:
         return "the organization is over its plan; `otameter usage --org ORG` shows its usage."
+    if error.status == 404 and error.message.startswith("App "):
+        return (
+            "create the app with `otameter app create APP_ID --org ORG_ID` "
+            "(`otameter org list` shows your organizations, `otameter app list` your apps)."
+        )
+    if error.status == 404 and error.message.startswith("Organization "):
+        return "`otameter org list` shows the organizations this API key can see."
+    if error.status == 409 and "already exists" in error.message:
+        return None
     if error.status == 409:
         return "a version is uploaded once per app: choose a new --version."
     return None

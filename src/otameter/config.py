@@ -42,6 +42,10 @@ class Settings:
     # Time-to-live of the in-process caches of apps and channels used on the hot path.
     cache_ttl_seconds: float = 2.0
     trial_days: int = 14
+    # When set, GET /metrics requires ``authorization: Bearer <token>``.
+    metrics_token: str | None = None
+    # One log line per request (logger ``otameter.access``).
+    access_log: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -54,6 +58,8 @@ class Settings:
             "public_url": env.get("OTAMETER_PUBLIC_URL") or None,
             "trusted_proxies": parse_networks(env.get("OTAMETER_TRUSTED_PROXIES")),
             "sqlite_synchronous": env.get("OTAMETER_SQLITE_SYNCHRONOUS", "FULL").upper(),
+            "metrics_token": env.get("OTAMETER_METRICS_TOKEN") or None,
+            "access_log": env.get("OTAMETER_ACCESS_LOG", "").lower() in {"1", "true", "yes", "on"},
         }
         if "OTAMETER_TRIAL_DAYS" in env:
             values["trial_days"] = int(env["OTAMETER_TRIAL_DAYS"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import logging.config
 from typing import Any
 
 import uvicorn
@@ -18,9 +19,12 @@ def app_factory() -> Starlette:
     return create_app(Runtime(Settings.from_env()))
 
 
-def serve(settings: Settings, host: str, port: int, workers: int) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+def serve(
+    settings: Settings, host: str, port: int, workers: int, log_config: dict[str, Any]
+) -> None:
+    logging.config.dictConfig(log_config)
     common: dict[str, Any] = {
+        "log_config": log_config,
         "host": host,
         "port": port,
         "http": "httptools",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,12 +12,13 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
-from .. import openapi
+from .. import metrics, openapi
 from ..errors import ApiError
+from ..logs import log_request
 from ..runtime import Runtime
-from . import management, plans, plugin, statistics
+from . import management, ops, plans, plugin, statistics
 from .common import JSONResponse, error_response
 
 log = logging.getLogger(__name__)
@@ -49,11 +52,16 @@ class OtameterApp(Starlette):
     request takes the usual way.
     """
 
+    meter = metrics.RequestMeter()
+    access_log = False
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["method"] == "POST"
-            and scope["path"][len(scope.get("root_path", "")) :] == "/updates"
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        started = time.perf_counter()
+        if scope["method"] == "POST" and scope["path"][len(scope.get("root_path", "")) :] == (
+            "/updates"
         ):
             scope["app"] = self
             request = Request(scope, receive, send)
@@ -65,13 +73,38 @@ class OtameterApp(Starlette):
                 response = await _http_error(request, exc)
             except Exception as exc:
                 response = await _server_error(request, exc)
-            await response(scope, receive, send)
+            try:
+                await response(scope, receive, send)
+            finally:
+                self._measured(scope, "/updates", response.status_code, started)
             return
-        await super().__call__(scope, receive, send)
+        status = 500  # what the client gets when no answer starts
 
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
 
-async def health(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
+        try:
+            await super().__call__(scope, receive, send_noting_status)
+        finally:
+            route = scope.get("route")
+            self._measured(scope, getattr(route, "path", metrics.UNMATCHED), status, started)
+
+    def _measured(self, scope: Scope, route: str, status: int, started: float) -> None:
+        seconds = time.perf_counter() - started
+        self.meter.observe(route, scope["method"], status, seconds)
+        if self.access_log:
+            client = scope.get("client")
+            log_request(
+                client[0] if client else None,
+                scope["method"],
+                scope["path"],
+                route,
+                status,
+                seconds,
+            )
 
 
 def create_app(rt: Runtime, *, manage_runtime: bool = True) -> Starlette:
@@ -86,15 +119,14 @@ def create_app(rt: Runtime, *, manage_runtime: bool = True) -> Starlette:
         finally:
             if manage_runtime:
                 rt.stop()
-
-    from starlette.routing import Route
+            metrics.process_exited(os.getpid())
 
     # Imported here: the dashboard's modules import the API's.
     from ..dashboard.routes import routes as dashboard_routes
 
     app = OtameterApp(
         routes=[
-            Route("/health", health, methods=["GET"]),
+            *ops.routes,
             *plugin.routes,
             *management.routes,
             *statistics.routes,
@@ -110,4 +142,5 @@ def create_app(rt: Runtime, *, manage_runtime: bool = True) -> Starlette:
         lifespan=lifespan,
     )
     app.state.runtime = rt
+    app.access_log = rt.settings.access_log
     return app

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from .cli_client import human_bytes
 from .cli_client import register as register_client_commands
 from .cli_common import DataDirOption, DbOption, err, settings_or_exit, write_transaction
 from .cli_common import fail as _fail
@@ -262,6 +263,69 @@ def import_events(
             typer.echo(f"  line {number}: {reason}")
         if len(summary.rejected) > 100:
             typer.echo(f"  ... and {len(summary.rejected) - 100} more (use --json for all)")
+
+
+@app.command("backup")
+def backup_command(
+    directory: Annotated[Path, typer.Argument(help="Directory to create for the backup.")],
+    db: DbOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Copy the database and the bundle files into DIR, consistently, while the server runs.
+
+    The database is read in one snapshot (one read transaction; REPEATABLE READ on
+    PostgreSQL); the copy restores into SQLite or PostgreSQL. Exit codes: 0 done; 1 failed;
+    2 invalid options or DIR not empty.
+    """
+    from .backup import BackupError, backup
+
+    settings = settings_or_exit(database_url=db, data_dir=data_dir)
+    try:
+        with err.status("backing up") as status:
+            summary = backup(
+                settings.database_url,
+                settings.data_dir,
+                directory,
+                lambda message: status.update(message),
+            )
+    except BackupError as exc:
+        raise _fail(str(exc), 2) from None
+    typer.echo(
+        f"backup of revision {summary.revision} in {directory}: {summary.rows:,} rows in "
+        f"{len(summary.tables)} tables, {summary.files} files ({human_bytes(summary.file_bytes)})"
+    )
+    for path in summary.missing_files:
+        err.print(f"[yellow]note:[/yellow] bundle file {path} was deleted during the backup")
+
+
+@app.command("restore")
+def restore_command(
+    directory: Annotated[Path, typer.Argument(help="A directory written by otameter backup.")],
+    db: DbOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Fill an empty database and data directory from a backup (no migrate needed first).
+
+    Exit codes: 0 done; 1 failed; 2 invalid options, not a backup, or a database or data
+    directory that is not empty.
+    """
+    from .backup import BackupError, restore
+
+    settings = settings_or_exit(database_url=db, data_dir=data_dir)
+    try:
+        with err.status("restoring") as status:
+            summary = restore(
+                directory,
+                settings.database_url,
+                settings.data_dir,
+                lambda message: status.update(message),
+            )
+    except BackupError as exc:
+        raise _fail(str(exc), 2) from None
+    typer.echo(
+        f"restored {summary.rows:,} rows in {len(summary.tables)} tables and "
+        f"{summary.files} files ({human_bytes(summary.file_bytes)}) into {settings.database_url}"
+    )
 
 
 @ranges_app.command("load")

@@ -67,7 +67,7 @@ def log_config(fmt: str, level: str = "INFO") -> dict[str, Any]:
 class UtcFormatter(logging.Formatter):
     """The text format, its times in UTC like the JSON format's."""
 
-    converter = staticmethod(time.gmtime)  # type: ignore[assignment]
+    converter = staticmethod(time.gmtime)
 
 
 access = logging.getLogger(ACCESS_LOGGER)

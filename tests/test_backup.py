@@ -101,7 +101,14 @@ def test_round_trip_keeps_statistics_usage_and_downloads(
         # Restore fills only an empty database and data directory.
         again = CliRunner().invoke(
             cli,
-            ["restore", str(tmp_path / "backup"), "--db", target, "--data-dir", str(tmp_path / "x")],
+            [
+                "restore",
+                str(tmp_path / "backup"),
+                "--db",
+                target,
+                "--data-dir",
+                str(tmp_path / "x"),
+            ],
         )
         assert again.exit_code == 2 and "not empty" in again.output
 
@@ -142,8 +149,17 @@ def test_backup_under_load_restores_consistently(
                 threading.Event().wait(0.05)
             before = len(acked)
             done = subprocess.run(
-                [sys.executable, "-m", "otameter", "backup", str(tmp_path / "b")]
-                + ["--db", db_url, "--data-dir", str(tmp_path / "data")],
+                [
+                    sys.executable,
+                    "-m",
+                    "otameter",
+                    "backup",
+                    str(tmp_path / "b"),
+                    "--db",
+                    db_url,
+                    "--data-dir",
+                    str(tmp_path / "data"),
+                ],
                 capture_output=True,
                 text=True,
                 timeout=300,

@@ -6,6 +6,7 @@ never meets another server on the machine.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -90,8 +91,6 @@ def test_your_first_app_runs_as_written(tmp_path: Path) -> None:
         assert "MAU" in stats and "latest 1," in stats, output + stats
         assert (tmp_path / "otameter.db").is_file()
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         proc.wait(30)

@@ -115,9 +115,15 @@ def serve(
     metrics_dir = _metrics_dir(workers)
     if settings.public_url:
         os.environ["OTAMETER_PUBLIC_URL"] = settings.public_url
+    import logging
+    import logging.config
+
     from .server import serve as run_server
 
-    err.print(f"otameter listening on http://{host}:{port} ({settings.database_url})")
+    logging.config.dictConfig(logging_config)
+    logging.getLogger("otameter").info(
+        "otameter listening on http://%s:%d (%s)", host, port, settings.database_url
+    )
     try:
         run_server(replace(settings, access_log=access_log), host, port, workers, logging_config)
     finally:

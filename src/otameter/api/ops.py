@@ -48,7 +48,7 @@ async def readyz(request: Request) -> Response:
         return _not_ready(problem)
     if not rt.writer.alive:
         return _not_ready("the writer thread is not running")
-    problem = await run_in_threadpool(data_dir_problem, rt.settings.data_dir)
+    problem = await run_in_threadpool(data_dir_problem, rt.settings.data_dir, create=True)
     if problem:
         return _not_ready(problem)
     return JSONResponse({"status": "ok"})

@@ -211,11 +211,18 @@ def import_events(
         ),
     ] = None,
 ) -> None:
-    """Replay events through the same counting code as live traffic (idempotent by id)."""
-    import shutil
-    import tempfile
+    """Replay events through the same counting code as live traffic (idempotent by id).
 
-    from rich.progress import Progress
+    Exit codes: 0 done (duplicates and some rejected lines included); 1 every line was
+    rejected, or the import failed; 2 no such file or invalid options.
+    """
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     from .import_lines import parsing_pool_for
 
@@ -243,10 +250,27 @@ def import_events(
         run_migrations(settings.database_url)
         rt = Runtime(settings)
         rt.start(background=False)
-        with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
-            task = progress.add_task("importing events", total=None)
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[lines]:,} lines"),
+            DownloadColumn(binary_units=False),  # decimal, as everywhere in otameter
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        )
+        with Progress(
+            *columns, console=err, transient=True, disable=not err.is_terminal
+        ) as progress:
+            task = progress.add_task("importing events", total=source.stat().st_size, lines=0)
             importer = Importer(rt.writer, rt.clock, workers=workers, pool=pool)
-            summary = importer.run(source, lambda n: progress.advance(task, n))
+            lines_done = 0
+
+            def advance(lines: int, size: int) -> None:
+                nonlocal lines_done
+                lines_done += lines
+                progress.update(task, advance=size, lines=lines_done)
+
+            summary = importer.run(source, advance)
             progress.update(task, description="rolling up")
             rt.rollups.run_blocking()
     except ImportFailed as exc:
@@ -269,6 +293,11 @@ def import_events(
             typer.echo(f"  line {number}: {reason}")
         if len(summary.rejected) > 100:
             typer.echo(f"  ... and {len(summary.rejected) - 100} more (use --json for all)")
+    if summary.rejected and not summary.accepted and not summary.duplicates:
+        hint = ""
+        if any("unknown app" in reason for _, reason in summary.rejected):
+            hint = " (create the apps first: otameter app create APP_ID --org ORG_ID)"
+        raise _fail(f"every line was rejected, nothing was imported{hint}", 1)
 
 
 @app.command("backup")

@@ -489,7 +489,8 @@ CSV_ANSWER = {
 }
 STATS_ERRORS = {
     "400": error(
-        "`Invalid date format. Use YYYY-MM-DD` (bad, impossible or missing date), "
+        "`Invalid date format. Use YYYY-MM-DD` (bad or impossible date; a missing one adds "
+        "`(the 'from' parameter is missing)` or `'to'`), "
         "`Date range cannot exceed 90 days`, an invalid range (`from` after `to`), or an "
         "invalid `format`, `breakdown` or `compare`."
     ),

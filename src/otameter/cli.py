@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -149,7 +150,9 @@ def _metrics_dir(workers: int) -> Path | None:
 
 
 def _seed_demo(settings: Settings, host: str, port: int) -> None:
-    from .demo import is_empty, seed_demo
+    from datetime import timedelta
+
+    from .demo import ensure_demo, is_empty
     from .runtime import Runtime
 
     rt = Runtime(settings)
@@ -157,17 +160,28 @@ def _seed_demo(settings: Settings, host: str, port: int) -> None:
     try:
         with rt.read_engine.connect() as conn:
             empty = is_empty(conn)
-        if not empty:
-            err.print("The database already has data: demo data not added.")
-            return
-        with err.status("Generating 90 days of demo traffic..."):
-            key = seed_demo(rt)
+        with err.status("Generating 90 days of demo traffic...") if empty else nullcontext():
+            key, generated = ensure_demo(rt)
+        today = rt.clock.now().date()
     finally:
         rt.stop()
+    if key is None:
+        err.print("The database already has data: demo data not added.")
+        return
+    if not generated:
+        err.print(
+            "The demo data is already here. API keys are stored hashed, so here is a new "
+            "demo key (the earlier ones still work)."
+        )
     base = f"http://{host}:{port}"
-    err.print(f"Demo API key: [bold]{key}[/bold]")
-    err.print(f"Dashboard: {base}/dashboard  (sign in with the key above)")
-    err.print(f"Try: curl -H 'authorization: {key}' '{base}/statistics/user/?from=...&to=...'")
+    start = today - timedelta(days=29)
+    err.print(f"Demo API key: [bold]{key}[/bold]", soft_wrap=True)
+    err.print(f"Dashboard: {base}/dashboard  (sign in with the key above)", soft_wrap=True)
+    err.print(
+        f"Try: curl -H 'authorization: {key}' '{base}/statistics/user/?from={start}&to={today}'",
+        soft_wrap=True,
+        highlight=False,
+    )
 
 
 @app.command()

@@ -232,7 +232,6 @@ def import_events(
     """
     from rich.progress import (
         BarColumn,
-        DownloadColumn,
         Progress,
         TextColumn,
         TimeRemainingColumn,
@@ -264,25 +263,28 @@ def import_events(
         run_migrations(settings.database_url)
         rt = Runtime(settings)
         rt.start(background=False)
+        size = source.stat().st_size
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),
-            TextColumn("{task.fields[lines]:,} lines"),
-            DownloadColumn(binary_units=False),  # decimal, as everywhere in otameter
+            TextColumn("{task.fields[lines]:,} lines, {task.fields[done]} of " + human_bytes(size)),
             TextColumn("ETA"),
             TimeRemainingColumn(),
         )
         with Progress(
             *columns, console=err, transient=True, disable=not err.is_terminal
         ) as progress:
-            task = progress.add_task("importing events", total=source.stat().st_size, lines=0)
+            task = progress.add_task("importing events", total=size, lines=0, done="0 B")
             importer = Importer(rt.writer, rt.clock, workers=workers, pool=pool)
             lines_done = 0
 
-            def advance(lines: int, size: int) -> None:
+            def advance(lines: int, nbytes: int) -> None:
                 nonlocal lines_done
                 lines_done += lines
-                progress.update(task, advance=size, lines=lines_done)
+                bytes_done = int(progress.tasks[0].completed) + nbytes
+                progress.update(
+                    task, completed=bytes_done, lines=lines_done, done=human_bytes(bytes_done)
+                )
 
             summary = importer.run(source, advance)
             progress.update(task, description="rolling up")

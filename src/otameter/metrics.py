@@ -11,6 +11,7 @@ imported (prometheus_client picks its value store at import time).
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Any
 
@@ -75,23 +76,48 @@ UNMATCHED = "unmatched"  # a path no route knows: never its own label (unbounded
 
 
 class RequestMeter:
-    """Children of the request metrics, kept per (route, method, status): the hot path pays a
-    dict lookup, an increment and an observation, not label resolution."""
+    """Request counts and latencies, gathered in plain Python on the event loop and moved
+    into the Prometheus metrics by ``flush`` (each second, and before each scrape).
+
+    A request then costs a dict lookup, a bisection and three additions (well under a
+    microsecond), not a counter increment and a histogram observation through
+    prometheus_client (about 7 us, and about 19 us in multiprocess mode, where every value
+    is written to a memory-mapped file). Only the event loop's thread calls both methods.
+    """
 
     def __init__(self) -> None:
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._pending: dict[tuple[str, str, int], list[Any]] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        key = (route, method, status)
-        pair = self._children.get(key)
-        if pair is None:
-            pair = (
-                REQUESTS.labels(route, method, str(status)),
-                REQUEST_SECONDS.labels(route, method),
-            )
-            self._children[key] = pair
-        pair[0].inc()
-        pair[1].observe(seconds)
+        entry = self._pending.get((route, method, status))
+        if entry is None:
+            entry = self._pending[(route, method, status)] = [0, 0.0, [0] * _BUCKET_SLOTS]
+        entry[0] += 1
+        entry[1] += seconds
+        entry[2][bisect_left(LATENCY_BUCKETS, seconds)] += 1
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for (route, method, status), (count, total, buckets) in pending.items():
+            REQUESTS.labels(route, method, str(status)).inc(count)
+            _add_observations(REQUEST_SECONDS.labels(route, method), total, buckets)
+
+
+# One slot per bucket bound, and the last for +Inf (what bisect_left gives past every bound).
+_BUCKET_SLOTS = len(LATENCY_BUCKETS) + 1
+
+
+def _add_observations(child: Histogram, total: float, counts: list[int]) -> None:
+    """Add observations counted per bucket to a histogram child at once.
+
+    prometheus_client keeps a child's sum in ``_sum`` and its per-bucket (not cumulative)
+    counts in ``_buckets``, one per upper bound and +Inf last: ``Histogram.observe`` adds to
+    them one value at a time, this adds many.
+    """
+    child._sum.inc(total)
+    for slot, count in enumerate(counts):
+        if count:
+            child._buckets[slot].inc(count)
 
 
 def count_events(kinds: Iterable[str]) -> None:

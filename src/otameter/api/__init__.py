@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -52,7 +53,7 @@ class OtameterApp(Starlette):
     request takes the usual way.
     """
 
-    meter = metrics.RequestMeter()
+    meter: metrics.RequestMeter
     access_log = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -110,13 +111,24 @@ class OtameterApp(Starlette):
 def create_app(rt: Runtime, *, manage_runtime: bool = True) -> Starlette:
     """The ASGI app. With ``manage_runtime`` the app starts and stops the runtime itself."""
 
+    meter = metrics.RequestMeter()
+
+    async def flush_metrics() -> None:
+        # Other workers answer scrapes too: they see this one's requests within a second.
+        while True:
+            await asyncio.sleep(1.0)
+            meter.flush()
+
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         if manage_runtime and not rt.started:
             rt.start()
+        flusher = asyncio.create_task(flush_metrics())
         try:
             yield
         finally:
+            flusher.cancel()
+            meter.flush()
             if manage_runtime:
                 rt.stop()
             metrics.process_exited(os.getpid())
@@ -143,4 +155,5 @@ def create_app(rt: Runtime, *, manage_runtime: bool = True) -> Starlette:
     )
     app.state.runtime = rt
     app.access_log = rt.settings.access_log
+    app.meter = meter
     return app

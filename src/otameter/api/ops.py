@@ -71,6 +71,7 @@ async def metrics_text(request: Request) -> Response:
         with rt.read_engine.connect() as conn:
             return rollup_lag_seconds(conn, now_ms)
 
+    request.app.meter.flush()  # this process's requests up to this one
     body = metrics.exposition(await run_in_threadpool(lag))
     return Response(body, media_type=metrics.CONTENT_TYPE)
 

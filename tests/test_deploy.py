@@ -96,3 +96,22 @@ def test_dockerfile_command_serves(tmp_path: Path) -> None:
 
 def test_compose_command_serves_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
     run_until_ready(compose_command(), postgres_url, tmp_path / "data")
+
+
+def test_make_demo_installs_the_runtime_only() -> None:
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+
+    def dry_run(target: str) -> str:
+        # -n: print the commands without running them; -B: as if nothing were installed yet.
+        done = subprocess.run(
+            ["make", "-n", "-B", target], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    demo = dry_run("demo")
+    assert "pip install -e ." in demo and "[dev]" not in demo
+    assert "otameter serve --demo" in demo
+    test = dry_run("test")
+    assert "pip install -e '.[dev]'" in test and "pytest" in test

@@ -190,3 +190,27 @@ def test_backup_under_load_restores_consistently(
             rows = h.stats(key, f"app/{APP}", today, today)
             assert rows[-1]["mau"] == len(restored)
             assert rows[-1]["storage"] == len(zip_bytes(size_hint=5_000))
+
+
+def test_a_sqlite_backup_restores_into_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    source = f"sqlite:///{tmp_path}/source.db"
+    with running(source, tmp_path / "data") as h:
+        key = setup_app(h)
+        org_id = h.client.get("/organization", headers=h.auth(key)).json()[0]["id"]
+        h.upload(key, APP, "1.0.0", zip_bytes(size_hint=10_000))
+        for n in range(12):
+            h.clock.set(START + timedelta(days=n % 3))
+            assert h.checkin(APP, str(uuid.UUID(int=n + 1))).status_code == 200
+        before = snapshot(h, key, org_id)
+        invoke("backup", str(tmp_path / "b"), "--db", source, "--data-dir", str(h.data_dir))
+        now = h.clock.now()
+    invoke("restore", str(tmp_path / "b"), "--db", postgres_url, "--data-dir", str(tmp_path / "r"))
+    with running(postgres_url, tmp_path / "r", start=now) as h:
+        assert snapshot(h, key, org_id) == before
+        # PostgreSQL's identity sequences continue after the restored ids.
+        assert h.checkin(APP, str(uuid.uuid4())).status_code == 200
+        h.rollup()
+        day = now.date().isoformat()
+        assert (
+            h.stats(key, f"app/{APP}", day, day)[-1]["mau"] == before["app"]["data"][-1]["mau"] + 1
+        )

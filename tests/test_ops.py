@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import text
 
 from tests.harness import Harness, setup_app
@@ -197,3 +199,16 @@ def test_json_logs_access_log_and_metrics_of_all_workers(tmp_path: Path) -> None
     assert len(access) == 40
     assert access[0]["status"] == 200 and access[0]["route"] == "/healthz"
     assert access[0]["method"] == "GET" and access[0]["client"] == "127.0.0.1"
+
+
+def test_access_log_names_the_client_as_a_trusted_proxy_gives_it(
+    sqlite_harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = sqlite_harness
+    h.client.app.access_log = True  # type: ignore[attr-defined]
+    with caplog.at_level(logging.INFO, logger="otameter.access"):
+        h.client.get("/healthz", headers={"x-forwarded-for": "203.0.113.7"})
+        h.client.post("/updates", content=b"{}")
+    first, second = (r for r in caplog.records if r.name == "otameter.access")
+    assert (first.client, first.route, first.status) == ("203.0.113.7", "/healthz", 200)  # type: ignore[attr-defined]
+    assert (second.client, second.route, second.status) == ("127.0.0.1", "/updates", 400)  # type: ignore[attr-defined]

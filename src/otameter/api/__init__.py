@@ -20,7 +20,7 @@ from ..errors import ApiError
 from ..logs import log_request
 from ..runtime import Runtime
 from . import management, ops, plans, plugin, statistics
-from .common import JSONResponse, error_response
+from .common import JSONResponse, client_ip, error_response
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +97,11 @@ class OtameterApp(Starlette):
         seconds = time.perf_counter() - started
         self.meter.observe(route, scope["method"], status, seconds)
         if self.access_log:
-            client = scope.get("client")
+            # The client as the rest of otameter sees it: behind a trusted proxy, the
+            # X-Forwarded-For hop it vouches for.
+            trusted = self.state.runtime.settings.trusted_proxies
             log_request(
-                client[0] if client else None,
+                client_ip(Request(scope), trusted),
                 scope["method"],
                 scope["path"],
                 route,

@@ -19,6 +19,7 @@ from .cli_client import human_bytes
 from .cli_client import register as register_client_commands
 from .cli_common import DataDirOption, DbOption, err, settings_or_exit, write_transaction
 from .cli_common import fail as _fail
+from .cli_keys import key_app
 from .cli_plans import org_app, plan_app
 from .cli_setup import register as register_setup_commands
 from .config import Settings, parse_networks
@@ -33,6 +34,7 @@ app.add_typer(user_app, name="user")
 app.add_typer(ranges_app, name="google-ranges")
 app.add_typer(plan_app, name="plan")
 app.add_typer(org_app, name="org")
+app.add_typer(key_app, name="key")
 
 
 @app.command()

@@ -4,6 +4,7 @@ downloads, on both engines; a backup taken while check-ins flow restores consist
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import sys
 import threading
@@ -122,6 +123,14 @@ def test_backup_refuses_a_directory_in_use(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "not an empty directory" in result.output
     result = CliRunner().invoke(cli, ["restore", str(tmp_path / "nothing"), "--db", url])
     assert result.exit_code == 2 and "not a complete otameter backup" in result.output
+
+    # A backup made by a newer otameter, whose schema this one does not know.
+    invoke("backup", str(tmp_path / "b"), "--db", url, "--data-dir", str(tmp_path / "d"))
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    (tmp_path / "b" / "manifest.json").write_text(json.dumps({**manifest, "revision": "9999"}))
+    target = f"sqlite:///{tmp_path}/new.db"
+    result = CliRunner().invoke(cli, ["restore", str(tmp_path / "b"), "--db", target])
+    assert result.exit_code == 2 and "revision 9999 is unknown" in " ".join(result.output.split())
 
 
 def test_backup_under_load_restores_consistently(

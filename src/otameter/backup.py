@@ -223,6 +223,7 @@ def _reset_sequences(conn: Connection, tables: list[Table]) -> None:
 def restore(source: Path, db_url: str, data_dir: Path, progress: Progress | None = None) -> Summary:
     """Fill an empty database and data directory from the backup in ``source``."""
     from alembic import command
+    from alembic.util.exc import CommandError
 
     from .db import alembic_config
     from .db import migrate as migrate_to_head
@@ -240,9 +241,15 @@ def restore(source: Path, db_url: str, data_dir: Path, progress: Progress | None
         # The rows fit the schema they were read from; newer migrations run after them.
         config = alembic_config(db_url)
         current = schema_revision(db_url)
-        if current is not None and current != manifest["revision"]:
-            command.downgrade(config, "base")  # empty: nothing is lost
-        command.upgrade(config, manifest["revision"])
+        try:
+            if current is not None and current != manifest["revision"]:
+                command.downgrade(config, "base")  # empty: nothing is lost
+            command.upgrade(config, manifest["revision"])
+        except CommandError:
+            raise BackupError(
+                f"the backup's schema revision {manifest['revision']} is unknown to this "
+                "version of otameter: restore it with the version that made it, or a newer one"
+            ) from None
         summary = Summary(manifest["revision"])
         with engine.connect() as conn, conn.begin():
             meta = MetaData()

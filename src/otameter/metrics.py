@@ -79,10 +79,11 @@ class RequestMeter:
     """Request counts and latencies, gathered in plain Python on the event loop and moved
     into the Prometheus metrics by ``flush`` (each second, and before each scrape).
 
-    A request then costs a dict lookup, a bisection and three additions (well under a
+    A request then costs a dict lookup, a bisection and three additions (under a
     microsecond), not a counter increment and a histogram observation through
-    prometheus_client (about 7 us, and about 19 us in multiprocess mode, where every value
-    is written to a memory-mapped file). Only the event loop's thread calls both methods.
+    prometheus_client (several microseconds, more in multiprocess mode, where every value is
+    written to a memory-mapped file; ``bench/bench_metrics.py`` prints both). Only the
+    event loop's thread calls both methods.
     """
 
     def __init__(self) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from tests.harness import Harness, setup_app
 from tests.liveserver import free_port
@@ -86,11 +86,28 @@ def test_readyz_is_ready_then_says_why_not(harness: Harness) -> None:
     h.data_dir.mkdir()
     assert h.client.get("/readyz").status_code == 200
 
+    # The database does not answer (here: an engine on a file that cannot be opened).
+    working = h.rt.read_engine
+    h.rt.read_engine = create_engine("sqlite:////proc/otameter-nowhere/o.db")
+    try:
+        r = h.client.get("/readyz")
+        assert r.status_code == 503
+        assert r.json()["error"].startswith("not ready: the database does not answer")
+    finally:
+        h.rt.read_engine.dispose()
+        h.rt.read_engine = working
+
     # The writer thread stopped: nothing could be acknowledged any more.
     h.rt.writer.stop()
     r = h.client.get("/readyz")
     assert r.status_code == 503
     assert r.json()["error"] == "not ready: the writer thread is not running"
+
+    # The schema is gone (a database that otameter never migrated).
+    with h.rt.write_engine.begin() as conn:
+        conn.execute(text("DROP TABLE alembic_version"))
+    r = h.client.get("/readyz")
+    assert r.json() == {"error": "not ready: the database has no otameter schema", "status": "KO"}
 
 
 def test_metrics_count_requests_events_and_commits(harness: Harness) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import hmac
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -36,7 +37,10 @@ async def readyz(request: Request) -> Response:
     def database() -> str | None:
         with rt.read_engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-            return schema_problem(conn)
+            try:
+                return schema_problem(conn)
+            except DBAPIError:
+                return "the database has no otameter schema"
 
     try:
         problem = await asyncio.wait_for(run_in_threadpool(database), READY_TIMEOUT_SECONDS)

@@ -221,6 +221,10 @@ def app_page(
 <a href="/dashboard/org/{quote(org_id, safe="")}">{esc(org_name)}</a></p></div>
 <div id="org-lock" aria-live="polite"></div>
 {_range_and_charts(start, end, today, compare)}
+<section aria-labelledby="channels-h" class="card">
+<h2 id="channels-h">Channels</h2>
+<div id="channels-table"><p class="loading">Loading channels…</p></div>
+</section>
 <section aria-labelledby="bundles-h" class="card">
 <h2 id="bundles-h">Bundles</h2>
 <div id="bundles-table"><p class="loading">Loading bundles…</p></div>

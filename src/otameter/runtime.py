@@ -23,7 +23,7 @@ from .ingest import Pipeline, dialect_insert
 from .periodic import Periodic
 from .plans import PlanEnforcer
 from .rollups import Rollups
-from .webhooks import WebhookDispatcher
+from .webhooks import TargetPolicy, WebhookDispatcher
 from .writer import Writer
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,8 @@ class Runtime:
         self.plan_worker = Periodic(
             "otameter-plans", self.plans.tick, max(1.0, settings.rollup_interval_seconds)
         )
-        self.webhooks = WebhookDispatcher(self.writer, self.clock)
+        self.webhook_policy = TargetPolicy(settings.webhook_allow_private)
+        self.webhooks = WebhookDispatcher(self.writer, self.clock, policy=self.webhook_policy)
         self.webhook_worker = Periodic("otameter-webhooks", self.webhooks.deliver_due, 1.0)
         # Failed authentications per address (auth_limits.py): API keys, dashboard sign-ins.
         self.auth_failures = FailedAuthLimiter(

@@ -47,7 +47,15 @@ def otameter(*args: str, env: dict[str, str] | None = None) -> str:
 class LiveServer:
     """``otameter serve`` in its own process group (so that SIGKILL takes every worker)."""
 
-    def __init__(self, db_url: str, data_dir: Path, *, workers: int = 1) -> None:
+    def __init__(
+        self,
+        db_url: str,
+        data_dir: Path,
+        *,
+        workers: int = 1,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.env = env or {}
         self.db_url = db_url
         self.data_dir = data_dir
         self.workers = workers
@@ -77,7 +85,11 @@ class LiveServer:
         ]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                argv, env=_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                argv,
+                env=_env(self.env),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         deadline = time.monotonic() + 90
         while True:
@@ -87,6 +99,17 @@ class LiveServer:
                     return self
             assert time.monotonic() < deadline, f"server not up: {self.log.read_text()[-3000:]}"
             time.sleep(0.1)
+
+    def rss_kb(self) -> int:
+        """Resident memory of the server's processes (the serving ones), in KiB."""
+        assert self.proc is not None
+        total = 0
+        for pid in [self.proc.pid, *_children(self.proc.pid)]:
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        return total
 
     def kill(self) -> None:
         """SIGKILL every process of the server: no shutdown code runs."""
@@ -110,6 +133,16 @@ class LiveServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            text = (task / "children").read_text().split()
+            for child in map(int, text):
+                found += [child, *_children(child)]
+    return found
 
 
 def create_user(db_url: str, email: str = "ops@example.com") -> str:

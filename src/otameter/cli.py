@@ -72,6 +72,7 @@ def serve(
             "OTAMETER_DATABASE_URL": settings.database_url,
             "OTAMETER_DATA_DIR": str(settings.data_dir),
             "OTAMETER_TRUSTED_PROXIES": ",".join(str(n) for n in settings.trusted_proxies),
+            **settings.limit_environment(),
         }
     )
     if settings.public_url:

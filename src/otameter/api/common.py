@@ -15,6 +15,7 @@ from ..auth import Principal, authenticate, key_from_headers
 from ..config import Network
 from ..errors import ApiError, bad_request
 from ..runtime import Runtime
+from ..text import has_control, json_control_path
 
 T = TypeVar("T")
 
@@ -65,6 +66,9 @@ async def json_object(request: Request) -> dict[str, Any]:
         raise bad_request("Request body must be valid JSON") from None
     if not isinstance(data, dict):
         raise bad_request("Request body must be a JSON object")
+    where = json_control_path(body, data)
+    if where is not None:
+        raise bad_request(f"'{where}' must not contain control characters")
     return data
 
 
@@ -98,6 +102,8 @@ def require_str(data: dict[str, Any], key: str, *, max_len: int = 255) -> str:
         raise bad_request(f"'{key}' is required and must be a non-empty string")
     if len(value) > max_len:
         raise bad_request(f"'{key}' must be at most {max_len} characters")
+    if has_control(value):
+        raise bad_request(f"'{key}' must not contain control characters")
     return value.strip()
 
 

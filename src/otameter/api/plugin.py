@@ -197,7 +197,7 @@ async def stats(request: Request) -> Response:
     rt = runtime(request)
     try:
         data = protocol.decode_json(await request.body())
-        parsed = protocol.parse_stats_body(data)
+        parsed = protocol.parse_stats_body(data, rt.settings.stats_max_events)
     except ProtocolError as exc:
         return JSONResponse(exc.body(), status_code=exc.http_status)
     now_ms = to_ms(rt.clock.now())

@@ -107,6 +107,26 @@ def require_str(data: dict[str, Any], key: str, *, max_len: int = 255) -> str:
     return value.strip()
 
 
+def optional_str(data: dict[str, Any], key: str, default: str, *, max_len: int = 200) -> str:
+    """An optional text field (``default`` when absent or empty), cut to ``max_len``."""
+    value = data.get(key)
+    if value is None or value == "":
+        return default
+    text = str(value)
+    if has_control(text):
+        raise bad_request(f"'{key}' must not contain control characters")
+    return text[:max_len]
+
+
+def text_fields(form: Any) -> dict[str, str]:
+    """The text fields of a submitted form; none may hold a control character."""
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    for key, value in fields.items():
+        if has_control(value):
+            raise bad_request(f"'{key}' must not contain control characters")
+    return fields
+
+
 def optional_bool(data: dict[str, Any], key: str, default: bool | None) -> bool | None:
     value = data.get(key, default)
     if value is not None and not isinstance(value, bool):

@@ -21,14 +21,17 @@ from ..bundles import remove_file, store_upload
 from ..clock import to_ms
 from ..errors import ApiError, bad_request, not_found
 from ..events import BundleDelete, BundleUpload, Outcome
+from ..text import has_control
 from .common import (
     JSONResponse,
     caller,
     json_object,
+    optional_str,
     optional_bool,
     query_page,
     read_db,
     require_str,
+    text_fields,
     runtime,
 )
 
@@ -193,7 +196,7 @@ def _id_list(data: dict[str, Any], key: str) -> list[str]:
 async def create_key(request: Request) -> Response:
     principal = await caller(request)
     data = await json_object(request)
-    name = str(data.get("name") or "")[:200]
+    name = optional_str(data, "name", "")
     mode = data.get("mode", "read")
     if not isinstance(mode, str) or mode not in KEY_MODES:
         raise bad_request(f"'mode' must be one of {', '.join(KEY_MODES)}")
@@ -251,7 +254,7 @@ async def create_app(request: Request) -> Response:
     app_id = require_str(data, "app_id")
     if not APP_ID_RE.match(app_id):
         raise bad_request("'app_id' must be a reverse-domain id like com.example.app")
-    name = str(data.get("name") or app_id)[:200]
+    name = optional_str(data, "name", app_id)
     owner_org = require_str(data, "owner_org", max_len=36)
     rt = runtime(request)
     now_ms = to_ms(rt.clock.now())
@@ -337,7 +340,7 @@ async def upload_bundle(request: Request) -> Response:
     stored: tuple[str, int, str] | None = None
     if content_type.startswith("multipart/form-data"):
         async with request.form(max_files=1, max_fields=10) as form:
-            fields = {k: v for k, v in form.items() if isinstance(v, str)}
+            fields = text_fields(form)
             app_id = require_str(fields, "app_id")
             version = require_str(fields, "version")
             channel = (fields.get("channel") or "production").strip()
@@ -379,7 +382,7 @@ async def upload_bundle(request: Request) -> Response:
             or not 0 <= size_value < 2**63
         ):
             raise bad_request("'size' must be a non-negative integer")
-        channel = str(data.get("channel") or "production")
+        channel = optional_str(data, "channel", "production", max_len=255)
         app = await read_db(request, app_access, principal, app_id, Level.UPLOAD)
         await read_db(request, _check_unlocked, app.owner_org)
         event = BundleUpload(
@@ -491,6 +494,8 @@ async def upsert_channel(request: Request) -> Response:
     version = data.get("version")
     if version is not None and not isinstance(version, str):
         raise bad_request("'version' must be a string")
+    if version is not None and has_control(version):
+        raise bad_request("'version' must not contain control characters")
     flags = {key: optional_bool(data, key, None) for key in CHANNEL_FLAGS}
     rt = runtime(request)
     now_ms = to_ms(rt.clock.now())

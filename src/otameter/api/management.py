@@ -26,13 +26,13 @@ from .common import (
     JSONResponse,
     caller,
     json_object,
-    optional_str,
     optional_bool,
+    optional_str,
     query_page,
     read_db,
     require_str,
-    text_fields,
     runtime,
+    text_fields,
 )
 
 APP_ID_RE = re.compile(r"^[a-z0-9]+(\.[\w-]+)+$", re.IGNORECASE | re.ASCII)

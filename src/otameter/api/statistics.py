@@ -14,6 +14,7 @@ Access rules (no existence oracle, contract.md "Authentication"):
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -24,6 +25,7 @@ from starlette.routing import Route
 from .. import schema as s
 from ..auth import Level, Principal, authenticate, key_from_headers, org_role, readable_org_ids
 from ..errors import ApiError
+from ..limits import refused_by_day
 from ..statistics import (
     StatsQuery,
     bundle_usage_rows,
@@ -157,9 +159,32 @@ async def bundle_usage(request: Request) -> Response:
     return JSONResponse({"data": rows})
 
 
+async def refused_devices(request: Request) -> Response:
+    """Check-ins refused per day by the new-devices-per-address limit (limits.py)."""
+    key = _key(request)
+    rt = runtime(request)
+    today = rt.clock.now().date()
+    app_id = request.path_params["app_id"]
+
+    def read(conn: Connection) -> list[dict[str, Any]]:
+        principal = authenticate(conn, key)
+        query = parse_query(request.query_params, options=False)
+        app_ids_for_app(conn, principal, app_id)
+        last = min(query.end, today)
+        refused = refused_by_day(conn, [app_id], query.start, last)
+        days = (last - query.start).days + 1
+        return [
+            {"date": day.isoformat(), "refused_new_devices": refused.get(day, 0)}
+            for day in (query.start + timedelta(days=n) for n in range(max(0, days)))
+        ]
+
+    return JSONResponse({"data": await read_db(request, read)})
+
+
 routes = [
     Route("/statistics/app/{app_id}/", app_statistics, methods=["GET"]),
     Route("/statistics/app/{app_id}/bundle_usage/", bundle_usage, methods=["GET"]),
+    Route("/statistics/app/{app_id}/refused_devices/", refused_devices, methods=["GET"]),
     Route("/statistics/org/{org_id}/", org_statistics, methods=["GET"]),
     Route("/statistics/user/", user_statistics, methods=["GET"]),
 ]

@@ -16,9 +16,9 @@ from .. import schema as s
 from ..auth import Level
 from ..clock import to_ms
 from ..errors import ApiError, bad_request, not_found
+from ..limits import refused_by_day
 from ..plans import compute_usage, list_plans
 from ..webhooks import delivery_json
-from ..limits import refused_by_day
 from .common import JSONResponse, caller, json_object, query_page, read_db, runtime
 from .management import INSUFFICIENT, iso, org_access
 

@@ -25,6 +25,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     root = tmp_path_factory.mktemp("bounds")
     env = {
         "OTAMETER_HEADER_TIMEOUT": "1",
+        "OTAMETER_BODY_TIMEOUT": "1",
         "OTAMETER_KEEPALIVE_TIMEOUT": "1",
         "OTAMETER_MAX_CONNECTIONS": "8",
     }
@@ -118,6 +119,34 @@ def test_a_half_sent_header_is_answered_408_and_closed(server: LiveServer) -> No
         assert headers["connection"] == "close"
         assert json.loads(body)["status"] == "KO"
         assert closed_by_server(sock)
+
+
+def test_a_stalled_body_is_answered_408_and_closed(server: LiveServer) -> None:
+    with connect(server) as sock:
+        sock.sendall(
+            b"POST /updates HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 500\r\n\r\n{"app_id": '
+        )
+        status, headers, body = read_answer(sock)
+        assert status == 408 and headers["connection"] == "close"
+        assert json.loads(body) == {"error": "Request body not received in time", "status": "KO"}
+        assert closed_by_server(sock)
+    # The handler that waited for the body learns the client is gone, quietly.
+    assert "unhandled error" not in server.log.read_text()
+
+
+def test_a_body_sent_in_pieces_in_time_is_served(server: LiveServer) -> None:
+    body = json.dumps(device_body(APP, str(uuid.uuid4()))).encode()
+    with connect(server) as sock:
+        sock.sendall(
+            b"POST /updates HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        for start in range(0, len(body), 100):
+            sock.sendall(body[start : start + 100])
+        status, _, answer = read_answer(sock)
+        # No such app on this server: the plugin's 200 answer, after the whole body was read.
+        assert status == 200 and json.loads(answer)["error"] == "app_not_found"
 
 
 def test_a_silent_connection_is_closed(server: LiveServer) -> None:

@@ -47,6 +47,8 @@ class Settings:
     max_header_bytes: int = 16 * 1024
     # Seconds a connection has to send a complete request head: 408 after.
     header_timeout_seconds: float = 10.0
+    # Seconds a request body may pause between two reads: 408 after.
+    body_timeout_seconds: float = 30.0
     # Seconds an idle kept-alive connection stays open.
     keepalive_timeout_seconds: float = 5.0
     # Open connections per process: one more is answered 503 and closed.
@@ -117,6 +119,7 @@ class Settings:
 LIMIT_VARIABLES: dict[str, tuple[str, type[int] | type[float]]] = {
     "max_header_bytes": ("OTAMETER_MAX_HEADER_BYTES", int),
     "header_timeout_seconds": ("OTAMETER_HEADER_TIMEOUT", float),
+    "body_timeout_seconds": ("OTAMETER_BODY_TIMEOUT", float),
     "keepalive_timeout_seconds": ("OTAMETER_KEEPALIVE_TIMEOUT", float),
     "max_connections": ("OTAMETER_MAX_CONNECTIONS", int),
     "plugin_body_bytes": ("OTAMETER_PLUGIN_BODY_BYTES", int),

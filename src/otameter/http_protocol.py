@@ -15,6 +15,9 @@ So the server keeps httptools (the faster parser) and adds, per connection:
   is answered 431 and the connection closed, having read at most that much plus one read;
 - the head must be complete within ``header_timeout`` seconds of the connection opening or
   of its first byte (for a later request on a kept-alive connection): otherwise 408, closed;
+- a request body must keep arriving: ``body_timeout`` seconds without a byte of it (while the
+  server is reading) end the request with a 408 (or a plain close once the answer has
+  begun), as nginx's ``client_body_timeout`` does;
 - at most ``max_connections`` connections per process: one more is answered 503 and closed
   at once, before it can hold anything.
 
@@ -40,6 +43,7 @@ _READ_SIZE = 256 * 1024
 class ConnectionLimits:
     max_header_bytes: int = 16 * 1024
     header_timeout: float = 10.0
+    body_timeout: float = 30.0
     max_connections: int = 1000
 
 
@@ -64,6 +68,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_read = 0
         self._head_size = 0
         self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
         self._refused = False
 
     # -- connection ------------------------------------------------------------------------
@@ -77,6 +82,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        self._cancel_body_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -133,9 +139,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_read = 0
         self._cancel_head_timer()
         super().on_headers_complete()
+        self._arm_body_timer()
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        self._arm_body_timer()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        self._cancel_body_timer()
         # The next bytes on this connection begin another head.
         self._in_head = True
         self._head_read = 0
@@ -156,14 +168,41 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._in_head and not self._refused:
             self._refuse(408, "Request header not received in time")
 
+    def _arm_body_timer(self) -> None:
+        self._cancel_body_timer()
+        self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
+
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        if self._refused or self._in_head:
+            return
+        if self.flow is not None and self.flow.read_paused:
+            # The server stopped reading (its handler is busy): not the client's silence.
+            self._arm_body_timer()
+            return
+        self._refuse(408, "Request body not received in time")
+
     def _refuse(self, status: int, message: str) -> None:
         """Answer ``status`` (unless a response is under way) and close the connection."""
         self._refused = True
         self._cancel_head_timer()
+        self._cancel_body_timer()
         self._unset_keepalive_if_required()
         if self.transport is None or self.transport.is_closing():
             return
-        busy = self.cycle is not None and not self.cycle.response_complete
+        cycle = self.cycle
+        busy = cycle is not None and not cycle.response_complete
+        if busy and not cycle.response_started:
+            # A request whose body stalled: its handler, waiting for the body, is told the
+            # client left and writes nothing; this protocol answers for it.
+            cycle.disconnected = True
+            cycle.message_event.set()
+            busy = False
         if not busy:
             body = orjson.dumps({"error": message, "status": "KO"})
             self.transport.write(

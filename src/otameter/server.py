@@ -26,6 +26,7 @@ def configure_connections(settings: Settings) -> None:
         http_protocol.ConnectionLimits(
             max_header_bytes=settings.max_header_bytes,
             header_timeout=settings.header_timeout_seconds,
+            body_timeout=settings.body_timeout_seconds,
             max_connections=settings.max_connections,
         )
     )

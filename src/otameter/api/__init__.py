@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -35,6 +35,12 @@ async def _body_too_large(request: Request, exc: Exception) -> Response:
         media_type="application/json",
         headers={"connection": "close"},
     )
+
+
+async def _client_gone(_request: Request, _exc: Exception) -> Response:
+    # The client left, or its stalled body was answered 408 by the server: this answer goes
+    # nowhere (uvicorn drops what is sent to a closed connection).
+    return Response(status_code=400)
 
 
 async def _http_error(_request: Request, exc: Exception) -> Response:
@@ -82,6 +88,8 @@ class OtameterApp(Starlette):
                 response = await plugin.updates(request)
             except bounds.BodyTooLarge as exc:
                 response = await _body_too_large(request, exc)
+            except ClientDisconnect:
+                return  # nobody to answer (a stalled body was answered 408 by the server)
             except ApiError as exc:
                 response = await _api_error(request, exc)
             except HTTPException as exc:
@@ -127,6 +135,7 @@ def create_app(rt: Runtime, *, manage_runtime: bool = True) -> Starlette:
         ],
         exception_handlers={
             bounds.BodyTooLarge: _body_too_large,
+            ClientDisconnect: _client_gone,
             ApiError: _api_error,
             HTTPException: _http_error,
             500: _server_error,

@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Final
 
-from sqlalchemy import Connection, func, select, update
+import orjson
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from . import schema as s
 from .clock import Clock, day_of_ms, to_ms
@@ -131,6 +132,63 @@ def take(
         .values(window_start=window, hits=current, prev_hits=previous)
     )
     return Taken(allowed, current, previous)
+
+
+def count_fixed_windows(
+    conn: Connection, scope: str, asking: dict[tuple[str, str, int], int], limit: int
+) -> dict[tuple[str, str, int], int]:
+    """Count hits of many subjects (app, subject, window) at once; returns how many each may.
+
+    One upsert adds every subject's hits and returns the totals; only the subjects it put
+    over ``limit`` are written again, down to the limit (refused hits are not counted). On
+    PostgreSQL the upsert locks the rows, in key order (no deadlock between processes),
+    until the transaction ends.
+    """
+    rc = s.rate_counters.c
+    # One statement text whatever the number of subjects (the rows as one JSON parameter):
+    # building a multi-row INSERT anew for each batch cost more than running it.
+    rows = [[app_id, subject, window, n] for (app_id, subject, window), n in sorted(asking.items())]
+    sql = _COUNT_POSTGRESQL if conn.dialect.name == "postgresql" else _COUNT_SQLITE
+    result = conn.exec_driver_sql(sql, (scope, orjson.dumps(rows).decode()))
+    allowed: dict[tuple[str, str, int], int] = {}
+    over: list[dict[str, Any]] = []
+    for app_id, subject, window, hits in result:
+        n = asking[(app_id, subject, window)]
+        allowed[(app_id, subject, window)] = max(0, n - max(0, hits - limit))
+        if hits > limit:
+            over.append({"a": app_id, "s": subject})
+    if over:
+        conn.execute(
+            update(s.rate_counters)
+            .where(rc.scope == scope, rc.app_id == bindparam("a"), rc.subject == bindparam("s"))
+            .values(hits=limit),
+            over,
+        )
+    return allowed
+
+
+_COUNT_SET = (
+    " ON CONFLICT (scope, app_id, subject) DO UPDATE SET"
+    " hits = CASE WHEN rate_counters.window_start = excluded.window_start"
+    " THEN rate_counters.hits + excluded.hits ELSE excluded.hits END,"
+    " prev_hits = CASE WHEN rate_counters.window_start = excluded.window_start"
+    " THEN rate_counters.prev_hits"
+    " WHEN rate_counters.window_start = excluded.window_start - 1 THEN rate_counters.hits"
+    " ELSE 0 END,"
+    " window_start = excluded.window_start"
+    " RETURNING app_id, subject, window_start, hits"
+)
+_COUNT_SQLITE = (
+    "INSERT INTO rate_counters (scope, app_id, subject, window_start, hits, prev_hits)"
+    " SELECT ?, value->>0, value->>1, value->>2, value->>3, 0 FROM json_each(?)"
+    " WHERE true ORDER BY key" + _COUNT_SET
+)
+_COUNT_POSTGRESQL = (
+    "INSERT INTO rate_counters (scope, app_id, subject, window_start, hits, prev_hits)"
+    " SELECT %s, e.v->>0, e.v->>1, (e.v->>2)::bigint, (e.v->>3)::integer, 0"
+    " FROM json_array_elements(%s::json) WITH ORDINALITY AS e(v, n)"
+    " ORDER BY e.n" + _COUNT_SET
+)
 
 
 def sliding_retry_after(current: int, previous: int, fraction: float, limit: int) -> int:
@@ -239,21 +297,16 @@ class NewDeviceLimit:
                 assert c.ip is not None
                 group = (c.app_id, address_key(c.ip), c.at_ms // HOUR_MS)
                 groups.setdefault(group, {})[c.device_id] = None
+        allowed = count_fixed_windows(
+            conn,
+            "new_devices",
+            {group: len(devices) for group, devices in groups.items()},
+            self.limit,
+        )
         refused: dict[tuple[str, str], int] = {}
         for (app_id, address, hour), devices in groups.items():
-            taken = take(
-                conn,
-                "new_devices",
-                app_id,
-                address,
-                hour,
-                served=0,
-                asking=len(devices),
-                limit=self.limit,
-                previous_weight=0.0,
-            )
             hour_ends_s = (hour + 1) * HOUR_MS // 1000
-            for device_id in list(devices)[taken.allowed :]:
+            for device_id in list(devices)[allowed[(app_id, address, hour)] :]:
                 refused[(app_id, device_id)] = hour_ends_s
         if not refused:
             return checkins
@@ -277,14 +330,26 @@ def _unseen_devices(conn: Connection, live: list[CheckIn]) -> set[tuple[str, str
     by_app: dict[str, set[str]] = {}
     for c in live:
         by_app.setdefault(c.app_id, set()).add(c.device_id)
-    d = s.devices.c
+    postgres = conn.dialect.name == "postgresql"
+    sql = _KNOWN_POSTGRESQL if postgres else _KNOWN_SQLITE
     unseen: set[tuple[str, str]] = set()
     for app_id, device_ids in by_app.items():
-        known = set(
-            conn.scalars(select(d.device_id).where(d.app_id == app_id, d.device_id.in_(device_ids)))
-        )
+        ids = orjson.dumps(sorted(device_ids)).decode()
+        known = {row[0] for row in conn.exec_driver_sql(sql, (app_id, ids))}
         unseen.update((app_id, device_id) for device_id in device_ids - known)
     return unseen
+
+
+# The devices of one app, among a JSON array of ids, that have a row (its unique index).
+# ORDER BY e.key keeps SQLite's planner driving the join from the array, not the table.
+_KNOWN_SQLITE = (
+    "SELECT d.device_id FROM json_each(?2) AS e"
+    " JOIN devices AS d ON d.app_id = ?1 AND d.device_id = e.value ORDER BY e.key"
+)
+_KNOWN_POSTGRESQL = (
+    "SELECT device_id FROM devices WHERE app_id = %s"
+    " AND device_id IN (SELECT json_array_elements_text(%s::json))"
+)
 
 
 def _count_refused(conn: Connection, per_day: dict[tuple[str, date], int]) -> None:

@@ -48,14 +48,9 @@ class LiveServer:
     """``otameter serve`` in its own process group (so that SIGKILL takes every worker)."""
 
     def __init__(
-        self,
-        db_url: str,
-        data_dir: Path,
-        *,
-        workers: int = 1,
-        env: dict[str, str] | None = None,
+        self, db_url: str, data_dir: Path, *, workers: int = 1, env: dict[str, str] | None = None
     ) -> None:
-        self.env = env or {}
+        self.env = env
         self.db_url = db_url
         self.data_dir = data_dir
         self.workers = workers

@@ -312,11 +312,18 @@ def main() -> None:
             r.raise_for_status()
         rss_start = tree_rss_kb(server.pid)
         peak = [rss_start]
+        # RSS once a minute: growth that levels off is caches filling, steady growth a leak.
+        timeline: list[int] = []
         stop = threading.Event()
 
         def sample() -> None:
+            seconds = 0
             while not stop.wait(1):
-                peak[0] = max(peak[0], tree_rss_kb(server.pid))
+                seconds += 1
+                rss = tree_rss_kb(server.pid)
+                peak[0] = max(peak[0], rss)
+                if seconds % 60 == 0:
+                    timeline.append(rss)
 
         threading.Thread(target=sample, daemon=True).start()
         started = time.monotonic()
@@ -330,6 +337,8 @@ def main() -> None:
         stop.set()
         rss_end = tree_rss_kb(server.pid)
         report(soak.tally, elapsed, rss_start, max(peak[0], rss_end), rss_end, args, url)
+        if timeline:
+            print("server RSS each minute (MB): " + " ".join(f"{kb / 1024:.0f}" for kb in timeline))
         if server.poll() is not None:
             print(f"the server exited during the run; see {work / 'server.log'}")
     finally:

@@ -337,6 +337,11 @@ def main() -> None:
         stop.set()
         rss_end = tree_rss_kb(server.pid)
         report(soak.tally, elapsed, rss_start, max(peak[0], rss_end), rss_end, args, url)
+        if url.startswith("sqlite:///"):
+            path = Path(url.removeprefix("sqlite:///"))
+            size = sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+            # SQLite keeps up to 64 MB of pages per connection: RSS follows the database.
+            print(f"database at the end: {size / 1024 / 1024:.0f} MB (with its WAL)")
         if timeline:
             print("server RSS each minute (MB): " + " ".join(f"{kb / 1024:.0f}" for kb in timeline))
         if server.poll() is not None:

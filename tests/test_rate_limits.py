@@ -152,28 +152,56 @@ def test_new_devices_per_address_and_hour(limited: Harness) -> None:
     assert checkin(h, devices[7], ip="203.0.113.7").status_code == 200
 
 
-def test_import_is_not_limited_by_address(limited: Harness, tmp_path: Path) -> None:
+def test_import_is_not_limited_by_address(limited: Harness) -> None:
     from otameter.events import CheckIn
 
     h = limited
     setup_app(h)
     at = 1_715_774_400_000
+    # Imported check-ins (with ids or without, over several hours) are not limited.
     events = [
         CheckIn(
             APP,
             str(uuid.uuid4()),
-            at,
+            at + n * 1_200_000,
             "ios",
             "1.0.0",
             False,
             True,
             ip="203.0.113.9",
-            event_id=f"e{n}",
+            event_id=f"e{n}" if n % 2 else None,
         )
         for n in range(20)
     ]
     outcomes = h.rt.writer.submit_blocking(events)
     assert all(o.status == "accepted" for o in outcomes)
+    with h.rt.read_engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM devices").scalar() == 20
+
+
+def test_a_batch_across_an_hour_boundary(limited: Harness) -> None:
+    from otameter.events import CheckIn
+
+    h = limited
+    setup_app(h)
+    hour_end = 1_715_778_000_000  # 13:00 on the test day
+    events = [
+        CheckIn(
+            APP,
+            str(uuid.uuid4()),
+            hour_end - 1000 + n * 200,
+            "ios",
+            "1.0.0",
+            False,
+            True,
+            ip="203.0.113.9",
+            live=True,
+        )
+        for n in range(8)
+    ]
+    # One batch (one writer transaction), two clock hours, one address: counted together.
+    outcomes = h.rt.writer.submit_blocking(events)
+    assert [o.status for o in outcomes] == ["accepted"] * 5 + ["rejected"] * 3
 
 
 # -- across processes ------------------------------------------------------------------------

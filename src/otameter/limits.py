@@ -282,20 +282,23 @@ class NewDeviceLimit:
     ) -> list[tuple[int, CheckIn]]:
         """The check-ins to store; the others get a refusal outcome (with Retry-After).
 
-        Only live check-ins are limited (an import's events carry ids and no live address).
+        Only check-ins devices send now are limited, not imported ones.
         """
-        live = [c for _, c in checkins if c.event_id is None and c.ip]
+        live = [c for _, c in checkins if c.live and c.ip]
         if not live:
             return checkins
         unseen = _unseen_devices(conn, live)
         if not unseen:
             return checkins
+        # One hour for the batch (its check-ins arrived within moments): one counter row per
+        # (app, address) in the counting statement.
+        hour = max(c.at_ms for c in live) // HOUR_MS
         # The new devices of each (app, address, hour), in arrival order.
         groups: dict[tuple[str, str, int], dict[str, None]] = {}
         for c in live:
             if (c.app_id, c.device_id) in unseen:
                 assert c.ip is not None
-                group = (c.app_id, address_key(c.ip), c.at_ms // HOUR_MS)
+                group = (c.app_id, address_key(c.ip), hour)
                 groups.setdefault(group, {})[c.device_id] = None
         allowed = count_fixed_windows(
             conn,
@@ -313,7 +316,7 @@ class NewDeviceLimit:
         kept: list[tuple[int, CheckIn]] = []
         per_day: dict[tuple[str, date], int] = {}
         for i, c in checkins:
-            end_s = refused.get((c.app_id, c.device_id)) if c.event_id is None else None
+            end_s = refused.get((c.app_id, c.device_id)) if c.live else None
             if end_s is None:
                 kept.append((i, c))
                 continue

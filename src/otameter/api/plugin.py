@@ -83,6 +83,7 @@ async def updates(request: Request) -> Response:
                 plugin_version=req.plugin_version,
                 custom_id=req.custom_id,
                 ip=client_ip(request, rt.settings.trusted_proxies),
+                live=True,
             )
         ]
     )

@@ -231,7 +231,7 @@ class Soak:
             )
         else:
             body = {**device_body(device, SERVED), "app_id": "com.unknown.app"}
-            await self.call(client, "bad: unknown app", 200, "POST", "/updates", json=body)
+            await self.call(client, "bad: unknown app", 429, "POST", "/updates", json=body)
 
     async def worker(self, deadline: float) -> None:
         actions = [

@@ -25,13 +25,19 @@ START = datetime(2024, 5, 15, 12, 0, tzinfo=UTC)
 
 
 def device_body(app_id: str, device_id: str | None = None, **overrides: Any) -> dict[str, Any]:
-    """A canonical Android update-check body (plugin-protocol.md §2)."""
+    """A canonical Android update-check body (plugin-protocol.md §2).
+
+    Its native build (``version_build``) is older than the bundles tests upload, so that they
+    are offered: a fresh install whose native version equals the bundle's is up to date, and
+    a bundle below the native version is held back by default (``disable_auto_update_under_
+    native``).
+    """
     body: dict[str, Any] = {
         "platform": "android",
         "device_id": device_id or str(uuid.uuid4()),
         "app_id": app_id,
         "custom_id": "",
-        "version_build": "1.0.0",
+        "version_build": "0.1.0",
         "version_code": "1",
         "version_os": "14",
         "version_name": "builtin",
@@ -136,6 +142,7 @@ def running(
     start: datetime = START,
     trusted: str | None = "127.0.0.0/8",
     client_host: str = "127.0.0.1",
+    webhook_allow_private: str | None = None,
     **overrides: Any,
 ) -> Iterator[Harness]:
     """An otameter on ``db_url`` whose clock starts at ``start`` and moves only when told.
@@ -148,6 +155,7 @@ def running(
         trusted_proxies=parse_networks(trusted) if trusted else (),
         rollup_interval_seconds=0,
         public_url="http://otameter.test",
+        webhook_allow_private=parse_networks(webhook_allow_private),
         **overrides,
     )
     migrate(db_url)

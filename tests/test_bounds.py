@@ -145,8 +145,8 @@ def test_a_body_sent_in_pieces_in_time_is_served(server: LiveServer) -> None:
         for start in range(0, len(body), 100):
             sock.sendall(body[start : start + 100])
         status, _, answer = read_answer(sock)
-        # No such app on this server: the plugin's 200 answer, after the whole body was read.
-        assert status == 200 and json.loads(answer)["error"] == "app_not_found"
+        # No such app on this server: its answer comes after the whole body was read.
+        assert status == 429 and json.loads(answer)["error"] == "app_not_found"
 
 
 def test_a_silent_connection_is_closed(server: LiveServer) -> None:

@@ -103,8 +103,19 @@ SCHEMAS: dict[str, Schema] = {
         },
         description=(
             "A plugin endpoint's error or no-update answer (`no_new_version_available`, "
-            "`app_not_found`, `need_plan_upgrade`, a field validation code, ...). Usually "
-            "sent with HTTP 200 so that the plugin reads the code."
+            "`no_channel`, `need_plan_upgrade`, `disable_auto_update_to_major`, a field "
+            "validation code, ...). Usually sent with HTTP 200 so that the plugin reads the "
+            "code. Blocked answers may add `version` (the bundle held back), `old` (the "
+            "device's native version), `major` and `breaking` (a major step: the plugin fires "
+            "its breakingAvailable event)."
+        ),
+    ),
+    "UnknownApp": obj(
+        ["error", "message", "retryAfterSeconds"],
+        {"error": {"const": "app_not_found"}, "message": STR, "retryAfterSeconds": INT},
+        description=(
+            "An update check for an app this server does not know: the device backs off for "
+            "`Retry-After` seconds (one hour) instead of asking at every launch."
         ),
     ),
     "DeviceInfo": obj(
@@ -267,15 +278,38 @@ SCHEMAS: dict[str, Schema] = {
     "ChannelFlags": {
         "type": "object",
         "properties": {
-            "public": BOOL,
+            "public": {
+                **BOOL,
+                "description": (
+                    "Sent: true makes the channel the public channel of every platform it "
+                    "serves (taking each from the channel that had it), false of none. "
+                    "Answered: public for at least one platform."
+                ),
+            },
             "allow_device_self_set": BOOL,
             "allow_emulator": BOOL,
             "allow_dev": BOOL,
             "ios": BOOL,
             "android": BOOL,
             "electron": BOOL,
+            "disable_auto_update": {
+                "enum": ["none", "major", "minor", "patch"],
+                "description": (
+                    "The semver step, from the device's native version, that devices may not "
+                    "auto-update across (`disable_auto_update_to_major`, ... answers)."
+                ),
+            },
+            "disable_auto_update_under_native": {
+                **BOOL,
+                "description": "Never offer a bundle below the device's native version.",
+            },
         },
     },
+    "ChannelPublic": obj(
+        ["public_ios", "public_android", "public_electron", "disable_auto_update"],
+        {"public_ios": BOOL, "public_android": BOOL, "public_electron": BOOL},
+        description="Which platforms the channel is the public (default) channel of.",
+    ),
     "StatsRow": obj(
         ["date", "mau", "storage", "bandwidth"],
         {
@@ -431,7 +465,13 @@ SCHEMAS: dict[str, Schema] = {
             "attempts": NONNEG,
             "next_attempt_at": nullable(DATETIME),
             "last_status_code": nullable(INT),
-            "last_error": nullable(STR),
+            "last_error": {
+                **nullable(STR),
+                "description": (
+                    "`HTTP <status>` when the target answered, else a generic reason "
+                    "(refused target, no HTTP answer): never the network's own error text."
+                ),
+            },
             "created_at": DATETIME,
             "delivered_at": nullable(DATETIME),
             "payload": {},
@@ -601,6 +641,12 @@ TOO_LARGE = answer(
     "Content-Length says so; the connection is closed.",
     ref("PluginError"),
 )
+RATE_LIMITED_BODY: Schema = {
+    "allOf": [
+        ref("PluginError"),
+        obj(["retryAfterSeconds"], {"retryAfterSeconds": {"type": "integer"}}),
+    ]
+}
 RATE_LIMITED = {
     "description": (
         "`too_many_requests`: the device is over its rate, or its address over its new "
@@ -608,14 +654,7 @@ RATE_LIMITED = {
         "seconds (also in `retryAfterSeconds`)."
     ),
     "headers": {"Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 1}}},
-    "content": json_content(
-        {
-            "allOf": [
-                ref("PluginError"),
-                obj(["retryAfterSeconds"], {"retryAfterSeconds": {"type": "integer"}}),
-            ]
-        }
-    ),
+    "content": json_content(RATE_LIMITED_BODY),
 }
 
 
@@ -658,10 +697,27 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             "Update check",
             "Records the device's activity (the MAU source) and answers with the bundle of "
             "its channel, or a no-update code with HTTP 200 (`no_new_version_available`, "
-            "`app_not_found`, `no_channel`, `need_plan_upgrade`, ...).",
+            "`no_channel`, `need_plan_upgrade`, `disable_auto_update_to_major`, ...). The "
+            "channel: an old plugin's override (before 7.34 / 8.2), else the device's "
+            "`defaultChannel` when it may use it (`no_channel` when it may not), else its "
+            "platform's public channel. An app that does not exist answers 429 with "
+            "`Retry-After`.",
             {"anyOf": [ref("UpdateAvailable"), ref("PluginError")]},
             body=ref("DeviceInfo"),
-            more={"413": TOO_LARGE, "429": RATE_LIMITED},
+            more={
+                "413": TOO_LARGE,
+                "429": {
+                    "description": (
+                        "The app does not exist (`app_not_found`: the device backs off for an "
+                        "hour), or the device is over its rate, or its address over its new "
+                        "devices for this app this hour (`too_many_requests`, see README, "
+                        "Limits). The plugin waits `Retry-After` seconds (also in "
+                        "`retryAfterSeconds`)."
+                    ),
+                    "headers": {"Retry-After": {"required": True, "schema": INT}},
+                    "content": json_content({"anyOf": [ref("UnknownApp"), RATE_LIMITED_BODY]}),
+                },
+            },
         )
     },
     "/stats": {
@@ -715,18 +771,29 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
         ),
         "post": plugin_op(
             "Set the device's channel",
-            "Joins a self-assignable channel, or clears the override when the channel is the "
-            "default one.",
+            "Checks that the device may join the channel (public or self-assignable, serving "
+            "the device). Plugins from 7.34 / 8.2 keep the channel themselves: nothing is "
+            "stored. Older plugins get a server-side override, cleared when the channel is "
+            "their platform's public one.",
             {"anyOf": [ref("ChannelSetOk"), ref("PluginError")]},
             body=ref("ChannelRequest"),
             more={"413": TOO_LARGE},
         ),
         "put": plugin_op(
             "Get the device's channel",
-            "The override channel of the device, or the app's default channel.",
+            "An old plugin's override; else the device's `defaultChannel` when it may use it; "
+            "else its platform's public channel.",
             {"anyOf": [ref("ChannelGet"), ref("PluginError")]},
             body=ref("ChannelRequest"),
             more={"413": TOO_LARGE},
+        ),
+        "delete": plugin_op(
+            "Unset the device's channel (plugins before 7.34 / 8.2)",
+            "Removes an old plugin's server-side override. Newer plugins unset locally and "
+            "send nothing; for them this is a no-op. The info fields come as a query string "
+            "(as GET) or a JSON body.",
+            {"anyOf": [ref("ChannelSetOk"), ref("PluginError")]},
+            parameters=DEVICE_QUERY,
         ),
     },
     "/download/{bundle_id}.zip": {
@@ -1085,7 +1152,12 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
         "post": {
             "tags": ["channels"],
             "summary": "Create or update a channel",
-            "description": "Making a channel public makes it the app's default channel.",
+            "description": (
+                "Each platform has at most one public channel: `public: true` makes this "
+                "channel the public channel of every platform it serves, replacing only "
+                "those platforms' previous public channel. New channels default to public, "
+                "`disable_auto_update: none` and `disable_auto_update_under_native: true`."
+            ),
             "security": AUTH,
             "requestBody": json_body(
                 {
@@ -1117,6 +1189,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                                 },
                             ),
                             ref("ChannelFlags"),
+                            ref("ChannelPublic"),
                         ]
                     },
                 ),
@@ -1139,10 +1212,24 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                         "items": {
                             "allOf": [
                                 obj(
-                                    ["id", "channel", "version"],
-                                    {"id": INT, "channel": STR, "version": nullable(STR)},
+                                    ["id", "channel", "version", "devices"],
+                                    {
+                                        "id": INT,
+                                        "channel": STR,
+                                        "version": nullable(STR),
+                                        "devices": {
+                                            **NONNEG,
+                                            "description": (
+                                                "Devices seen in the last 30 days whose last "
+                                                "check-in reported running this channel's "
+                                                "bundle (a fresh install: its native version) "
+                                                "on a platform the channel serves."
+                                            ),
+                                        },
+                                    },
                                 ),
                                 ref("ChannelFlags"),
+                                ref("ChannelPublic"),
                             ]
                         },
                     },
@@ -1256,21 +1343,41 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
         "post": {
             "tags": ["webhooks"],
             "summary": "Add a webhook",
-            "description": "Events are POSTed to `url`, signed with `secret`.",
+            "description": (
+                "Events are POSTed to `url`, signed as Standard Webhooks do: headers "
+                "`webhook-id` (the delivery id, the same on every retry), `webhook-timestamp` "
+                "(Unix seconds) and `webhook-signature: v1,<base64 HMAC-SHA256 of "
+                '"id.timestamp.body">`, keyed with `secret` as UTF-8 bytes; `X-Otameter-Event` '
+                "names the event. Without `secret` one is generated and returned once. `url` "
+                "must be an absolute http(s) URL without credentials, spaces or control "
+                "characters, whose host resolves only to public addresses: loopback, private, "
+                "link-local, multicast and reserved ones are refused (400) unless the operator "
+                "allows them with `OTAMETER_WEBHOOK_ALLOW_PRIVATE`. The address is checked "
+                "again at every delivery; redirects are not followed."
+            ),
             "security": AUTH,
             "parameters": [org_id_param()],
             "requestBody": json_body(
                 obj(
                     ["url"],
                     {
-                        "url": {"type": "string", "format": "uri", "maxLength": 2048},
+                        "url": {
+                            "type": "string",
+                            "format": "uri",
+                            "maxLength": 2048,
+                            "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://",
+                        },
                         "secret": {"type": "string", "minLength": 8, "maxLength": 255},
                     },
                 )
             ),
             "responses": {
                 "201": answer("Created.", ref("Webhook")),
-                "400": BAD_REQUEST,
+                "400": error(
+                    "`url` is not an absolute http(s) URL, carries credentials or control "
+                    "characters, does not resolve or resolves to a non-public address; or "
+                    "`secret` is not 8 to 255 characters."
+                ),
                 "401": UNAUTHORIZED,
                 "403": error("Needs `admin` and a key not limited to some apps."),
                 "404": error("Organization not found."),

@@ -24,7 +24,7 @@ from .limits import Limits, prune
 from .periodic import Periodic
 from .plans import PlanEnforcer
 from .rollups import Rollups
-from .webhooks import WebhookDispatcher
+from .webhooks import TargetPolicy, WebhookDispatcher
 from .writer import Writer
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,8 @@ class Runtime:
         self.pipeline.admission = self.limits.new_devices.admit
         # Counters whose windows are over are dropped now and then.
         self.limits_worker = Periodic("otameter-limits", self._prune_limits, 60.0)
-        self.webhooks = WebhookDispatcher(self.writer, self.clock)
+        self.webhook_policy = TargetPolicy(settings.webhook_allow_private)
+        self.webhooks = WebhookDispatcher(self.writer, self.clock, policy=self.webhook_policy)
         self.webhook_worker = Periodic("otameter-webhooks", self.webhooks.deliver_due, 1.0)
         # Failed authentications per address (auth_limits.py): API keys, dashboard sign-ins.
         self.auth_failures = FailedAuthLimiter(

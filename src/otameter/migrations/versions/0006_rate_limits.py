@@ -1,7 +1,7 @@
 """rate-limit counters and refused new devices
 
 Revision ID: 0006
-Revises: 0005
+Revises: 0004
 Create Date: 2026-12-01 23:30:00
 
 Two new tables, nothing else changes: ``rate_counters`` holds the counters the processes share
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

@@ -12,7 +12,7 @@ loop over a weighted mix of requests until the time is up:
 - uploads of a new bundle version;
 - bad input, each with the answer it must get: invalid JSON (400), a NUL in a version (400),
   a body over the bound (413), a head over the bound (431), ``%00`` in a path (400), an
-  unknown app (200 ``app_not_found``).
+  unknown app (429 ``app_not_found``, with Retry-After).
 
 It prints, per kind: requests, unexpected answers (by status or exception), latency
 percentiles; then the server's resident memory (all its processes) at the start of the load,

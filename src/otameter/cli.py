@@ -114,6 +114,7 @@ def serve(
             "OTAMETER_DATA_DIR": str(settings.data_dir),
             "OTAMETER_TRUSTED_PROXIES": ",".join(str(n) for n in settings.trusted_proxies),
             "OTAMETER_ACCESS_LOG": "1" if access_log else "",
+            **settings.limit_environment(),
         }
     )
     metrics_dir = _metrics_dir(workers)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -30,6 +30,7 @@ from sqlalchemy import Connection
 from .events import CheckIn
 from .fold import Fold, FoldedFacts, IpPredicate
 from .ingest import Pipeline, store_facts
+from .limits import Arrival, NewDeviceLimit, note_arrival
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,8 @@ class PreparedFold:
     facts: FoldedFacts | None
     # Whether the log held more rows than were read.
     more: bool = False
+    # The live check-ins by device, for the new-devices limit (decided in ``consume``).
+    arrivals: dict[tuple[str, str], Arrival] = field(default_factory=dict)
 
 
 def prepare(conn: Connection, is_google_ip: IpPredicate, limit: int = 1000) -> PreparedFold:
@@ -120,6 +123,7 @@ def prepare(conn: Connection, is_google_ip: IpPredicate, limit: int = 1000) -> P
     add = fold.add_checkin
     count = 0
     ids: list[int] = []
+    arrivals: dict[tuple[str, str], Arrival] = {}
     for row_id, app_id, record in rows:
         try:
             checkins = decode_record(bytes(record))
@@ -133,15 +137,20 @@ def prepare(conn: Connection, is_google_ip: IpPredicate, limit: int = 1000) -> P
         if app_id in apps:
             for checkin in checkins:
                 add(checkin)
+                note_arrival(arrivals, checkin)
     # A read of nothing but unreadable rows says nothing more is pending: no busy loop.
-    return PreparedFold(ids, count, fold.seal(), more and bool(ids))
+    return PreparedFold(ids, count, fold.seal(), more and bool(ids), arrivals)
 
 
-def consume(conn: Connection, prepared: PreparedFold) -> bool:
+def consume(
+    conn: Connection, prepared: PreparedFold, new_devices: NewDeviceLimit | None = None
+) -> bool:
     """Delete the prepared rows and store their facts, in the caller's transaction.
 
     False, with nothing written, when any of the rows is gone: another fold consumed it, and
-    the caller prepares again.
+    the caller prepares again. With ``new_devices``, the devices the limit refuses here (in
+    the transaction that would store them, so every process counts against one allowance)
+    are left out of the facts: not stored, not counted.
     """
     if not prepared.ids:
         return True
@@ -152,10 +161,31 @@ def consume(conn: Connection, prepared: PreparedFold) -> bool:
     if deleted != len(prepared.ids):
         savepoint.rollback()
         return False
-    if prepared.facts is not None:
-        store_facts(conn, prepared.facts)
+    facts = prepared.facts
+    if facts is not None and new_devices is not None and prepared.arrivals:
+        refused = new_devices.refuse(conn, prepared.arrivals)
+        if refused:
+            facts = without_devices(facts, refused)
+    if facts is not None:
+        store_facts(conn, facts)
     savepoint.commit()
     return True
+
+
+def without_devices(facts: FoldedFacts, refused: set[tuple[str, str]]) -> FoldedFacts:
+    """The facts without the rows and the activity of the ``refused`` (app, device) pairs."""
+    rows: list[list[Any]] = []
+    moved: dict[int, int] = {}
+    for i, row in enumerate(facts.device_rows):
+        if (row[0], row[1]) not in refused:
+            moved[i] = len(rows)
+            rows.append(row)
+    activity = {}
+    for group, members in facts.activity.items():
+        kept = [moved[i] for i in members if i in moved]
+        if kept:
+            activity[group] = kept
+    return FoldedFacts(rows, activity, facts.downloads)
 
 
 def fold_everything(conn: Connection, is_google_ip: IpPredicate | None = None) -> int:

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -25,14 +26,33 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 
-from . import checkin_log
-from .events import CheckIn, Event, Outcome
+from . import checkin_log, metrics
+from .events import (
+    BundleDelete,
+    BundleUpload,
+    CheckIn,
+    Download,
+    DownloadCorrection,
+    Event,
+    Outcome,
+    PluginStat,
+)
 from .ingest import Pipeline
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 Waiter = asyncio.Future[Any] | concurrent.futures.Future[Any]
+
+# The ``kind`` label of otameter_events_ingested_total.
+EVENT_KINDS: dict[type, str] = {
+    CheckIn: "checkin",
+    Download: "download",
+    DownloadCorrection: "download_correction",
+    BundleUpload: "upload",
+    BundleDelete: "delete",
+    PluginStat: "stat",
+}
 
 
 @dataclass(slots=True)
@@ -130,6 +150,11 @@ class Writer:
         self._put(_Job(None, call, waiter))
         return waiter
 
+    @property
+    def alive(self) -> bool:
+        """The writer thread runs and takes jobs (readiness)."""
+        return self._thread is not None and self._thread.is_alive() and not self._stopping
+
     def _put(self, job: _Job) -> None:
         if self._thread is None or self._stopping:
             raise WriterStopped("the writer is not running")
@@ -156,6 +181,7 @@ class Writer:
                     break
                 batch.append(job)
                 size += job.size
+            metrics.QUEUE_DEPTH.set(self._queue.qsize())
             self._execute(batch)
             if stop_after:
                 break
@@ -193,6 +219,8 @@ class Writer:
         conn = self._connection()
         # By the batch's positions: events are applied in groups, check-ins logged at the end.
         results: list[Any] = [None] * len(batch)
+        kinds: list[str] = []
+        started = time.perf_counter()
         with self.lock, conn.begin():
             pending: list[tuple[int, Sequence[Event]]] = []
             checkins: list[CheckIn] = []
@@ -207,6 +235,7 @@ class Writer:
                     results[position] = outcomes[offset : offset + len(events)]
                     offset += len(events)
                 self.events_written += len(flat)
+                kinds.extend(EVENT_KINDS.get(type(event), "other") for event in flat)
                 pending.clear()
 
             for position, job in enumerate(batch):
@@ -222,12 +251,18 @@ class Writer:
             if checkins:
                 checkin_log.append(conn, checkins)
                 self.events_written += len(checkins)
+                kinds.extend("checkin" for _ in checkins)
         self.commits += 1
+        metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
+        if kinds:
+            metrics.COMMIT_EVENTS.observe(len(kinds))
+            metrics.count_events(kinds)
         return results
 
     def _log_autocommit(self, batch: list[_Job]) -> None:
         """PostgreSQL: log a batch of check-ins with one statement in autocommit mode."""
         checkins = [job.checkin for job in batch if job.checkin is not None]
+        started = time.perf_counter()
         try:
             rows = checkin_log.log_rows(checkins)
             if self._log_conn is None or self._log_conn.closed:
@@ -243,6 +278,9 @@ class Writer:
             return
         self.commits += 1
         self.events_written += len(checkins)
+        metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
+        metrics.COMMIT_EVENTS.observe(len(checkins))
+        metrics.count_events(["checkin"] * len(checkins))
         self._resolve([(job, None) for job in batch])
 
     def _open_log_connection(self) -> Any:

@@ -92,6 +92,11 @@ async def update_check(rt: Runtime, request: Request, body: bytes) -> Response:
     snapshot = await app_snapshot(rt, req.app_id)
     if snapshot is None:
         return unknown_app_backoff(req.app_id)
+    wait = await rt.limits.checkins.admit(req.app_id, req.device_id)
+    if wait is not None:
+        return rate_limited(wait, "Too many update checks from this device")
+    # The new-devices limit is applied when the rollup folds the log (checkin_log.py): the
+    # answer does not wait for the device table, so a refused new device is answered 200.
     await rt.writer.append(
         CheckIn(
             req.app_id,
@@ -106,6 +111,7 @@ async def update_check(rt: Runtime, request: Request, body: bytes) -> Response:
             req.plugin_version,
             req.custom_id,
             client_ip(request, rt.settings.trusted_proxies),
+            live=True,
         )
     )
     return EncodedJSON(orjson.dumps(update_answer(rt, request, snapshot, req)))
@@ -124,6 +130,15 @@ class EncodedJSON(Response):
             (b"content-type", b"application/json"),
             (b"content-length", b"%d" % len(body)),
         ]
+
+
+def rate_limited(wait: int, message: str) -> JSONResponse:
+    """429 with ``Retry-After``, which the plugin honours (it also reads retryAfterSeconds)."""
+    return JSONResponse(
+        {**protocol.no_update("too_many_requests", message), "retryAfterSeconds": wait},
+        status_code=429,
+        headers={"retry-after": str(wait)},
+    )
 
 
 def update_answer(
@@ -236,7 +251,7 @@ async def stats(request: Request) -> Response:
     rt = runtime(request)
     try:
         data = protocol.decode_json(await request.body())
-        parsed = protocol.parse_stats_body(data)
+        parsed = protocol.parse_stats_body(data, rt.settings.stats_max_events)
     except ProtocolError as exc:
         return JSONResponse(exc.body(), status_code=exc.http_status)
     now_ms = to_ms(rt.clock.now())
@@ -264,6 +279,11 @@ async def stats(request: Request) -> Response:
             )
         )
         results.append(protocol.stats_result(index))
+    devices = {(event.app_id, event.device_id) for event in events}
+    waits = [await rt.limits.stats.admit(app_id, device_id) for app_id, device_id in devices]
+    longest = max((wait for wait in waits if wait is not None), default=None)
+    if longest is not None:
+        return rate_limited(longest, "Too many stats posts from this device")
     if events:
         await rt.submit(events)
     if isinstance(data, list):

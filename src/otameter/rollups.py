@@ -388,8 +388,10 @@ def upsert_daily_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
 
 
 def rollup_lag_seconds(conn: Connection, now_ms: int) -> float:
-    """How long acknowledged facts may have waited for the rollup (0 when none waits)."""
-    waiting = conn.scalar(select(s.activity_deltas.c.id).limit(1)) is not None
+    """How long acknowledged facts may have waited for the rollup (0 when none waits): logged
+    check-ins, deltas, queued days."""
+    waiting = conn.scalar(select(s.checkin_log.c.id).limit(1)) is not None
+    waiting = waiting or conn.scalar(select(s.activity_deltas.c.id).limit(1)) is not None
     waiting = waiting or conn.scalar(select(s.rollup_queue.c.id).limit(1)) is not None
     if not waiting:
         return 0.0

@@ -9,6 +9,7 @@ from pathlib import Path
 
 DEFAULT_DATABASE_URL = "sqlite:///./otameter.db"
 DEFAULT_DATA_DIR = "./otameter-data"
+DEFAULT_MAX_BUNDLE_BYTES = 512 * 1024 * 1024
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -42,6 +43,8 @@ class Settings:
     # Time-to-live of the in-process caches of apps and channels used on the hot path.
     cache_ttl_seconds: float = 2.0
     trial_days: int = 14
+    # Largest bundle zip an upload may store (413 past it).
+    max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -55,6 +58,13 @@ class Settings:
             "trusted_proxies": parse_networks(env.get("OTAMETER_TRUSTED_PROXIES")),
             "sqlite_synchronous": env.get("OTAMETER_SQLITE_SYNCHRONOUS", "FULL").upper(),
         }
+        if env.get("OTAMETER_MAX_BUNDLE_SIZE"):
+            from .plans import parse_quantity
+
+            try:
+                values["max_bundle_bytes"] = parse_quantity(env["OTAMETER_MAX_BUNDLE_SIZE"])
+            except ValueError as exc:
+                raise ValueError(f"OTAMETER_MAX_BUNDLE_SIZE: {exc}") from None
         if "OTAMETER_TRIAL_DAYS" in env:
             values["trial_days"] = int(env["OTAMETER_TRIAL_DAYS"])
         for key, value in overrides.items():

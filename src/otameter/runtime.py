@@ -12,8 +12,9 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from . import schema as s
+from .bundle_store import BundleStores, sweep_abandoned
 from .catalog import Catalog
-from .clock import Clock, SystemClock
+from .clock import Clock, SystemClock, to_ms
 from .config import Settings
 from .db import create_db_engine, sqlite_write_lock
 from .events import Event, Outcome
@@ -60,6 +61,9 @@ class Runtime:
         )
         self.webhooks = WebhookDispatcher(self.writer, self.clock)
         self.webhook_worker = Periodic("otameter-webhooks", self.webhooks.deliver_due, 1.0)
+        # Bundle bytes: files on SQLite, the database on PostgreSQL (bundle_store.py).
+        self.bundles = BundleStores(self.read_engine, settings.bundle_dir)
+        self.bundle_sweeper = Periodic("otameter-bundle-sweep", self.sweep_bundles, 3600.0)
         self._secret: bytes | None = None
         self.started = False
 
@@ -70,12 +74,14 @@ class Runtime:
             self.rollup_worker.start()
             self.plan_worker.start()
             self.webhook_worker.start()
+            self.bundle_sweeper.start()
         self.started = True
 
     def stop(self) -> None:
         self.rollup_worker.stop()
         self.plan_worker.stop()
         self.webhook_worker.stop()
+        self.bundle_sweeper.stop()
         self.webhooks.close()
         self.writer.stop()
         if self._write_lock is not None:
@@ -86,6 +92,14 @@ class Runtime:
 
     async def submit(self, events: Sequence[Event]) -> list[Outcome]:
         return await self.writer.submit(events)
+
+    def sweep_bundles(self) -> int:
+        """Remove the bytes of uploads that a crash cut short; returns how many."""
+        now_ms = to_ms(self.clock.now())
+        gone = self.writer.run_blocking(lambda conn: sweep_abandoned(conn, self.bundles, now_ms))
+        for bundle in gone:
+            self.bundles.remove(bundle)
+        return len(gone)
 
     # -- signed download links -------------------------------------------------------------
 

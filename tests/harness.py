@@ -136,6 +136,7 @@ def running(
     start: datetime = START,
     trusted: str | None = "127.0.0.0/8",
     client_host: str = "127.0.0.1",
+    **settings_overrides: Any,
 ) -> Iterator[Harness]:
     """An otameter on ``db_url`` whose clock starts at ``start`` and moves only when told.
 
@@ -147,6 +148,7 @@ def running(
         trusted_proxies=parse_networks(trusted) if trusted else (),
         rollup_interval_seconds=0,
         public_url="http://otameter.test",
+        **settings_overrides,
     )
     migrate(db_url)
     clock = ManualClock(start)

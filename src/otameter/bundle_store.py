@@ -23,6 +23,7 @@ import hashlib
 import io
 import os
 import uuid
+from collections.abc import Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ __all__ = [
     "DatabaseStore",
     "FileStore",
     "StagedUpload",
+    "TrackedUpload",
     "copy_into",
     "delete_chunks",
     "sweep_abandoned",
@@ -74,7 +76,8 @@ class BundleBytes:
 class StagedUpload(Protocol):
     """Bytes of one upload being stored; blocking calls, run them in a thread."""
 
-    bundle: BundleBytes
+    @property
+    def bundle(self) -> BundleBytes: ...
 
     def write(self, data: Bytes) -> None: ...
 
@@ -83,6 +86,30 @@ class StagedUpload(Protocol):
 
     def abort(self) -> None:
         """Remove whatever was written."""
+
+
+class TrackedUpload:
+    """A staged upload whose ``abort`` also forgets its ``bundle_uploads`` row."""
+
+    def __init__(self, staged: StagedUpload, forget: Callable[[], object]) -> None:
+        self.staged = staged
+        self.forget = forget
+
+    @property
+    def bundle(self) -> BundleBytes:
+        return self.staged.bundle
+
+    def write(self, data: Bytes) -> None:
+        self.staged.write(data)
+
+    def finish(self) -> None:
+        self.staged.finish()
+
+    def abort(self) -> None:
+        try:
+            self.staged.abort()
+        finally:
+            self.forget()
 
 
 class AsyncReader(Protocol):

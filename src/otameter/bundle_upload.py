@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
@@ -105,7 +106,8 @@ class _Collector:
         self._part.name = name.decode("utf-8", "replace")
         self._part.is_file = b"filename" in options
         if self._part.is_file:
-            self.events.append(("file", self._part.name))
+            # The fields as they stand when the file begins: only those can authorize it.
+            self.events.append(("file", (self._part.name, dict(self.fields))))
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._part.is_file:
@@ -179,14 +181,14 @@ async def receive_bundle(request: Request, max_bytes: int, prepare: Prepare) -> 
                 raise bad_request("Invalid multipart body") from None
             for kind, value in collector.events:
                 if kind == "file":
-                    if value != "file" or part is not None:
+                    name, fields_before = value
+                    if name != "file" or part is not None:
                         raise bad_request("The form takes one file part, named 'file'")
-                    missing = [k for k in ("app_id", "version") if k not in collector.fields]
-                    if missing:
+                    if "app_id" not in fields_before or "version" not in fields_before:
                         raise bad_request(
                             "'app_id' and 'version' must come before 'file' in the form"
                         )
-                    part = _FilePart(await prepare(dict(collector.fields)), max_bytes)
+                    part = _FilePart(await prepare(fields_before), max_bytes)
                 elif kind == "data":
                     assert part is not None
                     part.add(value)
@@ -204,6 +206,8 @@ async def receive_bundle(request: Request, max_bytes: int, prepare: Prepare) -> 
             raise bad_request("'file' (a zip) is required")
     except BaseException:
         if part is not None:
-            await run_in_threadpool(part.staged.abort)
+            # Under cancellation (a client gone) too: nothing of the upload may stay.
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(part.staged.abort)
         raise
     return Received(collector.fields, part.staged, part.size, part.digest.hexdigest())

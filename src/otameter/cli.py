@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from .cli_bundles import bundles_app
 from .cli_client import register as register_client_commands
 from .cli_common import DataDirOption, DbOption, err, settings_or_exit, write_transaction
 from .cli_common import fail as _fail
@@ -28,6 +29,7 @@ app.add_typer(user_app, name="user")
 app.add_typer(ranges_app, name="google-ranges")
 app.add_typer(plan_app, name="plan")
 app.add_typer(org_app, name="org")
+app.add_typer(bundles_app, name="bundles")
 
 
 @app.command()
@@ -52,18 +54,33 @@ def serve(
             envvar="OTAMETER_TRUSTED_PROXIES",
         ),
     ] = None,
+    max_bundle_size: Annotated[
+        str | None,
+        typer.Option(
+            help="Largest bundle zip an upload may store (e.g. 512MiB, 2GB).",
+            envvar="OTAMETER_MAX_BUNDLE_SIZE",
+        ),
+    ] = None,
     demo: Annotated[bool, typer.Option(help="Fill an empty database with demo data.")] = False,
 ) -> None:
     """Run the HTTP server (creates or upgrades the schema first)."""
+    from .plans import parse_quantity
+
+    try:
+        max_bundle_bytes = parse_quantity(max_bundle_size) if max_bundle_size else None
+    except ValueError as exc:
+        raise _fail(f"--max-bundle-size: {exc}", 2) from None
     settings = settings_or_exit(
         database_url=db,
         data_dir=data_dir,
         public_url=public_url,
         trusted_proxies=parse_networks(trusted_proxy) if trusted_proxy else None,
+        max_bundle_bytes=max_bundle_bytes,
     )
     from .db import migrate as run_migrations
 
     run_migrations(settings.database_url)
+    _hint_bundle_files(settings)
     if demo:
         _seed_demo(settings, host, port)
     # Worker processes read their settings from the environment.
@@ -72,6 +89,7 @@ def serve(
             "OTAMETER_DATABASE_URL": settings.database_url,
             "OTAMETER_DATA_DIR": str(settings.data_dir),
             "OTAMETER_TRUSTED_PROXIES": ",".join(str(n) for n in settings.trusted_proxies),
+            "OTAMETER_MAX_BUNDLE_SIZE": str(settings.max_bundle_bytes),
         }
     )
     if settings.public_url:
@@ -80,6 +98,26 @@ def serve(
 
     err.print(f"otameter listening on http://{host}:{port} ({settings.database_url})")
     run_server(settings, host, port, workers)
+
+
+def _hint_bundle_files(settings: Settings) -> None:
+    """On PostgreSQL, say when bundles are still files that only this machine can serve."""
+    if settings.database_url.startswith("sqlite"):
+        return
+    from .bundle_move import files_left
+    from .db import create_db_engine
+
+    engine = create_db_engine(settings.database_url)
+    try:
+        left = files_left(engine)
+    finally:
+        engine.dispose()
+    if left:
+        err.print(
+            f"[yellow]{left} bundles are files in a data directory[/yellow]: only the machine "
+            "holding them serves them. Move them into the database with "
+            "`otameter bundles move-to-database --db URL --data-dir DIR` on that machine."
+        )
 
 
 def _seed_demo(settings: Settings, host: str, port: int) -> None:
@@ -112,6 +150,7 @@ def migrate(db: DbOption = None) -> None:
 
     run_migrations(settings.database_url)
     err.print("schema is up to date")
+    _hint_bundle_files(settings)
 
 
 @user_app.command("create")

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from .. import schema as s
 from ..auth import KEY_MODES, ROLES, Level, Principal, hash_key, new_api_key, org_role
-from ..bundle_store import BundleBytes, StagedUpload
+from ..bundle_store import BundleBytes, StagedUpload, TrackedUpload
 from ..bundle_upload import receive_bundle
 from ..bundles import validate_zip
 from ..clock import to_ms
@@ -456,6 +456,13 @@ async def _begin_upload(
     staged = await run_in_threadpool(store.begin, app_id)
     bundle = staged.bundle
     started_at = to_ms(rt.clock.now())
+    u = s.bundle_uploads.c
+
+    def forget() -> None:
+        rt.writer.run_blocking(
+            lambda conn: conn.execute(delete(s.bundle_uploads).where(u.bundle_id == bundle.id))
+        )
+
     try:
         await rt.writer.run(
             lambda conn: conn.execute(
@@ -471,7 +478,7 @@ async def _begin_upload(
     except BaseException:
         await run_in_threadpool(staged.abort)
         raise
-    return staged
+    return TrackedUpload(staged, forget)
 
 
 def _validate_stored(rt: Runtime, staged: StagedUpload) -> None:
@@ -482,13 +489,8 @@ def _validate_stored(rt: Runtime, staged: StagedUpload) -> None:
 
 async def _abort(rt: Runtime, staged: StagedUpload) -> None:
     """Remove an upload's bytes and its in-progress row, even under cancellation."""
-    bundle_id = staged.bundle.id
-    u = s.bundle_uploads.c
     with anyio.CancelScope(shield=True):
         await run_in_threadpool(staged.abort)
-        await rt.writer.run(
-            lambda conn: conn.execute(delete(s.bundle_uploads).where(u.bundle_id == bundle_id))
-        )
 
 
 async def list_bundles(request: Request) -> Response:

@@ -44,9 +44,10 @@ class Reader(Protocol):
     async def read(self, size: int) -> bytes: ...
 
 
-Opener = Callable[[int], AbstractAsyncContextManager[Reader]]
-"""``opener(start)``: the body's bytes from ``start`` on (a file, or a bundle store's chunks).
-Entering it may fail (bytes missing): that happens before the response starts."""
+Opener = Callable[[int, int], AbstractAsyncContextManager[Reader]]
+"""``opener(start, length)``: the ``length`` bytes of the body from ``start`` on (a file, or a
+bundle store's chunks). Entering it may fail (bytes missing): that happens before the
+response starts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +304,7 @@ class MeteredFileResponse(Response):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     @asynccontextmanager
-    async def _open_file(self, start: int) -> AsyncIterator[Reader]:
+    async def _open_file(self, start: int, length: int) -> AsyncIterator[Reader]:
         assert self.path is not None
         file = await anyio.open_file(self.path, "rb")
         try:
@@ -324,7 +325,7 @@ class MeteredFileResponse(Response):
     ) -> None:
         transfer = _Transfer()
         # Opened before the response starts, so missing bytes still become a clean 500.
-        async with self.opener(selected.start) as file:
+        async with self.opener(selected.start, selected.length) as file:
             try:
                 await self._transfer(file, start, selected.length, receive, send, transfer)
             finally:

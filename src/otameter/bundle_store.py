@@ -243,6 +243,12 @@ class DatabaseStore:
 
     def insert_chunk(self, bundle: BundleBytes, seq: int, data: bytes) -> None:
         with self.engine.begin() as conn:
+            if self._binary:
+                # No flush per chunk: the commit that records the bundle (or switches it
+                # over, in a move) is synchronous and flushes the write-ahead log up to
+                # itself, chunks included; chunks of an upload lost in a crash before that
+                # belong to no bundle.
+                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
             conn.execute(
                 s.bundle_chunks.insert().values(
                     app_id=bundle.app_id, bundle_id=bundle.id, seq=seq, data=data

@@ -23,7 +23,7 @@ import anyio
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from .bundle_store import CHUNK_BYTES, StagedUpload
 from .errors import ApiError, bad_request
@@ -204,6 +204,12 @@ async def receive_bundle(request: Request, max_bytes: int, prepare: Prepare) -> 
             raise bad_request("Invalid multipart body") from None
         if part is None or not part.ended:
             raise bad_request("'file' (a zip) is required")
+    except ClientDisconnect:
+        # An ordinary end of an upload: nobody is left to read the answer.
+        if part is not None:
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(part.staged.abort)
+        raise bad_request("The upload was cut short") from None
     except BaseException:
         if part is not None:
             # Under cancellation (a client gone) too: nothing of the upload may stay.

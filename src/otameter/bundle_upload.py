@@ -14,8 +14,10 @@ send them when written in that order; ``channel`` may come anywhere.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,7 +130,11 @@ class _Collector:
 
 
 class _FilePart:
-    """The file part on its way into the store: limit, checksum, chunked writes."""
+    """The file part on its way into the store: limit, checksum, chunked writes.
+
+    One chunk is written (in a thread) while the next one is received, so that the store's
+    write and the network overlap; at most one write is outstanding.
+    """
 
     def __init__(self, staged: StagedUpload, max_bytes: int) -> None:
         self.staged = staged
@@ -137,6 +143,7 @@ class _FilePart:
         self.digest = hashlib.sha256()
         self.buffer = bytearray()
         self.ended = False
+        self._writing: asyncio.Future[None] | None = None
 
     def add(self, data: bytes) -> None:
         self.size += len(data)
@@ -151,10 +158,27 @@ class _FilePart:
         if self.buffer and (final or len(self.buffer) >= CHUNK_BYTES):
             data = bytes(self.buffer)
             self.buffer.clear()
-            await run_in_threadpool(self.staged.write, data)
+            await self.settle()
+            loop = asyncio.get_running_loop()
+            self._writing = loop.run_in_executor(None, self.staged.write, data)
         if final:
+            await self.settle()
             await run_in_threadpool(self.staged.finish)
             self.ended = True
+
+    async def settle(self) -> None:
+        """Wait for the outstanding write (raising its error)."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            await writing
+
+    async def abort(self) -> None:
+        # Under cancellation (a client gone) too: nothing of the upload may stay.
+        with anyio.CancelScope(shield=True):
+            # The write in flight must end before its bytes can be removed.
+            with suppress(Exception):
+                await self.settle()
+            await run_in_threadpool(self.staged.abort)
 
 
 async def receive_bundle(request: Request, max_bytes: int, prepare: Prepare) -> Received:
@@ -207,13 +231,10 @@ async def receive_bundle(request: Request, max_bytes: int, prepare: Prepare) -> 
     except ClientDisconnect:
         # An ordinary end of an upload: nobody is left to read the answer.
         if part is not None:
-            with anyio.CancelScope(shield=True):
-                await run_in_threadpool(part.staged.abort)
+            await part.abort()
         raise bad_request("The upload was cut short") from None
     except BaseException:
         if part is not None:
-            # Under cancellation (a client gone) too: nothing of the upload may stay.
-            with anyio.CancelScope(shield=True):
-                await run_in_threadpool(part.staged.abort)
+            await part.abort()
         raise
     return Received(collector.fields, part.staged, part.size, part.digest.hexdigest())

@@ -318,3 +318,15 @@ def test_any_server_serves_and_deletes_what_another_stored(
     assert b.client.get(path).status_code == 404
     assert figures(b, key, "2024-05-16") == {"storage": 0, "bandwidth": 0}
     assert figures(a, key, "2024-05-15") == {"storage": size, "bandwidth": 2 * size}
+
+
+def test_the_size_limit_is_configured_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from otameter.config import DEFAULT_MAX_BUNDLE_BYTES, Settings
+
+    monkeypatch.delenv("OTAMETER_MAX_BUNDLE_SIZE", raising=False)
+    assert Settings.from_env().max_bundle_bytes == DEFAULT_MAX_BUNDLE_BYTES
+    monkeypatch.setenv("OTAMETER_MAX_BUNDLE_SIZE", "2MiB")
+    assert Settings.from_env().max_bundle_bytes == 2 * 1024 * 1024
+    monkeypatch.setenv("OTAMETER_MAX_BUNDLE_SIZE", "lots")
+    with pytest.raises(ValueError, match="OTAMETER_MAX_BUNDLE_SIZE"):
+        Settings.from_env()

@@ -107,6 +107,15 @@ def test_moved_files_are_served_by_every_server(
     assert a.client.get(path).content == data
     assert b.client.get(path).status_code == 404
     before = figures(a, key, "2024-05-15")
+    # `migrate` says what is left to move.
+    hint = subprocess.run(
+        [sys.executable, "-m", "otameter", "migrate", "--db", postgres_url],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert hint.returncode == 0 and "2 bundles are files" in hint.stderr, hint.stderr
 
     done = move_command(postgres_url, a.rt.settings.data_dir)
     assert done.returncode == 0, done.stderr

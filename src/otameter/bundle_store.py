@@ -7,7 +7,8 @@
 
 Both are written as an upload streams in (:meth:`BundleStore.begin` gives a
 :class:`StagedUpload`), read back through a seekable file object (zip validation, moves,
-backups) and streamed to downloads from any offset, holding at most one chunk in memory.
+backups) and streamed to downloads from any offset, holding a few chunks in memory at most,
+whatever the bundle's size.
 ``bundles.storage`` records which store holds a bundle, so a PostgreSQL deployment whose
 older bundles are still files keeps serving them until ``otameter bundles
 move-to-database`` moves them (``bundle_move.py``).
@@ -232,9 +233,9 @@ class DatabaseStore:
 
     kind = DATABASE
 
-    def __init__(self, engine: Engine, chunk_bytes: int = CHUNK_BYTES) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.chunk_bytes = chunk_bytes
+        self.chunk_bytes = CHUNK_BYTES
         self._binary = engine.dialect.name == "postgresql"
 
     def begin(self, app_id: str) -> _DatabaseUpload:

@@ -221,14 +221,19 @@ def main() -> None:
                 f"{'resumed download through B (second half)':<44} {resumed:8.2f} "
                 f"{resumed_bytes / MB / resumed:8.1f}"
             )
+            # Other work on the machine shows in every figure: say how busy it was.
+            load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+            print(f"load average at the end: {load} ({os.cpu_count()} CPUs)")
             print()
-            print(f"{'server':<36} {'idle RSS':>9} {'peak RSS':>9}")
             for label, server, peak in (
                 ("A (took the upload)", a, rss_a_upload),
                 ("B (served the downloads)", b, b.peak_rss_kb),
-                ("SQLite server (file store)", files, files.peak_rss_kb),
+                ("the SQLite server (file store)", files, files.peak_rss_kb),
             ):
-                print(f"{label:<36} {server.idle_rss_kb / 1024:7.0f}MB {peak / 1024:7.0f}MB")
+                print(
+                    f"peak RSS of {label}: {peak / 1024:.0f} MB "
+                    f"(idle {server.idle_rss_kb / 1024:.0f} MB)"
+                )
     finally:
         pg.close()
         for path in sorted(work.rglob("*"), reverse=True):

@@ -330,3 +330,31 @@ def test_the_size_limit_is_configured_by_the_environment(monkeypatch: pytest.Mon
     monkeypatch.setenv("OTAMETER_MAX_BUNDLE_SIZE", "lots")
     with pytest.raises(ValueError, match="OTAMETER_MAX_BUNDLE_SIZE"):
         Settings.from_env()
+
+
+def test_a_range_reads_only_its_chunks(postgres_url: str, tmp_path: Path) -> None:
+    with running(postgres_url, tmp_path / "data") as h:
+        key = setup_app(h)
+        data = big_zip(4 * CHUNK_BYTES + 500, seed=11)
+        h.upload(key, APP, "1.0.0", data)
+        path = download_path(h, str(uuid.uuid4()))
+        store = h.rt.bundles.database
+        fetched: list[int] = []
+        real_chunk = store.chunk
+
+        def chunk(bundle: object, seq: int) -> bytes:
+            fetched.append(seq)
+            return real_chunk(bundle, seq)  # type: ignore[arg-type]
+
+        store.chunk = chunk  # type: ignore[method-assign]
+        last = 4 * CHUNK_BYTES + 10
+        r = h.client.get(path, headers={"range": f"bytes={last}-{last + 9}"})
+        assert r.status_code == 206 and r.content == data[last : last + 10]
+        assert fetched == [4]
+        fetched.clear()
+        r = h.client.get(path, headers={"range": f"bytes={CHUNK_BYTES - 5}-{CHUNK_BYTES + 4}"})
+        assert r.content == data[CHUNK_BYTES - 5 : CHUNK_BYTES + 5]
+        assert fetched == [0, 1]
+        fetched.clear()
+        assert h.client.get(path).content == data
+        assert fetched == [0, 1, 2, 3, 4]

@@ -460,10 +460,11 @@ class BundleStores:
         raise ValueError(f"unknown bundle storage {storage!r}")
 
     def remove(self, bundle: BundleBytes) -> None:
-        """Free a deleted bundle's bytes. Database chunks go in the delete's own transaction
-        (``ingest.py``); this removes a file, and is harmless when nothing is left."""
-        with suppress(FileNotFoundError):
-            self.of(bundle.storage).remove(bundle)
+        """Free a deleted bundle's file. Database chunks go in the delete's own transaction
+        (``ingest.py``), so only files are left to remove; a missing one is fine."""
+        if bundle.storage == FILE:
+            with suppress(FileNotFoundError):
+                self.files.remove(bundle)
 
 
 def sweep_abandoned(conn: Connection, stores: BundleStores, now_ms: int) -> list[BundleBytes]:

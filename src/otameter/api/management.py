@@ -329,7 +329,7 @@ def _free_bytes(rt: Runtime, deleted: list[dict[str, Any]]) -> None:
     """After a delete's commit: remove the files of deleted bundles (database bytes went in
     the delete's own transaction)."""
     for value in deleted:
-        if value.get("storage"):
+        if value.get("storage") == "file":
             rt.bundles.remove(
                 BundleBytes(
                     value["id"],
@@ -361,7 +361,7 @@ async def upload_bundle(request: Request) -> Response:
         try:
             await run_in_threadpool(_validate_stored, rt, staged)
         except BaseException:
-            await _abort(rt, staged)
+            await _abort(staged)
             raise
         fields = received.fields
         app_id, version = fields["app_id"], fields["version"]
@@ -414,11 +414,11 @@ async def upload_bundle(request: Request) -> Response:
         (outcome,) = await rt.submit([event])
     except BaseException:
         if staged is not None:
-            await _abort(rt, staged)
+            await _abort(staged)
         raise
     if not outcome.ok:
         if staged is not None:
-            await _abort(rt, staged)
+            await _abort(staged)
         raise _rejection(outcome)
     rt.catalog.invalidate(app_id)
     row = outcome.value
@@ -487,7 +487,7 @@ def _validate_stored(rt: Runtime, staged: StagedUpload) -> None:
         validate_zip(source)
 
 
-async def _abort(rt: Runtime, staged: StagedUpload) -> None:
+async def _abort(staged: StagedUpload) -> None:
     """Remove an upload's bytes and its in-progress row, even under cancellation."""
     with anyio.CancelScope(shield=True):
         await run_in_threadpool(staged.abort)

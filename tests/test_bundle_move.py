@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from alembic import command
+from alembic.script import ScriptDirectory
 from sqlalchemy import func, select, text, update
 
 from otameter import schema as s
@@ -217,7 +218,9 @@ def test_bytes_that_do_not_match_the_checksum_are_refused(
 
 def test_migration_0009_both_ways(db_url: str, tmp_path: Path) -> None:
     config = alembic_config(db_url)
-    command.upgrade(config, "0003")
+    # The revision before 0009, whatever it is now.
+    previous = str(ScriptDirectory.from_config(config).get_revision("0009").down_revision)
+    command.upgrade(config, previous)
     engine = create_db_engine(db_url)
 
     def bundle_rows() -> list[tuple[str, str | None]]:
@@ -246,7 +249,7 @@ def test_migration_0009_both_ways(db_url: str, tmp_path: Path) -> None:
             storage = dict(conn.execute(text("SELECT id, storage FROM bundles")).all())
         # Files stay files until they are moved; external bundles have no bytes here.
         assert storage == {"b1": "file", "b2": None}
-        command.downgrade(config, "0003")
+        command.downgrade(config, previous)
         assert bundle_rows() == before
         migrate(db_url)
         if engine.dialect.name == "postgresql":
@@ -254,7 +257,7 @@ def test_migration_0009_both_ways(db_url: str, tmp_path: Path) -> None:
             with engine.begin() as conn:
                 conn.execute(text("UPDATE bundles SET storage = 'database' WHERE id = 'b1'"))
             with pytest.raises(RuntimeError, match="stored in the database"):
-                command.downgrade(config, "0003")
+                command.downgrade(config, previous)
             migrate(db_url)
     finally:
         engine.dispose()

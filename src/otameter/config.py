@@ -27,6 +27,15 @@ def parse_networks(values: list[str] | str | None) -> tuple[Network, ...]:
         raise ValueError(f"invalid trusted proxy CIDR: {exc}") from None
 
 
+# Integer settings read from OTAMETER_<NAME>, e.g. OTAMETER_AUTH_FAILURE_LIMIT.
+_INT_SETTINGS = (
+    "auth_failure_limit",
+    "auth_failure_window_seconds",
+    "signin_failure_limit",
+    "signin_failure_window_seconds",
+)
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -45,6 +54,12 @@ class Settings:
     trial_days: int = 14
     # Largest bundle zip an upload may store (413 past it).
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES
+    # Failed authentications allowed per client address and window: API keys, then dashboard
+    # sign-ins (README "Abuse limits"). A limit of 0 turns that limit off.
+    auth_failure_limit: int = 30
+    auth_failure_window_seconds: int = 300
+    signin_failure_limit: int = 10
+    signin_failure_window_seconds: int = 300
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -67,6 +82,15 @@ class Settings:
                 raise ValueError(f"OTAMETER_MAX_BUNDLE_SIZE: {exc}") from None
         if "OTAMETER_TRIAL_DAYS" in env:
             values["trial_days"] = int(env["OTAMETER_TRIAL_DAYS"])
+        for name in _INT_SETTINGS:
+            variable = "OTAMETER_" + name.upper()
+            if variable in env:
+                try:
+                    values[name] = int(env[variable])
+                except ValueError:
+                    raise ValueError(f"{variable} must be an integer") from None
+                if values[name] < 0:  # type: ignore[operator]
+                    raise ValueError(f"{variable} must not be negative")
         for key, value in overrides.items():
             if value is not None:
                 values[key] = value

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from . import schema as s
+from .auth_limits import FailedAuthLimiter, Limit
 from .bundle_store import BundleStores, sweep_abandoned
 from .catalog import Catalog
 from .clock import Clock, SystemClock, to_ms
@@ -64,6 +65,19 @@ class Runtime:
         # Bundle bytes: files on SQLite, the database on PostgreSQL (bundle_store.py).
         self.bundles = BundleStores(self.read_engine, settings.bundle_dir)
         self.bundle_sweeper = Periodic("otameter-bundle-sweep", self.sweep_bundles, 3600.0)
+        # Failed authentications per address (auth_limits.py): API keys, dashboard sign-ins.
+        self.auth_failures = FailedAuthLimiter(
+            self.writer,
+            self.clock,
+            "api",
+            Limit(settings.auth_failure_limit, settings.auth_failure_window_seconds),
+        )
+        self.signin_failures = FailedAuthLimiter(
+            self.writer,
+            self.clock,
+            "dashboard",
+            Limit(settings.signin_failure_limit, settings.signin_failure_window_seconds),
+        )
         self._secret: bytes | None = None
         self.started = False
 

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from .cli_bundles import bundles_app
+from .cli_channels import register as register_channel_commands
 from .cli_client import register as register_client_commands
 from .cli_common import DataDirOption, DbOption, err, settings_or_exit, write_transaction
 from .cli_common import fail as _fail
@@ -270,6 +271,7 @@ def ranges_load(
 
 # Registered last so that they are listed after the server commands.
 register_client_commands(app)  # bundle, stats, usage: commands that talk to a server
+register_channel_commands(app)  # channel set, channel list
 
 
 def main() -> None:

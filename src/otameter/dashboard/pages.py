@@ -220,6 +220,10 @@ def app_page(
 <p class="sub">App <code>{esc(app["app_id"])}</code> in
 <a href="/dashboard/org/{quote(org_id, safe="")}">{esc(org_name)}</a></p></div>
 {_range_and_charts(start, end, today, compare)}
+<section aria-labelledby="channels-h" class="card">
+<h2 id="channels-h">Channels</h2>
+<div id="channels-table"><p class="loading">Loading channels…</p></div>
+</section>
 <section aria-labelledby="bundles-h" class="card">
 <h2 id="bundles-h">Bundles</h2>
 <div id="bundles-table"><p class="loading">Loading bundles…</p></div>

@@ -24,7 +24,7 @@ from .ingest import Pipeline, dialect_insert
 from .periodic import Periodic
 from .plans import PlanEnforcer
 from .rollups import Rollups
-from .webhooks import WebhookDispatcher
+from .webhooks import TargetPolicy, WebhookDispatcher
 from .writer import Writer
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,8 @@ class Runtime:
         self.plan_worker = Periodic(
             "otameter-plans", self.plans.tick, max(1.0, settings.rollup_interval_seconds)
         )
-        self.webhooks = WebhookDispatcher(self.writer, self.clock)
+        self.webhook_policy = TargetPolicy(settings.webhook_allow_private)
+        self.webhooks = WebhookDispatcher(self.writer, self.clock, policy=self.webhook_policy)
         self.webhook_worker = Periodic("otameter-webhooks", self.webhooks.deliver_due, 1.0)
         # Bundle bytes: files on SQLite, the database on PostgreSQL (bundle_store.py).
         self.bundles = BundleStores(self.read_engine, settings.bundle_dir)

@@ -138,3 +138,36 @@ def test_keys_sessions_and_invitations_go_down_and_up_keeping_keys(db_url: str) 
             assert conn.execute(text("SELECT count(*) FROM dashboard_sessions")).scalar() == 0
     finally:
         engine.dispose()
+
+
+def test_the_rate_limit_tables_go_and_come_back(db_url: str) -> None:
+    # 0006 adds rate_counters and refused_devices; its downgrade drops them, nothing else.
+    config = alembic_config(db_url)
+
+    def tables() -> set[str]:
+        engine = create_db_engine(db_url)
+        try:
+            with engine.connect() as conn:
+                return set(inspect(conn).get_table_names())
+        finally:
+            engine.dispose()
+
+    migrate(db_url)
+    engine = create_db_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO server_state (key, value) VALUES ('kept', 'yes')")
+    finally:
+        engine.dispose()
+    assert {"rate_counters", "refused_devices"} <= tables()
+    command.downgrade(config, "0006-1")
+    assert not {"rate_counters", "refused_devices"} & tables()
+    migrate(db_url)
+    assert {"rate_counters", "refused_devices"} <= tables()
+    engine = create_db_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            kept = conn.exec_driver_sql("SELECT value FROM server_state WHERE key = 'kept'")
+            assert kept.scalar() == "yes"
+    finally:
+        engine.dispose()

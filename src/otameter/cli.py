@@ -93,6 +93,7 @@ def serve(
             "OTAMETER_DATA_DIR": str(settings.data_dir),
             "OTAMETER_TRUSTED_PROXIES": ",".join(str(n) for n in settings.trusted_proxies),
             "OTAMETER_MAX_BUNDLE_SIZE": str(settings.max_bundle_bytes),
+            **settings.limit_environment(),
         }
     )
     if settings.public_url:

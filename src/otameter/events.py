@@ -28,6 +28,8 @@ class CheckIn(msgspec.Struct, gc=False):
     custom_id: str = ""
     ip: str | None = None
     event_id: str | None = None
+    # Sent by a device to this server now (not imported): subject to the new-devices limit.
+    live: bool = False
 
 
 class Download(msgspec.Struct, gc=False):

@@ -8,14 +8,14 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .. import openapi
 from ..errors import ApiError
 from ..runtime import Runtime
-from . import management, plans, plugin, statistics
+from . import bounds, management, plans, plugin, statistics
 from .common import JSONResponse, error_response
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,23 @@ log = logging.getLogger(__name__)
 async def _api_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return error_response(exc)
+
+
+async def _body_too_large(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, bounds.BodyTooLarge)
+    # The rest of the body is not read: the connection closes after this answer.
+    return Response(
+        bounds.error_body(request.url.path, 413, "payload_too_large", exc.message),
+        status_code=413,
+        media_type="application/json",
+        headers={"connection": "close"},
+    )
+
+
+async def _client_gone(_request: Request, _exc: Exception) -> Response:
+    # The client left, or its stalled body was answered 408 by the server: this answer goes
+    # nowhere (uvicorn drops what is sent to a closed connection).
+    return Response(status_code=400)
 
 
 async def _http_error(_request: Request, exc: Exception) -> Response:
@@ -47,18 +64,32 @@ class OtameterApp(Starlette):
     cost about a quarter of the event loop's time per request there, so this path calls the
     handler itself and answers errors as the app's exception handlers do. Every other
     request takes the usual way.
+
+    Every request first meets the bounds of ``bounds.py`` (body size, control characters in
+    the URL), on both ways.
     """
 
+    body_limits: bounds.BodyLimits
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["method"] == "POST"
-            and scope["path"][len(scope.get("root_path", "")) :] == "/updates"
-        ):
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        path = scope["path"][len(scope.get("root_path", "")) :]
+        limit = self.body_limits.for_request(scope["method"], path)
+        if await bounds.refuse_early(scope, send, path, limit):
+            return
+        if limit is not None:
+            receive = bounds.counting_receive(receive, limit)
+        if scope["method"] == "POST" and path == "/updates":
             scope["app"] = self
             request = Request(scope, receive, send)
             try:
                 response = await plugin.updates(request)
+            except bounds.BodyTooLarge as exc:
+                response = await _body_too_large(request, exc)
+            except ClientDisconnect:
+                return  # nobody to answer (a stalled body was answered 408 by the server)
             except ApiError as exc:
                 response = await _api_error(request, exc)
             except HTTPException as exc:
@@ -103,6 +134,8 @@ def create_app(rt: Runtime, *, manage_runtime: bool = True) -> Starlette:
             *dashboard_routes,
         ],
         exception_handlers={
+            bounds.BodyTooLarge: _body_too_large,
+            ClientDisconnect: _client_gone,
             ApiError: _api_error,
             HTTPException: _http_error,
             500: _server_error,
@@ -110,4 +143,5 @@ def create_app(rt: Runtime, *, manage_runtime: bool = True) -> Starlette:
         lifespan=lifespan,
     )
     app.state.runtime = rt
+    app.body_limits = bounds.BodyLimits.from_settings(rt.settings)
     return app

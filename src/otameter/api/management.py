@@ -28,15 +28,18 @@ from ..errors import ApiError, bad_request, not_found
 from ..events import BundleDelete, BundleUpload, Outcome
 from ..runtime import Runtime
 from ..sessions import end_key_sessions
+from ..text import has_control
 from .common import (
     JSONResponse,
     caller,
     json_object,
     optional_bool,
+    optional_str,
     query_page,
     read_db,
     require_str,
     runtime,
+    text_fields,
 )
 
 APP_ID_RE = re.compile(r"^[a-z0-9]+(\.[\w-]+)+$", re.IGNORECASE | re.ASCII)
@@ -316,7 +319,7 @@ def _key_json(row: Any, now_ms: int) -> dict[str, Any]:
 async def create_key(request: Request) -> Response:
     principal = await caller(request)
     data = await json_object(request)
-    name = str(data.get("name") or "")[:200]
+    name = optional_str(data, "name", "")
     mode = data.get("mode", "read")
     if not isinstance(mode, str) or mode not in KEY_MODES:
         raise bad_request(f"'mode' must be one of {', '.join(KEY_MODES)}")
@@ -418,7 +421,7 @@ async def create_app(request: Request) -> Response:
     app_id = require_str(data, "app_id")
     if not APP_ID_RE.match(app_id):
         raise bad_request("'app_id' must be a reverse-domain id like com.example.app")
-    name = str(data.get("name") or app_id)[:200]
+    name = optional_str(data, "name", app_id)
     owner_org = require_str(data, "owner_org", max_len=36)
     rt = runtime(request)
     now_ms = to_ms(rt.clock.now())
@@ -527,8 +530,13 @@ async def upload_bundle(request: Request) -> Response:
         except BaseException:
             await _abort(staged)
             raise
-        fields = received.fields
-        app_id, version = fields["app_id"], fields["version"]
+        try:
+            fields = text_fields(received.fields)
+        except BaseException:
+            await _abort(staged)
+            raise
+        app_id = require_str(fields, "app_id")
+        version = require_str(fields, "version")
         channel = (fields.get("channel") or "production").strip()
         event = BundleUpload(
             app_id,
@@ -561,7 +569,7 @@ async def upload_bundle(request: Request) -> Response:
             or not 0 <= size_value < 2**63
         ):
             raise bad_request("'size' must be a non-negative integer")
-        channel = str(data.get("channel") or "production")
+        channel = optional_str(data, "channel", "production", max_len=255)
         app = await read_db(request, app_access, principal, app_id, Level.UPLOAD)
         await read_db(request, _check_unlocked, app.owner_org)
         event = BundleUpload(
@@ -604,6 +612,7 @@ async def _begin_upload(
 ) -> StagedUpload:
     """Authorize a multipart upload from its fields, before any of its bytes is stored."""
     rt = runtime(request)
+    fields = text_fields(fields)
     app_id = require_str(fields, "app_id")
     version = require_str(fields, "version")
 
@@ -753,6 +762,8 @@ async def upsert_channel(request: Request) -> Response:
     version = data.get("version")
     if version is not None and not isinstance(version, str):
         raise bad_request("'version' must be a string")
+    if version is not None and has_control(version):
+        raise bad_request("'version' must not contain control characters")
     flags = {key: optional_bool(data, key, None) for key in CHANNEL_FLAGS}
     rule = data.get("disable_auto_update")
     if rule is not None and rule not in AUTO_UPDATE_RULES:

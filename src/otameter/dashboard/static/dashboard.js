@@ -517,6 +517,10 @@ async function loadUsage() {
       u.emulator_dev.enforced === false ? ", not enforced yet" : "", ")",
       over ? el("strong", {}, " — over the allowed share") : ""));
   }
+  if (u.refused_new_devices) {
+    parts.push(el("p", { class: "hint", id: "refused-devices" },
+      `New devices refused this cycle (too many from one address): ${count(u.refused_new_devices)}. They were not counted.`));
+  }
   target.dataset.cycleStart = u.cycle_start;
   target.dataset.cycleEnd = u.cycle_end;
   target.replaceChildren(...parts);

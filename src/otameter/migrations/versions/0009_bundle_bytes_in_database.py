@@ -1,7 +1,7 @@
 """bundle bytes in the database
 
 Revision ID: 0009
-Revises: 0004
+Revises: 0006
 Create Date: 2026-12-01 23:30:00
 
 On PostgreSQL bundle bytes are stored in the database (bundle_chunks), so that every process
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0004"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

@@ -93,6 +93,10 @@ class Settings:
     auth_failure_window_seconds: int = 300
     signin_failure_limit: int = 10
     signin_failure_window_seconds: int = 300
+    # When set, GET /metrics requires ``authorization: Bearer <token>``.
+    metrics_token: str | None = None
+    # One log line per request (logger ``otameter.access``).
+    access_log: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -108,6 +112,8 @@ class Settings:
             "webhook_allow_private": parse_networks(
                 env.get("OTAMETER_WEBHOOK_ALLOW_PRIVATE"), "OTAMETER_WEBHOOK_ALLOW_PRIVATE CIDR"
             ),
+            "metrics_token": env.get("OTAMETER_METRICS_TOKEN") or None,
+            "access_log": env.get("OTAMETER_ACCESS_LOG", "").lower() in {"1", "true", "yes", "on"},
         }
         if env.get("OTAMETER_MAX_BUNDLE_SIZE"):
             from .plans import parse_quantity

@@ -11,6 +11,7 @@ from datetime import timedelta
 from sqlalchemy import Connection, func, select
 
 from . import schema as s
+from .auth import hash_key, new_api_key
 from .bundle_store import copy_into
 from .clock import to_ms
 from .events import BundleUpload, CheckIn, Download, Event
@@ -20,6 +21,9 @@ from .users import create_user
 
 DEMO_EMAIL = "demo@otameter.local"
 DEMO_PLAN = "demo"
+# MAU, storage and bandwidth of the demo plan: the demo uses about a fifth of the MAU and a
+# few percent of the rest.
+DEMO_LIMITS = (10_000, 5 * 10**9, 100 * 10**9)
 DEMO_APPS = (
     ("com.otameter.demo.shop", "Demo Shop", 1400),
     ("com.otameter.demo.news", "Demo News", 600),
@@ -40,6 +44,29 @@ def is_empty(conn: Connection) -> bool:
     return not conn.scalar(select(func.count()).select_from(s.users))
 
 
+def demo_user_id(conn: Connection) -> str | None:
+    """The demo user of a database the demo filled (None for any other database)."""
+    value = conn.scalar(select(s.users.c.id).where(s.users.c.email == DEMO_EMAIL))
+    return None if value is None else str(value)
+
+
+def new_demo_key(conn: Connection, user_id: str, now_ms: int) -> str:
+    """Another key for the demo user: keys are kept hashed, so the first one cannot be shown
+    again. Earlier demo keys keep working."""
+    key = new_api_key()
+    conn.execute(
+        s.api_keys.insert().values(
+            id=str(uuid.uuid4()),
+            user_id=user_id,
+            name="demo key (otameter serve --demo)",
+            key_hash=hash_key(key),
+            mode="all",
+            created_at=now_ms,
+        )
+    )
+    return key
+
+
 def seed_demo(rt: Runtime, days: int = 90, seed: int = 7) -> str:
     """Fill an empty database; returns the demo user's API key."""
     rng = random.Random(seed)
@@ -50,8 +77,9 @@ def seed_demo(rt: Runtime, days: int = 90, seed: int = 7) -> str:
 
     def accounts(conn: Connection) -> str:
         user_id, key = create_user(conn, DEMO_EMAIL, "Demo user", start_ms)
-        # A plan, so that usage is shown against limits.
-        upsert_plan(conn, DEMO_PLAN, 3000, 100 * 10**6, 10 * 10**9, start_ms)
+        # A plan, so that usage is shown against limits, with room to try uploads and traffic
+        # of one's own without locking the org.
+        upsert_plan(conn, DEMO_PLAN, *DEMO_LIMITS, start_ms)
         conn.execute(
             s.orgs.insert().values(
                 id=org_id,
@@ -120,12 +148,30 @@ def seed_demo(rt: Runtime, days: int = 90, seed: int = 7) -> str:
         emulator = {d: rng.random() < 0.01 for d in devices}
         dev_build = {d: rng.random() < 0.008 for d in devices}
         installed = dict.fromkeys(devices, "builtin")
+        # Devices arrive over the 90 days (a third are there at the start, a campaign brings a
+        # wave in the third month) and many leave after a while, so the 30-day MAU climbs,
+        # dips and climbs again instead of standing at the audience size.
+        campaign = days * 2 // 3
+        first_day: dict[str, int] = {}
+        last_day: dict[str, int] = {}
+        for device in devices:
+            roll = rng.random()
+            if roll < 0.33:
+                first_day[device] = 0
+            elif roll < 0.55:
+                first_day[device] = campaign + rng.randrange(7)
+            else:
+                first_day[device] = rng.randrange(days)
+            lifetime = rng.randrange(12, 45) if rng.random() < 0.5 else days
+            last_day[device] = first_day[device] + lifetime
         for day in range(days):
             live = [v for v in versions if v[0] <= day]
             current = live[-1] if live else None
-            growth = 0.35 + 0.65 * day / days
+            weekend = 1.25 if (start + timedelta(days=day)).weekday() >= 5 else 1.0
             for device in devices:
-                if rng.random() > growth * 0.55:
+                if not first_day[device] <= day <= last_day[device]:
+                    continue
+                if rng.random() > 0.4 * weekend:
                     continue
                 at_ms = start_ms + day * 86_400_000 + rng.randrange(86_400_000)
                 if at_ms > to_ms(now):
@@ -156,3 +202,20 @@ def seed_demo(rt: Runtime, days: int = 90, seed: int = 7) -> str:
     rt.rollups.run_blocking()
     rt.catalog.invalidate()
     return key
+
+
+def ensure_demo(rt: Runtime) -> tuple[str | None, bool]:
+    """Fill an empty database with the demo, or give a demo database a new key.
+
+    Returns (the key, whether the demo was generated now); (None, False) for a database that
+    holds other data, which is left alone.
+    """
+    with rt.read_engine.connect() as conn:
+        empty = is_empty(conn)
+        user_id = None if empty else demo_user_id(conn)
+    if empty:
+        return seed_demo(rt), True
+    if user_id is None:
+        return None, False
+    now_ms = to_ms(rt.clock.now())
+    return rt.writer.run_blocking(lambda conn: new_demo_key(conn, user_id, now_ms)), False

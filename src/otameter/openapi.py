@@ -569,7 +569,8 @@ CSV_ANSWER = {
 }
 STATS_ERRORS = {
     "400": error(
-        "`Invalid date format. Use YYYY-MM-DD` (bad, impossible or missing date), "
+        "`Invalid date format. Use YYYY-MM-DD` (bad or impossible date; a missing one adds "
+        "`(the 'from' parameter is missing)` or `'to'`), "
         "`Date range cannot exceed 90 days`, an invalid range (`from` after `to`), or an "
         "invalid `format`, `breakdown` or `compare`."
     ),
@@ -678,9 +679,53 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
     "/health": {
         "get": {
             "tags": ["server"],
-            "summary": "Liveness",
+            "summary": "Liveness (the same as /healthz)",
             "security": [],
             "responses": {"200": answer("Up.", obj(["status"], {"status": {"const": "ok"}}))},
+        }
+    },
+    "/healthz": {
+        "get": {
+            "tags": ["server"],
+            "summary": "Liveness",
+            "description": "200 while the process serves requests; nothing else is checked.",
+            "security": [],
+            "responses": {"200": answer("Up.", obj(["status"], {"status": {"const": "ok"}}))},
+        }
+    },
+    "/readyz": {
+        "get": {
+            "tags": ["server"],
+            "summary": "Readiness",
+            "description": "200 only when the database answers, its schema is the one this "
+            "server needs, the writer thread runs and the data directory is writable; "
+            "otherwise 503 with the reason.",
+            "security": [],
+            "responses": {
+                "200": answer("Ready.", obj(["status"], {"status": {"const": "ok"}})),
+                "503": error("Not ready; `error` says why."),
+            },
+        }
+    },
+    "/metrics": {
+        "get": {
+            "tags": ["server"],
+            "summary": "Prometheus metrics",
+            "description": "Prometheus text format: `otameter_http_requests_total` (route "
+            "template, method, status), `otameter_http_request_duration_seconds`, "
+            "`otameter_events_ingested_total` (kind), `otameter_group_commit_events`, "
+            "`otameter_group_commit_duration_seconds`, `otameter_writer_queue_depth`, "
+            "`otameter_rollup_lag_seconds`, `otameter_webhook_deliveries_total` (outcome). "
+            "With several workers the values of all of them. When `OTAMETER_METRICS_TOKEN` is "
+            "set, `authorization: Bearer <token>` is required.",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "The metrics.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                "401": error("`OTAMETER_METRICS_TOKEN` is set and the bearer token is not it."),
+            },
         }
     },
     "/openapi.json": {

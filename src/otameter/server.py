@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import logging.config
 from typing import Any
 
 import uvicorn
@@ -32,10 +33,13 @@ def configure_connections(settings: Settings) -> None:
     )
 
 
-def serve(settings: Settings, host: str, port: int, workers: int) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+def serve(
+    settings: Settings, host: str, port: int, workers: int, log_config: dict[str, Any]
+) -> None:
+    logging.config.dictConfig(log_config)
     configure_connections(settings)
     common: dict[str, Any] = {
+        "log_config": log_config,
         "host": host,
         "port": port,
         # httptools, with the bounds on request heads and connections it lacks.

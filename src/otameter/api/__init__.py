@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,13 +13,14 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
-from .. import openapi
+from .. import metrics, openapi
 from ..errors import ApiError
+from ..logs import log_request
 from ..runtime import Runtime
-from . import bounds, management, plans, plugin, statistics
-from .common import JSONResponse, error_response
+from . import bounds, management, ops, plans, plugin, statistics
+from .common import JSONResponse, client_ip, error_response
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +73,15 @@ class OtameterApp(Starlette):
     the URL), on both ways.
     """
 
+    meter: metrics.RequestMeter
+    access_log = False
     body_limits: bounds.BodyLimits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        started = time.perf_counter()
         path = scope["path"][len(scope.get("root_path", "")) :]
         limit = self.body_limits.for_request(scope["method"], path)
         if await bounds.refuse_early(scope, send, path, limit):
@@ -96,36 +103,73 @@ class OtameterApp(Starlette):
                 response = await _http_error(request, exc)
             except Exception as exc:
                 response = await _server_error(request, exc)
-            await response(scope, receive, send)
+            try:
+                await response(scope, receive, send)
+            finally:
+                self._measured(scope, "/updates", response.status_code, started)
             return
-        await super().__call__(scope, receive, send)
+        status = 500  # what the client gets when no answer starts
 
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
 
-async def health(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
+        try:
+            await super().__call__(scope, receive, send_noting_status)
+        finally:
+            route = scope.get("route")
+            self._measured(scope, getattr(route, "path", metrics.UNMATCHED), status, started)
+
+    def _measured(self, scope: Scope, route: str, status: int, started: float) -> None:
+        seconds = time.perf_counter() - started
+        self.meter.observe(route, scope["method"], status, seconds)
+        if self.access_log:
+            # The client as the rest of otameter sees it: behind a trusted proxy, the
+            # X-Forwarded-For hop it vouches for.
+            trusted = self.state.runtime.settings.trusted_proxies
+            log_request(
+                client_ip(Request(scope), trusted),
+                scope["method"],
+                scope["path"],
+                route,
+                status,
+                seconds,
+            )
 
 
 def create_app(rt: Runtime, *, manage_runtime: bool = True) -> Starlette:
     """The ASGI app. With ``manage_runtime`` the app starts and stops the runtime itself."""
 
+    meter = metrics.RequestMeter()
+
+    async def flush_metrics() -> None:
+        # Other workers answer scrapes too: they see this one's requests within a second.
+        while True:
+            await asyncio.sleep(1.0)
+            meter.flush()
+
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         if manage_runtime and not rt.started:
             rt.start()
+        flusher = asyncio.create_task(flush_metrics())
         try:
             yield
         finally:
+            flusher.cancel()
+            meter.flush()
             if manage_runtime:
                 rt.stop()
-
-    from starlette.routing import Route
+            metrics.process_exited(os.getpid())
 
     # Imported here: the dashboard's modules import the API's.
     from ..dashboard.routes import routes as dashboard_routes
 
     app = OtameterApp(
         routes=[
-            Route("/health", health, methods=["GET"]),
+            *ops.routes,
             *plugin.routes,
             *management.routes,
             *statistics.routes,
@@ -143,5 +187,7 @@ def create_app(rt: Runtime, *, manage_runtime: bool = True) -> Starlette:
         lifespan=lifespan,
     )
     app.state.runtime = rt
+    app.access_log = rt.settings.access_log
+    app.meter = meter
     app.body_limits = bounds.BodyLimits.from_settings(rt.settings)
     return app

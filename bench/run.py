@@ -9,8 +9,9 @@ Everything runs on 127.0.0.1 and prints one table:
 - otameter: check-ins/s over HTTP with 1 and 2 workers on SQLite and PostgreSQL, the
   p50/p99 latency of /updates at 80% of that rate, the peak RSS of the server, and the
   database size per million devices;
-- import events/s and statistics latency, from bench/bench_import.py and
-  bench/bench_statistics.py when they exist.
+- import events/s, statistics latency and bundle transfers (a big bundle through two servers
+  on PostgreSQL, and from a file), from bench/bench_import.py, bench/bench_statistics.py and
+  bench/bench_bundle_store.py when they exist.
 
 Load comes from ``wrk`` (apt-get install wrk) with bench/updates.lua: valid plugin bodies for
 random devices of a pool. Rates are closed-loop maxima; the latency run paces each connection
@@ -479,9 +480,10 @@ def postgres(cfg: Config) -> Iterator[PgCluster | None]:
 QUICK_ARGS = {
     "bench_import.py": ["--events", "100000", "--devices", "20000", "--downloads", "2000"],
     "bench_statistics.py": ["--devices", "100000", "--requests", "200"],
+    "bench_bundle_store.py": ["--size-mb", "50", "--rounds", "2"],
 }
 # Lines of their output that carry the headline figures.
-HEADLINE = re.compile(r"events/s|median|p50|p99", re.IGNORECASE)
+HEADLINE = re.compile(r"events/s|median|p50|p99|MB/s|peak RSS", re.IGNORECASE)
 
 
 def external(script: str, cfg: Config) -> tuple[str, list[str]]:
@@ -586,7 +588,7 @@ def main() -> None:
                 step("otameter PostgreSQL 2", otameter, "postgresql", 2, pg, "FULL")
         outputs: list[str] = []
         extra: list[str] = []
-        for script in ("bench_import.py", "bench_statistics.py"):
+        for script in ("bench_import.py", "bench_statistics.py", "bench_bundle_store.py"):
             if cfg.wanted(script):
                 print(f"... {script}", file=sys.stderr, flush=True)
                 text, headlines = external(script, cfg)
@@ -599,7 +601,7 @@ def main() -> None:
                 print(f"{row.name}: FAILED {row.note}")
         if extra:
             print()
-            print("import and statistics (full output below):")
+            print("import, statistics and bundle transfers (full output below):")
             for line in extra:
                 print(f"  {line}")
         for text in outputs:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -184,9 +185,18 @@ def test_connections_over_the_bound_are_answered_503(server: LiveServer) -> None
     finally:
         for sock in held:
             sock.close()
-    with connect(server) as sock:
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert read_answer(sock)[0] == 200
+    # The server counts a connection as gone once its event loop has seen the close, which
+    # may come a moment after ours: the bound frees up then, and is asked again until it has.
+    statuses = []
+    for _ in range(100):
+        with connect(server) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            statuses.append(read_answer(sock)[0])
+        if statuses[-1] == 200:
+            break
+        time.sleep(0.05)
+    assert statuses[-1] == 200, statuses
+    assert set(statuses) <= {200, 503}
 
 
 @pytest.mark.parametrize("path", ["/stats", "/updates", "/organization"])

@@ -40,6 +40,14 @@ FORMAT = 1
 MANIFEST = "manifest.json"
 VERSION_TABLE = "alembic_version"
 BATCH = 2000
+# Rows of these tables are large (bundle_chunks: 1 MiB each): a few at a time keeps the memory
+# of a backup or a restore bounded by the chunk size, not the bundles' size.
+SMALL_BATCH = {"bundle_chunks": 4}
+
+
+def _batch(table: str) -> int:
+    return SMALL_BATCH.get(table, BATCH)
+
 
 Progress = Callable[[str], None]
 
@@ -119,9 +127,9 @@ def backup(db_url: str, data_dir: Path, target: Path, progress: Progress | None 
                 columns = list(table.columns)
                 count = 0
                 with open(target / "tables" / f"{table.name}.jsonl", "wb") as out:
-                    result = conn.execution_options(stream_results=True, yield_per=BATCH).execute(
-                        select(*columns)
-                    )
+                    result = conn.execution_options(
+                        stream_results=True, yield_per=_batch(table.name)
+                    ).execute(select(*columns))
                     for row in result:
                         out.write(encoder.encode([_encode(v) for v in row]))
                         out.write(b"\n")
@@ -266,7 +274,7 @@ def restore(source: Path, db_url: str, data_dir: Path, progress: Progress | None
                 path = source / "tables" / f"{table.name}.jsonl"
                 for row in _rows(path, entry["kinds"]):
                     batch.append(dict(zip(names, row, strict=True)))
-                    if len(batch) >= BATCH:
+                    if len(batch) >= _batch(table.name):
                         conn.execute(insert(table), batch)
                         count += len(batch)
                         batch = []

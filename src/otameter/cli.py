@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from .cli_bundles import bundles_app
 from .cli_channels import register as register_channel_commands
 from .cli_client import human_bytes
 from .cli_client import register as register_client_commands
@@ -35,6 +36,7 @@ app.add_typer(user_app, name="user")
 app.add_typer(ranges_app, name="google-ranges")
 app.add_typer(plan_app, name="plan")
 app.add_typer(org_app, name="org")
+app.add_typer(bundles_app, name="bundles")
 app.add_typer(key_app, name="key")
 
 
@@ -58,6 +60,13 @@ def serve(
             "--trusted-proxy",
             help="CIDR of a proxy whose X-Forwarded-For is trusted.",
             envvar="OTAMETER_TRUSTED_PROXIES",
+        ),
+    ] = None,
+    max_bundle_size: Annotated[
+        str | None,
+        typer.Option(
+            help="Largest bundle zip an upload may store (e.g. 512MiB, 2GB).",
+            envvar="OTAMETER_MAX_BUNDLE_SIZE",
         ),
     ] = None,
     demo: Annotated[bool, typer.Option(help="Fill an empty database with demo data.")] = False,
@@ -84,6 +93,12 @@ def serve(
     the writer and the data directory are ready, GET /metrics in Prometheus' text format
     (OTAMETER_METRICS_TOKEN: require that bearer token).
     """
+    from .plans import parse_quantity
+
+    try:
+        max_bundle_bytes = parse_quantity(max_bundle_size) if max_bundle_size else None
+    except ValueError as exc:
+        raise _fail(f"--max-bundle-size: {exc}", 2) from None
     from .logs import log_config
 
     try:
@@ -95,6 +110,7 @@ def serve(
         data_dir=data_dir,
         public_url=public_url,
         trusted_proxies=parse_networks(trusted_proxy) if trusted_proxy else None,
+        max_bundle_bytes=max_bundle_bytes,
     )
     from .health import data_dir_problem
 
@@ -105,6 +121,7 @@ def serve(
     from .db import migrate as run_migrations
 
     run_migrations(settings.database_url)
+    _hint_bundle_files(settings)
     if demo:
         _seed_demo(settings, host, port)
     # Worker processes read their settings from the environment.
@@ -113,6 +130,7 @@ def serve(
             "OTAMETER_DATABASE_URL": settings.database_url,
             "OTAMETER_DATA_DIR": str(settings.data_dir),
             "OTAMETER_TRUSTED_PROXIES": ",".join(str(n) for n in settings.trusted_proxies),
+            "OTAMETER_MAX_BUNDLE_SIZE": str(settings.max_bundle_bytes),
             "OTAMETER_ACCESS_LOG": "1" if access_log else "",
             **settings.limit_environment(),
         }
@@ -151,6 +169,26 @@ def _metrics_dir(workers: int) -> Path | None:
     path = Path(tempfile.mkdtemp(prefix="otameter-metrics-"))
     os.environ[MULTIPROC_ENV] = str(path)
     return path
+
+
+def _hint_bundle_files(settings: Settings) -> None:
+    """On PostgreSQL, say when bundles are still files that only this machine can serve."""
+    if settings.database_url.startswith("sqlite"):
+        return
+    from .bundle_move import files_left
+    from .db import create_db_engine
+
+    engine = create_db_engine(settings.database_url)
+    try:
+        left = files_left(engine)
+    finally:
+        engine.dispose()
+    if left:
+        err.print(
+            f"[yellow]{left} bundles are files in a data directory[/yellow]: only the machine "
+            "holding them serves them. Move them into the database with "
+            "`otameter bundles move-to-database --db URL --data-dir DIR` on that machine."
+        )
 
 
 def _seed_demo(settings: Settings, host: str, port: int) -> None:
@@ -196,6 +234,7 @@ def migrate(db: DbOption = None) -> None:
 
     run_migrations(settings.database_url)
     err.print("schema is up to date")
+    _hint_bundle_files(settings)
 
 
 @user_app.command("create")

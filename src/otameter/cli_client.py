@@ -363,7 +363,8 @@ def prepare_zip(path: Path, workdir: Path) -> Path:
     else:
         raise Problem(f"no such file or folder: {path}")
     try:
-        ok = has_index_html(target)
+        with zipfile.ZipFile(target) as archive:
+            ok = has_index_html(archive.namelist())
     except (zipfile.BadZipFile, OSError) as exc:
         raise Problem(f"cannot read {path}: {exc}") from None
     if not ok:

@@ -57,7 +57,8 @@ def key_create(
             mode, name=name, orgs=org or [], apps=app_id or [], expires_at=expires_at
         )
     if as_json:
-        print_json(made)
+        # The contract's shape: what a script needs, nothing it could mistake for the secret.
+        print_json({"id": made["id"], "key": made["key"]})
         return
     # The key alone on stdout (for a pipe); what it is on stderr.
     typer.echo(made["key"])

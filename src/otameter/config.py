@@ -9,6 +9,7 @@ from pathlib import Path
 
 DEFAULT_DATABASE_URL = "sqlite:///./otameter.db"
 DEFAULT_DATA_DIR = "./otameter-data"
+DEFAULT_MAX_BUNDLE_BYTES = 512 * 1024 * 1024
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -57,6 +58,8 @@ class Settings:
     # group commit), so the time-to-live leaves a second for that.
     cache_ttl_seconds: float = 1.0
     trial_days: int = 14
+    # Largest bundle zip an upload may store (413 past it).
+    max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES
     # -- bounds on what a client may send (see README "Limits") --------------------------
     # Request head (request line and headers) in bytes: 431 above.
     max_header_bytes: int = 16 * 1024
@@ -112,6 +115,13 @@ class Settings:
             "metrics_token": env.get("OTAMETER_METRICS_TOKEN") or None,
             "access_log": env.get("OTAMETER_ACCESS_LOG", "").lower() in {"1", "true", "yes", "on"},
         }
+        if env.get("OTAMETER_MAX_BUNDLE_SIZE"):
+            from .plans import parse_quantity
+
+            try:
+                values["max_bundle_bytes"] = parse_quantity(env["OTAMETER_MAX_BUNDLE_SIZE"])
+            except ValueError as exc:
+                raise ValueError(f"OTAMETER_MAX_BUNDLE_SIZE: {exc}") from None
         if "OTAMETER_TRIAL_DAYS" in env:
             values["trial_days"] = int(env["OTAMETER_TRIAL_DAYS"])
         for name, (var, kind) in LIMIT_VARIABLES.items():

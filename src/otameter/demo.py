@@ -12,7 +12,7 @@ from sqlalchemy import Connection, func, select
 
 from . import schema as s
 from .auth import hash_key, new_api_key
-from .bundles import store_upload
+from .bundle_store import copy_into
 from .clock import to_ms
 from .events import BundleUpload, CheckIn, Download, Event
 from .plans import upsert_plan
@@ -127,9 +127,8 @@ def seed_demo(rt: Runtime, days: int = 90, seed: int = 7) -> str:
                 size = 0
             else:
                 data = _zip_bytes(version, rng)
-                path, size, checksum = store_upload(
-                    io.BytesIO(data), rt.settings.bundle_dir, app_id, len(data)
-                )
+                stored, checksum = copy_into(rt.bundles.default, app_id, io.BytesIO(data))
+                size = stored.size
                 events.append(
                     BundleUpload(
                         app_id,
@@ -137,8 +136,10 @@ def seed_demo(rt: Runtime, days: int = 90, seed: int = 7) -> str:
                         size,
                         at_ms,
                         checksum=checksum,
-                        storage_path=path,
+                        storage_path=stored.storage_path,
                         channel="production",
+                        bundle_id=stored.id,
+                        storage=stored.storage,
                     )
                 )
             versions.append((day, version, size))

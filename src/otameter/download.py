@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import quote
 
 import anyio
@@ -28,6 +29,7 @@ __all__ = [
     "ByteRange",
     "MeteredFileResponse",
     "OnSent",
+    "Opener",
     "Unsatisfiable",
     "parse_range",
 ]
@@ -36,6 +38,16 @@ DEFAULT_CHUNK_SIZE = 64 * 1024
 
 OnSent = Callable[[int, bool], Awaitable[None]]
 """``on_sent(total_bytes, completed)``; see :class:`MeteredFileResponse` for the contract."""
+
+
+class Reader(Protocol):
+    async def read(self, size: int) -> bytes: ...
+
+
+Opener = Callable[[int, int], AbstractAsyncContextManager[Reader]]
+"""``opener(start, length)``: the ``length`` bytes of the body from ``start`` on (a file, or a
+bundle store's chunks). Entering it may fail (bytes missing): that happens before the
+response starts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +171,8 @@ class _Disconnected(Exception):
 
 
 class MeteredFileResponse(Response):
-    """Stream ``path`` (a zip of ``size`` bytes) and report the bytes sent to ``on_sent``.
+    """Stream ``path`` or ``opener``'s bytes (a zip of ``size`` bytes) and report the bytes
+    sent to ``on_sent``.
 
     Handles ``GET`` and ``HEAD`` with a single ``Range`` (206 / 416), ``If-Range`` against the
     strong ``etag`` (a mismatch, a weak tag or a date sends the full body with 200), and sends
@@ -196,8 +209,9 @@ class MeteredFileResponse(Response):
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | None = None,
         *,
+        opener: Opener | None = None,
         etag: str,
         filename: str,
         on_sent: OnSent,
@@ -207,14 +221,20 @@ class MeteredFileResponse(Response):
         media_type: str = "application/zip",
         background: BackgroundTask | None = None,
     ) -> None:
-        """``size`` is the byte count to serve (e.g. from the bundle record); if it is
-        ``None`` the file is stat'ed per request. ``etag`` is quoted unless it already is.
+        """The body is the file at ``path``, or what ``opener`` gives (then ``size`` is
+        required). ``size`` is the byte count to serve (e.g. from the bundle record); if it
+        is ``None`` the file is stat'ed per request. ``etag`` is quoted unless it already is.
         """
+        if (path is None) == (opener is None):
+            raise ValueError("give either path or opener")
+        if opener is not None and size is None:
+            raise ValueError("an opener needs the size")
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
         if size is not None and size < 0:
             raise ValueError(f"size must be >= 0, got {size}")
         self.path = path
+        self.opener: Opener = opener or self._open_file
         self.size = size
         self.etag = _quote_etag(etag)
         self.filename = filename
@@ -234,6 +254,7 @@ class MeteredFileResponse(Response):
         method = str(scope["method"]).upper()
         size = self.size
         if size is None:
+            assert self.path is not None
             size = (await anyio.to_thread.run_sync(os.stat, self.path)).st_size
 
         selected: ByteRange | None = ByteRange(0, size - 1) if size else None
@@ -283,9 +304,11 @@ class MeteredFileResponse(Response):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     @asynccontextmanager
-    async def _open(self) -> AsyncIterator[anyio.AsyncFile[bytes]]:
+    async def _open_file(self, start: int, length: int) -> AsyncIterator[Reader]:
+        assert self.path is not None
         file = await anyio.open_file(self.path, "rb")
         try:
+            await file.seek(start)
             yield file
         finally:
             # The descriptor must be released even when the transfer is cancelled.
@@ -301,9 +324,8 @@ class MeteredFileResponse(Response):
         self, start: Message, selected: ByteRange, receive: Receive, send: Send
     ) -> None:
         transfer = _Transfer()
-        # Opened before the response starts, so a missing file still becomes a clean 500.
-        async with self._open() as file:
-            await file.seek(selected.start)
+        # Opened before the response starts, so missing bytes still become a clean 500.
+        async with self.opener(selected.start, selected.length) as file:
             try:
                 await self._transfer(file, start, selected.length, receive, send, transfer)
             finally:
@@ -312,7 +334,7 @@ class MeteredFileResponse(Response):
 
     async def _transfer(
         self,
-        file: anyio.AsyncFile[bytes],
+        file: Reader,
         start: Message,
         length: int,
         receive: Receive,
@@ -350,7 +372,7 @@ class MeteredFileResponse(Response):
 
     async def _stream(
         self,
-        file: anyio.AsyncFile[bytes],
+        file: Reader,
         start: Message,
         length: int,
         send: Send,
@@ -361,7 +383,8 @@ class MeteredFileResponse(Response):
         while True:
             chunk = await file.read(min(self.chunk_size, remaining))
             if not chunk:
-                raise RuntimeError(f"{self.path} is shorter than the {length} bytes to send")
+                source = self.path or "the body's source"
+                raise RuntimeError(f"{source} is shorter than the {length} bytes to send")
             remaining -= len(chunk)
             if remaining == 0:
                 break

@@ -66,6 +66,9 @@ class BundleUpload(msgspec.Struct, gc=False):
     channel: str | None = None
     created_by: str | None = None
     event_id: str | None = None
+    # Set for bytes stored here: the id the store wrote them under, and which store.
+    bundle_id: str | None = None
+    storage: str | None = None
 
 
 class BundleDelete(msgspec.Struct, gc=False):

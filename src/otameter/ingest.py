@@ -18,6 +18,7 @@ from sqlalchemy import (
     Connection,
     Table,
     and_,
+    delete,
     func,
     select,
     update,
@@ -25,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from . import schema as s
+from .bundle_store import delete_chunks
 from .channel_store import PLATFORMS, public_column, unclaimed_platforms
 from .clock import day_of_ms
 from .counting import Verdict
@@ -171,7 +173,7 @@ class Pipeline:
         if exists:
             # Deleted versions keep their name: their statistics still refer to it.
             return rejected(f"version {event.version!r} already exists for {event.app_id}")
-        bundle_id = str(uuid.uuid4())
+        bundle_id = event.bundle_id or str(uuid.uuid4())
         row = {
             "id": bundle_id,
             "app_id": event.app_id,
@@ -179,11 +181,16 @@ class Pipeline:
             "size": event.size,
             "checksum": event.checksum,
             "storage_path": event.storage_path,
+            "storage": event.storage,
             "external_url": event.external_url,
             "created_at": event.at_ms,
             "created_by": event.created_by,
         }
         conn.execute(s.bundles.insert(), row)
+        if event.bundle_id:
+            # The upload is recorded: its bytes are no longer an upload in progress.
+            u = s.bundle_uploads.c
+            conn.execute(delete(s.bundle_uploads).where(u.bundle_id == event.bundle_id))
         if event.channel:
             link_channel(conn, event.app_id, event.channel, bundle_id, event.at_ms)
         if event.external_url is None:
@@ -193,8 +200,9 @@ class Pipeline:
     def _delete(
         self, conn: Connection, event: BundleDelete, queue: set[tuple[str, date, str]]
     ) -> Outcome:
+        b = s.bundles.c
         bundle = conn.execute(
-            select(s.bundles.c.id, s.bundles.c.external_url, s.bundles.c.storage_path).where(
+            select(b.id, b.external_url, b.storage_path, b.storage, b.size).where(
                 s.bundles.c.app_id == event.app_id,
                 s.bundles.c.version == event.version,
                 s.bundles.c.deleted_at.is_(None),
@@ -211,9 +219,19 @@ class Pipeline:
             .where(s.channels.c.bundle_id == bundle.id)
             .values(bundle_id=None, updated_at=event.at_ms)
         )
+        if bundle.storage == "database":
+            # The bytes go with the delete, in its transaction: freed on every machine at once.
+            delete_chunks(conn, event.app_id, bundle.id)
         if bundle.external_url is None:
             queue.add((event.app_id, day_of_ms(event.at_ms), "storage"))
-        return Outcome("accepted", value={"id": bundle.id, "storage_path": bundle.storage_path})
+        value = {
+            "id": bundle.id,
+            "app_id": event.app_id,
+            "storage": bundle.storage,
+            "storage_path": bundle.storage_path,
+            "size": bundle.size,
+        }
+        return Outcome("accepted", value=value)
 
     # -- check-ins -------------------------------------------------------------------------
 

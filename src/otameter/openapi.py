@@ -847,7 +847,9 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             "summary": "Bundle download",
             "description": (
                 "The signed link answered by `/updates`. Supports one `Range` and `If-Range`; "
-                "the bytes actually sent are counted as bandwidth."
+                "the bytes actually sent are counted as bandwidth. On PostgreSQL the bytes are "
+                "in the database, so any server on it serves the link (and a resume) of any "
+                "other; a range is read from its first chunk on."
             ),
             "security": [],
             "parameters": [
@@ -1098,7 +1100,15 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             "description": (
                 "multipart: a zip (`file`) stored here; JSON: an external bundle served by "
                 "URL, never counted in storage or bandwidth. The channel (default "
-                "`production`) then serves the bundle."
+                "`production`) then serves the bundle.\n\n"
+                "The multipart form is read as it streams in: `app_id` and `version` must come "
+                "before `file` (the upload is authorized from them before any byte is stored), "
+                "and the file flows through the size limit (`OTAMETER_MAX_BUNDLE_SIZE`, "
+                "default 512 MiB) into storage: past the limit the answer is 413 and nothing "
+                "is kept. The zip is then checked entry by entry; a 400 names the first entry "
+                "that climbs out of the bundle folder (`..`), is an absolute path (`/`, `\\`, "
+                "`C:`), is a symbolic link, is encrypted or has a bad CRC, or says that the "
+                "central directory is unreadable."
             ),
             "security": AUTH,
             "requestBody": {
@@ -1140,12 +1150,16 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             },
             "responses": {
                 "201": answer("Stored.", ref("Bundle")),
-                "400": BAD_REQUEST,
+                "400": error(
+                    "Invalid form or body, or a zip refused: the message names the entry "
+                    "(e.g. `Zip entry '../evil.js' climbs out of the bundle folder (..)`)."
+                ),
                 "401": UNAUTHORIZED,
                 "402": error("The organization is locked (over its plan)."),
                 "403": error("Needs `upload`."),
                 "404": error("App not found."),
                 "409": error("The version exists already (deleted versions keep their name)."),
+                "413": error("The zip is larger than the configured maximum bundle size."),
             },
         },
         "get": {

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, select
 
 from . import schema as s
 from .auth_limits import FailedAuthLimiter, Limit
+from .bundle_store import BundleStores, sweep_abandoned
 from .catalog import Catalog
 from .clock import Clock, SystemClock, to_ms
 from .config import Settings
@@ -87,6 +88,9 @@ class Runtime:
         self.webhook_policy = TargetPolicy(settings.webhook_allow_private)
         self.webhooks = WebhookDispatcher(self.writer, self.clock, policy=self.webhook_policy)
         self.webhook_worker = Periodic("otameter-webhooks", self.webhooks.deliver_due, 1.0)
+        # Bundle bytes: files on SQLite, the database on PostgreSQL (bundle_store.py).
+        self.bundles = BundleStores(self.read_engine, settings.bundle_dir)
+        self.bundle_sweeper = Periodic("otameter-bundle-sweep", self.sweep_bundles, 3600.0)
         # Failed authentications per address (auth_limits.py): API keys, dashboard sign-ins.
         self.auth_failures = FailedAuthLimiter(
             self.writer,
@@ -111,6 +115,7 @@ class Runtime:
             self.log_worker.start()
             self.plan_worker.start()
             self.webhook_worker.start()
+            self.bundle_sweeper.start()
             self.limits_worker.start()
         self.started = True
 
@@ -126,6 +131,7 @@ class Runtime:
                 log.warning("folding the check-in log at stop failed", exc_info=True)
         self.plan_worker.stop()
         self.webhook_worker.stop()
+        self.bundle_sweeper.stop()
         self.limits_worker.stop()
         self.webhooks.close()
         self.writer.stop()
@@ -141,6 +147,14 @@ class Runtime:
 
     async def submit(self, events: Sequence[Event]) -> list[Outcome]:
         return await self.writer.submit(events)
+
+    def sweep_bundles(self) -> int:
+        """Remove the bytes of uploads that a crash cut short; returns how many."""
+        now_ms = to_ms(self.clock.now())
+        gone = self.writer.run_blocking(lambda conn: sweep_abandoned(conn, self.bundles, now_ms))
+        for bundle in gone:
+            self.bundles.remove(bundle)
+        return len(gone)
 
     # -- signed download links -------------------------------------------------------------
 

@@ -146,8 +146,37 @@ bundles = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("deleted_at", BigInteger, nullable=True),
     Column("created_by", String(36), nullable=True),
+    # Where the bytes are (bundle_store.py): "file" (storage_path under the data directory)
+    # or "database" (bundle_chunks); NULL for external and imported bundles, which have none.
+    Column("storage", String(16), nullable=True),
     UniqueConstraint("app_id", "version", name="uq_bundles_app_version"),
     Index("ix_bundles_app_created", "app_id", "created_at"),
+)
+
+# The bytes of bundles stored in the database (PostgreSQL), in chunks of
+# bundle_store.CHUNK_BYTES (the last one shorter), so that any process serves any bundle and a
+# range starts at its chunk. Rows exist before their bundle row (written as the upload
+# streams in), hence no foreign key.
+bundle_chunks = Table(
+    "bundle_chunks",
+    metadata,
+    Column("app_id", String(255), primary_key=True),
+    Column("bundle_id", String(36), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+)
+
+# Uploads in progress: their bytes are being stored but no bundle row refers to them yet.
+# The row goes in the transaction that records the bundle; one left behind by a crash lets
+# the sweep (bundle_store.sweep_abandoned) remove the bytes.
+bundle_uploads = Table(
+    "bundle_uploads",
+    metadata,
+    Column("bundle_id", String(36), primary_key=True),
+    Column("app_id", String(255), nullable=False),
+    Column("storage", String(16), nullable=False),
+    Column("storage_path", Text, nullable=True),
+    Column("started_at", BigInteger, nullable=False),
 )
 
 channels = Table(

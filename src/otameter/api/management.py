@@ -6,23 +6,27 @@ import json
 import re
 import uuid
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+import anyio
+from sqlalchemy import Connection, delete, func, select, update
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import schema as s
 from ..auth import KEY_MODES, ROLES, Level, Principal, hash_key, id_set, new_api_key, org_role
-from ..bundles import remove_file, store_upload
+from ..bundle_store import BundleBytes, StagedUpload, TrackedUpload
+from ..bundle_upload import receive_bundle
+from ..bundles import validate_zip
 from ..channel_store import PLATFORMS, claim_public, public_column, public_for_served
 from ..channels import AUTO_UPDATE_RULES
 from ..clock import to_ms
 from ..errors import ApiError, bad_request, not_found
 from ..events import BundleDelete, BundleUpload, Outcome
+from ..runtime import Runtime
 from ..sessions import end_key_sessions
 from ..text import has_control
 from .common import (
@@ -40,7 +44,6 @@ from .common import (
 
 APP_ID_RE = re.compile(r"^[a-z0-9]+(\.[\w-]+)+$", re.IGNORECASE | re.ASCII)
 CHECKSUM_RE = re.compile(r"^[0-9a-f]{64}$")
-MAX_BUNDLE_BYTES = 512 * 1024 * 1024
 PAGE_SIZE = 50
 INSUFFICIENT = "Insufficient permissions"
 APP_LIMITED = "A key limited to some apps cannot act for the whole organization"
@@ -468,7 +471,7 @@ async def delete_app(request: Request) -> Response:
     rt = runtime(request)
     now_ms = to_ms(rt.clock.now())
 
-    def write(conn: Connection) -> list[str]:
+    def write(conn: Connection) -> list[dict[str, Any]]:
         app_access(conn, principal, app_id, Level.ADMIN)
         b = s.bundles.c
         versions = list(
@@ -476,18 +479,33 @@ async def delete_app(request: Request) -> Response:
         )
         # Deleting the app frees its storage through the same path as a bundle delete.
         outcomes = rt.pipeline.apply(conn, [BundleDelete(app_id, v, now_ms) for v in versions])
-        paths = [o.value["storage_path"] for o in outcomes if o.ok and o.value]
+        deleted = [o.value for o in outcomes if o.ok and o.value]
         conn.execute(update(s.apps).where(s.apps.c.app_id == app_id).values(deleted_at=now_ms))
-        return paths
+        return deleted
 
-    paths = await rt.writer.run(write)
-    for path in paths:
-        remove_file(rt.settings.bundle_dir, path)
+    deleted = await rt.writer.run(write)
+    await run_in_threadpool(_free_bytes, rt, deleted)
     rt.catalog.invalidate(app_id)
     return JSONResponse({"status": "ok"})
 
 
 # -- bundles ---------------------------------------------------------------------------------
+
+
+def _free_bytes(rt: Runtime, deleted: list[dict[str, Any]]) -> None:
+    """After a delete's commit: remove the files of deleted bundles (database bytes went in
+    the delete's own transaction)."""
+    for value in deleted:
+        if value.get("storage") == "file":
+            rt.bundles.remove(
+                BundleBytes(
+                    value["id"],
+                    value["app_id"],
+                    value["storage"],
+                    value["storage_path"],
+                    value["size"],
+                )
+            )
 
 
 def _check_unlocked(conn: Connection, org_id: str) -> None:
@@ -501,31 +519,36 @@ async def upload_bundle(request: Request) -> Response:
     principal = await caller(request)
     rt = runtime(request)
     content_type = request.headers.get("content-type", "")
-    stored: tuple[str, int, str] | None = None
+    staged: StagedUpload | None = None
     if content_type.startswith("multipart/form-data"):
-        async with request.form(max_files=1, max_fields=10) as form:
-            fields = text_fields(form)
-            app_id = require_str(fields, "app_id")
-            version = require_str(fields, "version")
-            channel = (fields.get("channel") or "production").strip()
-            upload = form.get("file")
-            if not isinstance(upload, UploadFile):
-                raise bad_request("'file' (a zip) is required")
-            app = await read_db(request, app_access, principal, app_id, Level.UPLOAD)
-            await read_db(request, _check_unlocked, app.owner_org)
-            stored = await run_in_threadpool(
-                store_upload, upload.file, rt.settings.bundle_dir, app_id, MAX_BUNDLE_BYTES
-            )
-        relative, size, checksum = stored
+        received = await receive_bundle(
+            request, rt.settings.max_bundle_bytes, partial(_begin_upload, request, principal)
+        )
+        staged = received.staged
+        try:
+            await run_in_threadpool(_validate_stored, rt, staged)
+        except BaseException:
+            await _abort(staged)
+            raise
+        try:
+            fields = text_fields(received.fields)
+        except BaseException:
+            await _abort(staged)
+            raise
+        app_id = require_str(fields, "app_id")
+        version = require_str(fields, "version")
+        channel = (fields.get("channel") or "production").strip()
         event = BundleUpload(
             app_id,
             version,
-            size,
+            received.size,
             to_ms(rt.clock.now()),
-            checksum=checksum,
-            storage_path=relative,
+            checksum=received.checksum,
+            storage_path=staged.bundle.storage_path,
             channel=channel,
             created_by=principal.user_id,
+            bundle_id=staged.bundle.id,
+            storage=staged.bundle.storage,
         )
     else:
         data = await json_object(request)
@@ -562,12 +585,12 @@ async def upload_bundle(request: Request) -> Response:
     try:
         (outcome,) = await rt.submit([event])
     except BaseException:
-        if stored:
-            remove_file(rt.settings.bundle_dir, stored[0])
+        if staged is not None:
+            await _abort(staged)
         raise
     if not outcome.ok:
-        if stored:
-            remove_file(rt.settings.bundle_dir, stored[0])
+        if staged is not None:
+            await _abort(staged)
         raise _rejection(outcome)
     rt.catalog.invalidate(app_id)
     row = outcome.value
@@ -582,6 +605,65 @@ async def upload_bundle(request: Request) -> Response:
         "created_at": iso(row["created_at"]),
     }
     return JSONResponse(body, status_code=201)
+
+
+async def _begin_upload(
+    request: Request, principal: Principal, fields: dict[str, str]
+) -> StagedUpload:
+    """Authorize a multipart upload from its fields, before any of its bytes is stored."""
+    rt = runtime(request)
+    fields = text_fields(fields)
+    app_id = require_str(fields, "app_id")
+    version = require_str(fields, "version")
+
+    def check(conn: Connection) -> None:
+        app = app_access(conn, principal, app_id, Level.UPLOAD)
+        _check_unlocked(conn, app.owner_org)
+        b = s.bundles.c
+        # Checked again when the bundle is recorded; here it spares storing a doomed upload.
+        if conn.scalar(select(b.id).where(b.app_id == app_id, b.version == version)):
+            raise ApiError(409, f"version {version!r} already exists for {app_id}")
+
+    await read_db(request, check)
+    store = rt.bundles.default
+    staged = await run_in_threadpool(store.begin, app_id)
+    bundle = staged.bundle
+    started_at = to_ms(rt.clock.now())
+    u = s.bundle_uploads.c
+
+    def forget() -> None:
+        rt.writer.run_blocking(
+            lambda conn: conn.execute(delete(s.bundle_uploads).where(u.bundle_id == bundle.id))
+        )
+
+    try:
+        await rt.writer.run(
+            lambda conn: conn.execute(
+                s.bundle_uploads.insert().values(
+                    bundle_id=bundle.id,
+                    app_id=app_id,
+                    storage=bundle.storage,
+                    storage_path=bundle.storage_path,
+                    started_at=started_at,
+                )
+            )
+        )
+    except BaseException:
+        await run_in_threadpool(staged.abort)
+        raise
+    return TrackedUpload(staged, forget)
+
+
+def _validate_stored(rt: Runtime, staged: StagedUpload) -> None:
+    store = rt.bundles.of(staged.bundle.storage)
+    with store.open(staged.bundle) as source:
+        validate_zip(source)
+
+
+async def _abort(staged: StagedUpload) -> None:
+    """Remove an upload's bytes and its in-progress row, even under cancellation."""
+    with anyio.CancelScope(shield=True):
+        await run_in_threadpool(staged.abort)
 
 
 async def list_bundles(request: Request) -> Response:
@@ -632,7 +714,7 @@ async def delete_bundle(request: Request) -> Response:
     (outcome,) = await rt.submit([BundleDelete(app_id, version, to_ms(rt.clock.now()))])
     if not outcome.ok:
         raise not_found(f"Bundle {version} not found for {app_id}")
-    remove_file(rt.settings.bundle_dir, outcome.value["storage_path"])
+    await run_in_threadpool(_free_bytes, rt, [outcome.value])
     rt.catalog.invalidate(app_id)
     return JSONResponse({"status": "ok", "app_id": app_id, "version": version})
 

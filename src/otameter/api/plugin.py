@@ -7,6 +7,7 @@ or ``kind``, every other update answer carries a ``kind``, channel ids are integ
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
@@ -19,6 +20,7 @@ from starlette.routing import Route
 
 from .. import channels, protocol
 from .. import schema as s
+from ..bundle_store import BundleBytes
 from ..catalog import AppSnapshot
 from ..clock import to_ms
 from ..download import MeteredFileResponse
@@ -212,19 +214,26 @@ async def download(request: Request) -> Response:
             {"error": "Download link is invalid or expired", "status": "KO"}, status_code=403
         )
 
-    def load() -> Any:
+    def load() -> tuple[Any, BundleBytes | None]:
         b = s.bundles.c
         with rt.read_engine.connect() as conn:
-            return conn.execute(
-                select(b.app_id, b.version, b.size, b.checksum, b.storage_path).where(
-                    b.id == bundle_id, b.deleted_at.is_(None), b.storage_path.is_not(None)
+            row = conn.execute(
+                select(b.app_id, b.version, b.size, b.checksum, b.storage, b.storage_path).where(
+                    b.id == bundle_id, b.deleted_at.is_(None), b.storage.is_not(None)
                 )
             ).first()
+        if row is None:
+            return None, None
+        stored = BundleBytes(bundle_id, row.app_id, row.storage, row.storage_path, row.size)
+        # A file another machine stored (before its move into the database) is not here.
+        if row.storage == "file" and not rt.bundles.files.exists(stored):
+            return None, None
+        return row, stored
 
-    bundle = await run_in_threadpool(load)
-    path = rt.settings.bundle_dir / bundle.storage_path if bundle is not None else None
-    if bundle is None or path is None or not path.is_file():
+    bundle, stored = await run_in_threadpool(load)
+    if bundle is None or stored is None:
         return JSONResponse({"error": "Bundle not found", "status": "KO"}, status_code=404)
+    store = rt.bundles.of(stored.storage)
     recorded: list[int] = []
 
     async def on_sent(total: int, completed: bool) -> None:
@@ -239,7 +248,7 @@ async def download(request: Request) -> Response:
             await rt.submit([DownloadCorrection(recorded[0], total)])
 
     return MeteredFileResponse(
-        path,
+        opener=partial(store.reader, stored),
         etag=bundle.checksum or bundle_id,
         filename=f"{bundle.app_id}-{bundle.version}.zip",
         on_sent=on_sent,

@@ -1,7 +1,7 @@
 """the check-in log; device ordinals per app
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0009
 Create Date: 2026-12-01 23:00:00
 
 Live check-ins are acknowledged once a compact record of their batch is committed to
@@ -25,7 +25,7 @@ from alembic import op
 from pyroaring import BitMap
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

@@ -21,8 +21,8 @@ hot path stays as cheap as the traffic it meets allows:
   it are refused, so they are never stored and never counted. The check-in was answered
   (200) when it was logged: the answer does not wait for the device table. An IPv6
   address is limited by its /64, which one subscriber usually holds whole. The refusals are
-  added up per app and day in ``refused_devices``, which the statistics API
-  and the dashboard show to the app's org.
+  added up per app and day in ``refused_devices``, which the statistics API and the
+  dashboard show to the app's org.
 
 The sliding minute is the usual two-window estimate (the previous fixed window's count,
 weighted by how much of it still lies within the last minute, plus the current window's).

@@ -42,6 +42,7 @@ from .events import (
     rejected,
 )
 from .fold import DEVICE_FIELDS, LATEST_FIELDS, Fold, FoldedBatch, FoldedFacts, IpPredicate
+from .releases import store_stats
 
 
 def dialect_insert(conn: Connection, table: Table) -> Any:
@@ -347,21 +348,10 @@ class Pipeline:
         fresh: list[int],
         outcomes: list[Outcome | None],
     ) -> None:
-        rows = [
-            {
-                "app_id": e.app_id,
-                "device_id": e.device_id,
-                "action": e.action,
-                "version_name": e.version_name,
-                "old_version_name": e.old_version_name,
-                "at": e.at_ms,
-                "metadata": e.metadata,
-            }
-            for i in fresh
-            if outcomes[i] is None and isinstance(e := events[i], PluginStat)
-        ]
-        if rows:
-            conn.execute(s.device_events.insert(), rows)
+        store_stats(
+            conn,
+            [e for i in fresh if outcomes[i] is None and isinstance(e := events[i], PluginStat)],
+        )
 
 
 def _date_param(conn: Connection, day: date) -> Any:

@@ -10,7 +10,6 @@ import asyncio
 from typing import Any
 from urllib.parse import urlencode
 
-import orjson
 from sqlalchemy import delete, select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -25,6 +24,7 @@ from ..download import MeteredFileResponse
 from ..events import CheckIn, Download, DownloadCorrection, PluginStat
 from ..ingest import dialect_insert
 from ..protocol import ProtocolError
+from ..releases import parse_duration, stat_metadata
 from ..runtime import Runtime
 from .common import JSONResponse, client_ip, runtime
 
@@ -64,6 +64,9 @@ async def updates(request: Request) -> Response:
     snapshot = await app_snapshot(rt, req.app_id)
     if snapshot is None:
         return app_not_found(req.app_id)
+    # The answer is decided first: the check-in records the version it offers (release
+    # health's ``offered``).
+    answer = update_answer(rt, request, snapshot, req)
     await rt.submit(
         [
             CheckIn(
@@ -79,10 +82,11 @@ async def updates(request: Request) -> Response:
                 plugin_version=req.plugin_version,
                 custom_id=req.custom_id,
                 ip=client_ip(request, rt.settings.trusted_proxies),
+                offered_version=answer["version"] if "url" in answer else "",
             )
         ]
     )
-    return JSONResponse(update_answer(rt, request, snapshot, req))
+    return JSONResponse(answer)
 
 
 def select_channel(snapshot: AppSnapshot, req: protocol.DeviceInfo) -> ChannelInfo | None:
@@ -221,7 +225,15 @@ async def stats(request: Request) -> Response:
                 # The device's clock is not trusted for ordering; keep it in metadata only.
                 at_ms=now_ms,
                 old_version_name=item.old_version_name,
-                metadata=_stat_metadata(item),
+                metadata=stat_metadata(item.metadata, item.timestamp),
+                platform=item.platform,
+                is_emulator=item.is_emulator,
+                is_prod=item.is_prod,
+                custom_id=item.custom_id or "",
+                version_build=item.version_build or "",
+                plugin_version=item.plugin_version or "",
+                device_ts=item.timestamp,
+                duration_ms=parse_duration(item.metadata),
             )
         )
         results.append(protocol.stats_result(index))
@@ -236,13 +248,6 @@ async def stats(request: Request) -> Response:
     if results[0]["status"] != "ok":
         return app_not_found(only.app_id)
     return JSONResponse(protocol.stats_ok())
-
-
-def _stat_metadata(item: protocol.StatsEvent) -> str | None:
-    extra: dict[str, Any] = dict(item.metadata or {})
-    if item.timestamp is not None:
-        extra["device_timestamp"] = item.timestamp
-    return orjson.dumps(extra).decode() if extra else None
 
 
 # -- channel_self ------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from starlette.routing import Route
 from .. import schema as s
 from ..auth import Level, Principal, authenticate, key_from_headers, org_role, readable_org_ids
 from ..errors import ApiError
+from ..release_stats import release_rows, release_rows_to_csv
 from ..statistics import (
     StatsQuery,
     bundle_usage_rows,
@@ -157,7 +158,41 @@ async def bundle_usage(request: Request) -> Response:
     return JSONResponse({"data": rows})
 
 
+INVALID_BY = "Invalid by. Use day"
+
+
+async def releases(request: Request) -> Response:
+    """Release health per bundle version (contract.md "Release health")."""
+    key = _key(request)
+    rt = runtime(request)
+    today = rt.clock.now().date()
+    app_id = request.path_params["app_id"]
+
+    def read(conn: Connection) -> tuple[StatsQuery, bool, list[dict[str, Any]]]:
+        principal = authenticate(conn, key)
+        query = parse_query(request.query_params, options=False)
+        by = request.query_params.get("by", "").strip().lower()
+        if by not in {"", "day", "version"}:
+            raise ApiError(400, INVALID_BY)
+        app_ids_for_app(conn, principal, app_id)
+        by_day = by == "day"
+        return (
+            query,
+            by_day,
+            release_rows(conn, app_id, query.start, query.end, today, by_day=by_day),
+        )
+
+    query, by_day, rows = await read_db(request, read)
+    if query.csv:
+        suffix = "releases_by_day" if by_day else "releases"
+        return csv_response(
+            release_rows_to_csv(rows, by_day), _filename("app", app_id, query, suffix)
+        )
+    return JSONResponse({"data": rows})
+
+
 routes = [
+    Route("/statistics/app/{app_id}/releases/", releases, methods=["GET"]),
     Route("/statistics/app/{app_id}/", app_statistics, methods=["GET"]),
     Route("/statistics/app/{app_id}/bundle_usage/", bundle_usage, methods=["GET"]),
     Route("/statistics/org/{org_id}/", org_statistics, methods=["GET"]),

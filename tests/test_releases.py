@@ -4,6 +4,7 @@ release rows they produce (contract.md "Release health"), on both engines."""
 from __future__ import annotations
 
 import csv
+import json
 import io
 import math
 import random
@@ -273,3 +274,69 @@ def test_launch_quantiles_are_within_the_documented_bound() -> None:
             assert abs(estimate - exact) <= RELATIVE_ERROR * exact + 0.5, (q, exact, estimate)
     # Under 128 ms every duration has its own bucket: exact.
     assert histogram_quantile({launch_bucket(v): 1 for v in (3, 60, 127)}, 0.5) == 60
+
+
+def test_an_import_of_the_same_events_agrees_with_live_traffic(harness: Harness) -> None:
+    # The sequences of ``replay`` as import lines (shuffled: an import's order is any), stats
+    # as ``"type": "stat"``. Imports carry no update answers, so ``offered`` stays 0.
+    from otameter.importer import Importer
+
+    key = setup_app(harness)
+    harness.upload(key, APP, "1.0.1")
+    time = "2024-05-15T12:00:00Z"
+    lines: list[dict[str, Any]] = []
+    t = 1_715_774_400_000
+
+    def device(name: str, version: str = "builtin", **flags: Any) -> None:
+        body = device_body(APP, name, version_name=version, **flags)
+        fields = ("device_id", "platform", "version_name", "is_emulator", "is_prod")
+        lines.append(
+            {"type": "checkin", "time": time, "app_id": APP} | {f: body[f] for f in fields}
+        )
+
+    def event(name: str, action: str, version: str, ts: int, **extra: Any) -> None:
+        flags = {k: extra.pop(k) for k in ("is_emulator", "is_prod") if k in extra}
+        lines.append(
+            {
+                "type": "stat",
+                "time": time,
+                "app_id": APP,
+                "device_id": name,
+                "platform": "android",
+                "action": action,
+                "version_name": version,
+                "timestamp": ts,
+                "is_emulator": flags.get("is_emulator", False),
+                "is_prod": flags.get("is_prod", True),
+                **extra,
+            }
+        )
+
+    d = {n: str(uuid.uuid4()) for n in ("clean", "retry", "rollback", "crash", "file", "emu")}
+    for name, ms, at in (("clean", 90, t), ("retry", 100, t + 20), ("crash", 120, t + 40)):
+        device(d[name])
+        device(d[name], "1.0.1")
+        for n, action in enumerate(("download_complete", "set")):
+            event(d[name], action, "1.0.1", at + n)
+        event(d[name], "app_launch_ready", "1.0.1", at + 5, metadata={"duration_ms": str(ms)})
+        # Sent twice: the device resent its queue.
+        event(d[name], "app_launch_ready", "1.0.1", at + 5, metadata={"duration_ms": str(ms)})
+    event(d["retry"], "download_fail", "1.0.1", t + 10)
+    device(d["rollback"])
+    for n, action in enumerate(("download_complete", "set", "update_fail")):
+        event(d["rollback"], action, "1.0.1", t + 30 + n)
+    event(d["crash"], "app_crash", "1.0.1", t + 46)
+    device(d["file"])
+    event(d["file"], "download_manifest_file_fail", "1.0.1:assets/app.js", t + 50)
+    device(d["emu"], "1.0.1", is_emulator=True)
+    event(d["emu"], "update_fail", "1.0.1", t + 60, is_emulator=True)
+    random.Random(4).shuffle(lines)
+    path = harness.data_dir / "events.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    summary = Importer(harness.rt.writer, harness.clock, slice_bytes=1024).run(path)
+
+    assert summary.rejected == [] and summary.accepted == len(lines)
+    expected = [dict(r, offered=0) for r in EXPECTED]
+    assert releases(harness, key) == expected

@@ -42,7 +42,6 @@ from .events import (
     rejected,
 )
 from .fold import DEVICE_FIELDS, LATEST_FIELDS, Fold, FoldedBatch, FoldedFacts, IpPredicate
-from .releases import store_stats
 
 
 def dialect_insert(conn: Connection, table: Table) -> Any:
@@ -348,6 +347,9 @@ class Pipeline:
         fresh: list[int],
         outcomes: list[Outcome | None],
     ) -> None:
+        # Imported here: release_ingest builds on this module's helpers.
+        from .release_ingest import store_stats
+
         store_stats(
             conn,
             [e for i in fresh if outcomes[i] is None and isinstance(e := events[i], PluginStat)],

@@ -1,6 +1,8 @@
-"""Release health: what the plugin's stats events say happened to each bundle on the devices.
+"""Release health's rules: which plugin action is which outcome, what version an event names,
+and the launch-time histogram. No database here: ``otameter import``'s parsing processes use it.
 
-Ingest turns each ``/stats`` event into facts that merge in any order and any number of times:
+Ingest (``release_ingest.py``) turns each ``/stats`` event into facts that merge in any order
+and any number of times:
 
 - per (app, day, outcome, version) the counted devices it happened to, as roaring bitmaps of
   the same device ordinals as MAU, appended to ``activity_deltas`` under the outcome's kind and
@@ -19,19 +21,10 @@ Ingest turns each ``/stats`` event into facts that merge in any order and any nu
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from datetime import date
+import re
 from typing import Any
 
 import orjson
-from pyroaring import BitMap
-from sqlalchemy import Connection, delete, select
-
-from . import schema as s
-from .clock import day_of_ms
-from .counting import Verdict, device_verdict
-from .events import PluginStat
 
 OFFERED = "offered"
 DOWNLOADED = "downloaded"
@@ -42,6 +35,8 @@ CRASHED = "crashed"
 #: The outcomes kept as device sets, in the order of a release row (``active`` is MAU's).
 OUTCOMES = (OFFERED, DOWNLOADED, INSTALLED, FAILED, ROLLED_BACK, CRASHED)
 LAUNCH_ACTION = "app_launch_ready"
+#: What an action may look like (as protocol.py checks it on ``POST /stats``).
+ACTION_RE = re.compile(r"[a-z][a-z0-9_]*", re.ASCII)
 
 #: Which outcome each plugin action stands for (contract.md "Release health";
 #: plugin-protocol.md §3). Other actions are kept in the device's log only.
@@ -82,7 +77,6 @@ GAMMA = 1.02
 RELATIVE_ERROR = (GAMMA - 1) / (GAMMA + 1)  # 0.0099
 EXACT_BELOW = 128
 MAX_DURATION_MS = 24 * 3600 * 1000
-_COUNTED = Verdict.COUNTED
 _LOG_GAMMA = math.log(GAMMA)
 _FIRST_LOG_INDEX = math.ceil(math.log(EXACT_BELOW) / _LOG_GAMMA)
 
@@ -134,183 +128,9 @@ def histogram_quantile(histogram: dict[int, int], q: float) -> int | None:
     raise AssertionError("unreachable: rank is at most the total")
 
 
-# -- ingest ------------------------------------------------------------------------------------
-
-
-def store_stats(conn: Connection, stats: Sequence[PluginStat]) -> None:
-    """Store a batch's stats events: the raw log, release device sets and launch times."""
-    if not stats:
-        return
-    new = _insert_raw(conn, stats)
-    # Emulators and dev builds are kept in the log but never counted, as for MAU.
-    counted = [
-        i for i, e in enumerate(stats) if device_verdict(e.is_emulator, e.is_prod) is _COUNTED
-    ]
-    groups: dict[tuple[str, date, str, str], list[tuple[str, str]]] = defaultdict(list)
-    launches: dict[tuple[str, date, str, int], int] = defaultdict(int)
-    for i in counted:
-        event = stats[i]
-        version = release_version(event.version_name)
-        if not version:
-            continue
-        day = day_of_ms(event.at_ms)
-        outcome = ACTION_OUTCOMES.get(event.action)
-        if outcome is not None:
-            groups[(event.app_id, day, outcome, version)].append((event.app_id, event.device_id))
-        elif event.action == LAUNCH_ACTION and event.duration_ms is not None and i in new:
-            launches[(event.app_id, day, version, launch_bucket(event.duration_ms))] += 1
-    if groups:
-        ordinals = device_ordinals(
-            conn, [stats[i] for i in counted if stats[i].action in ACTION_OUTCOMES]
-        )
-        conn.execute(
-            s.activity_deltas.insert(),
-            [
-                {
-                    "app_id": app_id,
-                    "day": day,
-                    "kind": kind,
-                    "version_name": version,
-                    "bitmap": BitMap([ordinals[key] for key in members]).serialize(),
-                }
-                for (app_id, day, kind, version), members in groups.items()
-            ],
-        )
-    if launches:
-        _add_launches(conn, launches)
-
-
-def _insert_raw(conn: Connection, stats: Sequence[PluginStat]) -> set[int]:
-    """Insert the raw events; the indexes of those that were new (not a resent event)."""
-    from .ingest import dialect_insert
-
-    rows = [
-        {
-            "app_id": e.app_id,
-            "device_id": e.device_id,
-            "action": e.action,
-            "version_name": e.version_name,
-            "old_version_name": e.old_version_name,
-            "at": e.at_ms,
-            "metadata": e.metadata,
-            "device_ts": e.device_ts,
-        }
-        for e in stats
-    ]
-    c = s.device_events.c
-    stmt = (
-        dialect_insert(conn, s.device_events)
-        .on_conflict_do_nothing(
-            index_elements=["app_id", "device_id", "device_ts", "action", "version_name"]
-        )
-        .returning(c.app_id, c.device_id, c.device_ts, c.action, c.version_name)
-    )
-    inserted = {tuple(row) for row in conn.execute(stmt, rows)}
-    new: set[int] = set()
-    for i, e in enumerate(stats):
-        key = (e.app_id, e.device_id, e.device_ts, e.action, e.version_name)
-        if e.device_ts is None or key in inserted:
-            new.add(i)
-            # The same event twice in one batch is inserted (and new) once.
-            if e.device_ts is not None:
-                inserted.discard(key)
-    return new
-
-
-def device_ordinals(conn: Connection, stats: Iterable[PluginStat]) -> dict[tuple[str, str], int]:
-    """The ordinal of each event's device; a device never seen before gets its row here.
-
-    A device known only from its stats events gets a row with their attributes (as a
-    check-in would: first and last seen at the event, never counted for MAU); its check-ins
-    then update the row as usual.
-    """
-    from .ingest import dialect_insert
-
-    wanted: dict[tuple[str, str], PluginStat] = {}
-    for e in stats:
-        old = wanted.get((e.app_id, e.device_id))
-        if old is None or e.at_ms < old.at_ms:
-            wanted[(e.app_id, e.device_id)] = e
-    found = _read_ordinals(conn, wanted)
-    missing = [event for key, event in sorted(wanted.items()) if key not in found]
-    if missing:
-        # Only devices not found are inserted: on PostgreSQL an INSERT .. ON CONFLICT draws
-        # from the ordinal sequence even when it does nothing.
-        stmt = dialect_insert(conn, s.devices).on_conflict_do_nothing(
-            index_elements=["app_id", "device_id"]
-        )
-        conn.execute(
-            stmt,
-            [
-                {
-                    "app_id": e.app_id,
-                    "device_id": e.device_id,
-                    "first_seen": e.at_ms,
-                    "last_seen": e.at_ms,
-                    "last_counted_at": None,
-                    "platform": e.platform,
-                    "version_name": release_version(e.version_name),
-                    "version_build": e.version_build,
-                    "version_os": "",
-                    "plugin_version": e.plugin_version,
-                    "custom_id": e.custom_id,
-                    "is_emulator": e.is_emulator,
-                    "is_prod": e.is_prod,
-                }
-                for e in missing
-            ],
-        )
-        found.update(_read_ordinals(conn, {(e.app_id, e.device_id): e for e in missing}))
-    return found
-
-
-def _read_ordinals(conn: Connection, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
-    by_app: dict[str, list[str]] = defaultdict(list)
-    for app_id, device_id in keys:
-        by_app[app_id].append(device_id)
-    d = s.devices.c
-    found: dict[tuple[str, str], int] = {}
-    for app_id, device_ids in by_app.items():
-        for at in range(0, len(device_ids), 500):
-            rows = conn.execute(
-                select(d.id, d.device_id).where(
-                    d.app_id == app_id, d.device_id.in_(device_ids[at : at + 500])
-                )
-            )
-            found.update({(app_id, device_id): ordinal for ordinal, device_id in rows})
-    return found
-
-
-def _add_launches(conn: Connection, launches: dict[tuple[str, date, str, int], int]) -> None:
-    from .ingest import dialect_insert
-
-    stmt = dialect_insert(conn, s.release_launches)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["app_id", "day", "version_name", "bucket"],
-        set_={"launches": s.release_launches.c.launches + stmt.excluded.launches},
-    )
-    # Key order: concurrent writers lock the rows in the same order and never deadlock.
-    conn.execute(
-        stmt,
-        [
-            {"app_id": a, "day": d, "version_name": v, "bucket": b, "launches": n}
-            for (a, d, v, b), n in sorted(launches.items())
-        ],
-    )
-
-
 def stat_metadata(metadata: dict[str, Any] | None, timestamp: int | None) -> str | None:
     """The metadata column of a raw event: the plugin's metadata and its own timestamp."""
     extra: dict[str, Any] = dict(metadata or {})
     if timestamp is not None:
         extra["device_timestamp"] = timestamp
     return orjson.dumps(extra).decode() if extra else None
-
-
-def prune_events(conn: Connection, before_ms: int, limit: int = 10_000) -> int:
-    """Delete raw stats events older than ``before_ms``, at most ``limit`` (oldest first)."""
-    e = s.device_events.c
-    ids = list(conn.scalars(select(e.id).where(e.at < before_ms).order_by(e.at).limit(limit)))
-    if ids:
-        conn.execute(delete(s.device_events).where(e.id.in_(ids)))
-    return len(ids)

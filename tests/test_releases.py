@@ -4,8 +4,8 @@ release rows they produce (contract.md "Release health"), on both engines."""
 from __future__ import annotations
 
 import csv
-import json
 import io
+import json
 import math
 import random
 import uuid

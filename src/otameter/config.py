@@ -26,6 +26,16 @@ def parse_networks(values: list[str] | str | None) -> tuple[Network, ...]:
         raise ValueError(f"invalid trusted proxy CIDR: {exc}") from None
 
 
+# Numeric settings read from OTAMETER_<NAME>.
+_NUMBERS: dict[str, type[int] | type[float]] = {
+    "stats_retention_days": float,
+    "release_min_devices": int,
+    "release_max_rollback_rate": float,
+    "release_max_failure_rate": float,
+    "release_max_crash_rate": float,
+}
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -42,6 +52,16 @@ class Settings:
     # Time-to-live of the in-process caches of apps and channels used on the hot path.
     cache_ttl_seconds: float = 2.0
     trial_days: int = 14
+    # How long raw plugin stats events are kept for the device log (their release-health
+    # aggregates are kept like the other statistics).
+    stats_retention_days: float = 7.0
+    # Release regression (release_guard.py): once at least ``release_min_devices`` devices
+    # installed (or failed to install) a version, a rollback, failure or crash rate above its
+    # maximum raises ``release_regression`` (and rolls back channels with auto_rollback).
+    release_min_devices: int = 20
+    release_max_rollback_rate: float = 0.05
+    release_max_failure_rate: float = 0.10
+    release_max_crash_rate: float = 0.05
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -57,6 +77,13 @@ class Settings:
         }
         if "OTAMETER_TRIAL_DAYS" in env:
             values["trial_days"] = int(env["OTAMETER_TRIAL_DAYS"])
+        for name, kind in _NUMBERS.items():
+            raw = env.get(f"OTAMETER_{name.upper()}")
+            if raw:
+                try:
+                    values[name] = kind(raw)
+                except ValueError:
+                    raise ValueError(f"OTAMETER_{name.upper()} must be a number") from None
         for key, value in overrides.items():
             if value is not None:
                 values[key] = value

@@ -494,7 +494,12 @@ def link_channel(conn: Connection, app_id: str, name: str, bundle_id: str, at_ms
     updated = conn.execute(
         update(s.channels)
         .where(and_(c.app_id == app_id, c.name == name))
-        .values(bundle_id=bundle_id, updated_at=at_ms)
+        # The bundle it served before is what auto_rollback goes back to.
+        .values(
+            previous_bundle_id=func.coalesce(c.bundle_id, c.previous_bundle_id),
+            bundle_id=bundle_id,
+            updated_at=at_ms,
+        )
     )
     if updated.rowcount:
         return

@@ -179,7 +179,10 @@ def _add_launches(conn: Connection, launches: dict[tuple[str, date, str, int], i
     )
 
 
-def prune_events(conn: Connection, before_ms: int, limit: int = 10_000) -> int:
+PRUNE_BATCH = 10_000
+
+
+def prune_events(conn: Connection, before_ms: int, limit: int = PRUNE_BATCH) -> int:
     """Delete raw stats events older than ``before_ms``, at most ``limit`` (oldest first)."""
     e = s.device_events.c
     ids = list(conn.scalars(select(e.id).where(e.at < before_ms).order_by(e.at).limit(limit)))

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, select
 
 from . import schema as s
 from .catalog import Catalog
-from .clock import Clock, SystemClock
+from .clock import Clock, SystemClock, to_ms
 from .config import Settings
 from .db import create_db_engine, sqlite_write_lock
 from .events import Event, Outcome
@@ -21,6 +21,8 @@ from .google_ranges import load_google_ranges
 from .ingest import Pipeline, dialect_insert
 from .periodic import Periodic
 from .plans import PlanEnforcer
+from .release_guard import ReleaseGuard
+from .release_ingest import PRUNE_BATCH, prune_events
 from .rollups import Rollups
 from .webhooks import WebhookDispatcher
 from .writer import Writer
@@ -58,6 +60,9 @@ class Runtime:
         self.plan_worker = Periodic(
             "otameter-plans", self.plans.tick, max(1.0, settings.rollup_interval_seconds)
         )
+        self.release_guard = ReleaseGuard(settings, self.clock, self.catalog.invalidate)
+        self.rollups.release_hooks.append(self.release_guard.on_rollup)
+        self.prune_worker = Periodic("otameter-prune", self.prune_stats_events, 60.0)
         self.webhooks = WebhookDispatcher(self.writer, self.clock)
         self.webhook_worker = Periodic("otameter-webhooks", self.webhooks.deliver_due, 1.0)
         self._secret: bytes | None = None
@@ -70,12 +75,14 @@ class Runtime:
             self.rollup_worker.start()
             self.plan_worker.start()
             self.webhook_worker.start()
+            self.prune_worker.start()
         self.started = True
 
     def stop(self) -> None:
         self.rollup_worker.stop()
         self.plan_worker.stop()
         self.webhook_worker.stop()
+        self.prune_worker.stop()
         self.webhooks.close()
         self.writer.stop()
         if self._write_lock is not None:
@@ -83,6 +90,17 @@ class Runtime:
         self.read_engine.dispose()
         self.write_engine.dispose()
         self.started = False
+
+    def prune_stats_events(self) -> int:
+        """Delete raw stats events older than the retention; returns how many went."""
+        cutoff = to_ms(self.clock.now()) - int(self.settings.stats_retention_days * 86_400_000)
+        total = 0
+        while True:
+            # Bounded transactions: the writer stays free for live traffic between them.
+            pruned = self.writer.run_blocking(lambda conn: prune_events(conn, cutoff))
+            total += pruned
+            if pruned < PRUNE_BATCH:
+                return total
 
     async def submit(self, events: Sequence[Event]) -> list[Outcome]:
         return await self.writer.submit(events)

@@ -15,7 +15,7 @@ from starlette.types import Receive, Scope, Send
 from .. import openapi
 from ..errors import ApiError
 from ..runtime import Runtime
-from . import management, plans, plugin, statistics
+from . import devices, management, plans, plugin, statistics
 from .common import JSONResponse, error_response
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,7 @@ def create_app(rt: Runtime, *, manage_runtime: bool = True) -> Starlette:
             Route("/health", health, methods=["GET"]),
             *plugin.routes,
             *management.routes,
+            *devices.routes,
             *statistics.routes,
             *openapi.routes,
             *plans.routes,

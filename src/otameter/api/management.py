@@ -480,6 +480,8 @@ CHANNEL_FLAGS = {
     "ios": True,
     "android": True,
     "electron": True,
+    # Release guard (release_guard.py): a regression of the bundle puts the previous one back.
+    "auto_rollback": False,
 }
 
 
@@ -524,6 +526,9 @@ async def upsert_channel(request: Request) -> Response:
         else:
             if version is not None:
                 values["bundle_id"] = bundle_id
+                if bundle_id != existing.bundle_id and existing.bundle_id is not None:
+                    # What auto_rollback goes back to.
+                    values["previous_bundle_id"] = existing.bundle_id
             conn.execute(
                 update(s.channels).where(c.id == existing.id).values(updated_at=now_ms, **values)
             )

@@ -340,3 +340,100 @@ def test_an_import_of_the_same_events_agrees_with_live_traffic(harness: Harness)
     assert summary.rejected == [] and summary.accepted == len(lines)
     expected = [dict(r, offered=0) for r in EXPECTED]
     assert releases(harness, key) == expected
+
+
+def test_device_search_and_event_log(harness: Harness) -> None:
+    key, d = replay(harness)
+    # Found by the start of its id, or by its custom id.
+    checkin(harness, d["crash"], "1.0.1", custom_id="user-42")
+    answer = harness.client.get(
+        f"/app/{APP}/devices?search={d['crash'][:8]}", headers=harness.auth(key)
+    )
+    assert answer.status_code == 200, answer.text
+    (found,) = answer.json()["data"]
+    assert found["device_id"] == d["crash"]
+    assert (found["platform"], found["version_name"], found["custom_id"]) == (
+        "android",
+        "1.0.1",
+        "user-42",
+    )
+    assert (found["is_emulator"], found["is_prod"], found["channel"]) == (False, True, None)
+    by_custom = harness.client.get(f"/app/{APP}/devices?search=user-4", headers=harness.auth(key))
+    assert [r["device_id"] for r in by_custom.json()["data"]] == [d["crash"]]
+    emulator = harness.client.get(
+        f"/app/{APP}/devices?search={d['emulator']}", headers=harness.auth(key)
+    ).json()["data"]
+    assert [r["is_emulator"] for r in emulator] == [True]
+    listed = harness.client.get(f"/app/{APP}/devices", headers=harness.auth(key)).json()
+    assert len(listed["data"]) == 7 and listed["next_page"] is None
+
+    # The log: newest first, each event once although its batch came twice, paged.
+    path = f"/app/{APP}/devices/{d['clean']}/events"
+    first = harness.client.get(f"{path}?limit=4", headers=harness.auth(key)).json()
+    assert [e["action"] for e in first["data"]] == [
+        "app_launch_ready",
+        "app_launch_start",
+        "set",
+        "download_complete",
+    ]
+    assert first["data"][0]["metadata"]["duration_ms"] == "90"
+    assert first["data"][2]["old_version_name"] == "builtin"
+    rest = harness.client.get(
+        f"{path}?limit=4&before={first['next_before']}", headers=harness.auth(key)
+    ).json()
+    assert [e["action"] for e in rest["data"]] == ["download_10", "download_zip_start"]
+    assert rest["next_before"] is None
+
+    # Another org's key: the app's devices answer like a missing app's.
+    _, stranger = harness.user("other@example.com")
+    for url in (f"/app/{APP}/devices", path):
+        hidden = harness.client.get(url, headers=harness.auth(stranger))
+        missing = harness.client.get(
+            url.replace(APP, "com.missing.app"), headers=harness.auth(stranger)
+        )
+        assert hidden.status_code == missing.status_code == 404
+        assert hidden.content == missing.content
+    unknown = harness.client.get(
+        f"/app/{APP}/devices/{uuid.uuid4()}/events", headers=harness.auth(key)
+    )
+    assert unknown.status_code == 404 and unknown.json()["status"] == "KO"
+    bad = harness.client.get(f"{path}?limit=0", headers=harness.auth(key))
+    assert bad.status_code == 400 and bad.json()["status"] == "KO"
+
+
+def test_raw_events_are_pruned_after_the_retention_and_figures_stay(harness: Harness) -> None:
+    key, d = replay(harness)
+    before = releases(harness, key)
+    path = f"/app/{APP}/devices/{d['clean']}/events"
+
+    def logged() -> int:
+        return len(harness.client.get(path, headers=harness.auth(key)).json()["data"])
+
+    assert logged() == 6
+    harness.clock.advance(timedelta(days=7) - timedelta(milliseconds=1))
+    assert harness.rt.prune_stats_events() == 0
+    assert logged() == 6
+    harness.clock.advance(timedelta(milliseconds=2))
+    assert harness.rt.prune_stats_events() > 0
+    assert logged() == 0
+    assert releases(harness, key) == before == EXPECTED
+
+
+def test_retention_and_thresholds_read_the_environment(monkeypatch: Any) -> None:
+    from otameter.config import Settings
+
+    monkeypatch.setenv("OTAMETER_STATS_RETENTION_DAYS", "2.5")
+    monkeypatch.setenv("OTAMETER_RELEASE_MIN_DEVICES", "100")
+    monkeypatch.setenv("OTAMETER_RELEASE_MAX_CRASH_RATE", "0.02")
+    settings = Settings.from_env()
+    assert settings.stats_retention_days == 2.5
+    assert settings.release_min_devices == 100
+    assert settings.release_max_crash_rate == 0.02
+    assert Settings().stats_retention_days == 7
+    monkeypatch.setenv("OTAMETER_RELEASE_MIN_DEVICES", "many")
+    try:
+        Settings.from_env()
+    except ValueError as exc:
+        assert "OTAMETER_RELEASE_MIN_DEVICES" in str(exc)
+    else:
+        raise AssertionError("a setting that is not a number is refused")

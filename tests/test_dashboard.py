@@ -637,3 +637,84 @@ def test_locked_org_shows_the_reason(page: Any, live: LiveServer, tmp_path: Path
         page.locator("#usage").screenshot(path=str(target / "org-locked.png"))
     finally:
         lock(None, None)
+
+
+def test_app_page_releases_and_device_log(page: Any, live: LiveServer) -> None:
+    import dataclasses
+    import uuid
+
+    from tests.harness import device_body
+
+    app_id = DEMO_APPS[1][0]
+    # Three devices take the bundle the app's channel offers; one rolls back, one crashes.
+    devices = [str(uuid.uuid4()) for _ in range(3)]
+    offered = ""
+    for n, device in enumerate(devices):
+        answer = httpx.post(live.url + "/updates", json=device_body(app_id, device), timeout=30)
+        offered = answer.json()["version"]
+        actions = ["download_complete", "set", *[["update_fail"], ["app_crash"], []][n]]
+        batch = [
+            device_body(app_id, device, action=a, version_name=offered, timestamp=100 + i)
+            for i, a in enumerate(actions)
+        ]
+        batch.append(
+            device_body(
+                app_id,
+                device,
+                action="app_launch_ready",
+                version_name=offered,
+                timestamp=200,
+                metadata={"duration_ms": str(800 + 100 * n)},
+            )
+        )
+        assert httpx.post(live.url + "/stats", json=batch, timeout=30).status_code == 200
+    guard = live.rt.release_guard
+    saved = guard.settings
+    guard.settings = dataclasses.replace(
+        saved, release_min_devices=3, release_max_rollback_rate=0.3
+    )
+    try:
+        live.rt.rollups.run_blocking()
+    finally:
+        guard.settings = saved
+
+    _sign_in(page, live)
+    span = _range(TODAY - timedelta(days=6), TODAY)
+    page.goto(f"{live.url}/dashboard/app/{app_id}{span}")
+    _wait_ready(page, (TODAY - timedelta(days=6)).isoformat(), TODAY.isoformat())
+    page.wait_for_selector('main[data-complete="true"]')
+
+    api = live.api(f"/statistics/app/{app_id}/releases/{span}")["data"]
+    funnel = {r["version"]: r for r in _table(page, "table-releases")}
+    assert set(funnel) == {r["version"] for r in api}
+    for row in api:
+        for key in ("offered", "downloaded", "installed", "failed", "rolled_back"):
+            assert int(funnel[row["version"]][key]) == row[key]
+    quality = {r["version"]: r for r in _table(page, "table-release-quality")}
+    mine = next(r for r in api if r["version"] == offered)
+    assert (mine["installed"], mine["rolled_back"], mine["crashed"]) == (3, 1, 1)
+    assert int(quality[offered]["launch_ms_p50"]) == mine["launch_ms_p50"]
+    # Crash-free: of the devices that ran it (the demo's too) or installed it.
+    users = max(mine["active"], mine["installed"], mine["crashed"])
+    assert float(quality[offered]["crash_free"]) == round(1000 * (users - 1) / users) / 10
+
+    # The CSV has the rows of the table.
+    with page.expect_download() as info:
+        page.locator('button.csv[data-chart="releases"]').click()
+    lines = list(csv.DictReader(io.StringIO(Path(info.value.path()).read_text())))
+    assert {line["version"]: int(line["installed"]) for line in lines} == {
+        r["version"]: r["installed"] for r in api
+    }
+
+    # The alert the guard raised (1 of 3 rolled back, over 30%) is on the page.
+    alert = page.locator(f'.release-alert[data-version="{offered}"]')
+    assert alert.count() == 1 and "regressed" in alert.inner_text()
+
+    # Device search, then the device's log, newest first.
+    page.get_by_label("Device id or custom id").fill(devices[1][:13])
+    page.get_by_role("button", name="Search").click()
+    page.wait_for_selector('#device-results[data-count="1"]')
+    page.locator(f'button[data-device="{devices[1]}"]').click()
+    page.wait_for_selector("#device-events")
+    actions = [r["action"] for r in _table(page, "device-events")]
+    assert actions == ["app_launch_ready", "app_crash", "set", "download_complete"]

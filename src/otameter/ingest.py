@@ -263,7 +263,7 @@ class Pipeline:
             marks = ", ".join([_placeholder(conn)] * 6)
             conn.exec_driver_sql(
                 f"INSERT INTO downloads ({columns}) VALUES ({marks})",
-                [(*row[:4], _date_param(conn, row[4]), row[5]) for row in facts.downloads],
+                [(*row[:4], date_param(conn, row[4]), row[5]) for row in facts.downloads],
             )
             days = {(row[0], row[4], "bandwidth") for row in facts.downloads}
             conn.execute(
@@ -356,7 +356,7 @@ class Pipeline:
         )
 
 
-def _date_param(conn: Connection, day: date) -> Any:
+def date_param(conn: Connection, day: date) -> Any:
     # SQLAlchemy stores a Date as ISO text on SQLite; statements run with exec_driver_sql
     # bypass its type handling, so the text is passed as is.
     return day if conn.dialect.name == "postgresql" else day.isoformat()

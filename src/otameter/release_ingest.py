@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import date
 
+import orjson
 from pyroaring import BitMap
 from sqlalchemy import Connection, delete, select
 
@@ -17,7 +18,7 @@ from . import schema as s
 from .clock import day_of_ms
 from .counting import Verdict, device_verdict
 from .events import PluginStat
-from .ingest import dialect_insert
+from .ingest import date_param, dialect_insert
 from .releases import ACTION_OUTCOMES, LAUNCH_ACTION, launch_bucket, release_version
 
 _COUNTED = Verdict.COUNTED
@@ -49,16 +50,20 @@ def store_stats(conn: Connection, stats: Sequence[PluginStat]) -> None:
         ordinals = device_ordinals(
             conn, [stats[i] for i in counted if stats[i].action in ACTION_OUTCOMES]
         )
-        conn.execute(
-            s.activity_deltas.insert(),
+        conn.exec_driver_sql(
+            _sql(
+                conn,
+                "INSERT INTO activity_deltas (app_id, day, kind, version_name, bitmap)"
+                " VALUES (?, ?, ?, ?, ?)",
+            ),
             [
-                {
-                    "app_id": app_id,
-                    "day": day,
-                    "kind": kind,
-                    "version_name": version,
-                    "bitmap": BitMap([ordinals[key] for key in members]).serialize(),
-                }
+                (
+                    app_id,
+                    date_param(conn, day),
+                    kind,
+                    version,
+                    BitMap([ordinals[key] for key in members]).serialize(),
+                )
                 for (app_id, day, kind, version), members in groups.items()
             ],
         )
@@ -68,28 +73,24 @@ def store_stats(conn: Connection, stats: Sequence[PluginStat]) -> None:
 
 def _insert_raw(conn: Connection, stats: Sequence[PluginStat]) -> set[int]:
     """Insert the raw events; the indexes of those that were new (not a resent event)."""
+    # One statement for the batch, the rows as one JSON array (plain SQL: this runs in every
+    # group commit that holds stats, where building a Core statement costs more than it).
     rows = [
-        {
-            "app_id": e.app_id,
-            "device_id": e.device_id,
-            "action": e.action,
-            "version_name": e.version_name,
-            "old_version_name": e.old_version_name,
-            "at": e.at_ms,
-            "metadata": e.metadata,
-            "device_ts": e.device_ts,
-        }
+        (
+            e.app_id,
+            e.device_id,
+            e.action,
+            e.version_name,
+            e.old_version_name,
+            e.at_ms,
+            e.metadata,
+            e.device_ts,
+        )
         for e in stats
     ]
-    c = s.device_events.c
-    stmt = (
-        dialect_insert(conn, s.device_events)
-        .on_conflict_do_nothing(
-            index_elements=["app_id", "device_id", "device_ts", "action", "version_name"]
-        )
-        .returning(c.app_id, c.device_id, c.device_ts, c.action, c.version_name)
-    )
-    inserted = {tuple(row) for row in conn.execute(stmt, rows)}
+    postgres = conn.dialect.name == "postgresql"
+    sql = _RAW_INSERT_POSTGRESQL if postgres else _RAW_INSERT_SQLITE
+    inserted = {tuple(row) for row in conn.exec_driver_sql(sql, (orjson.dumps(rows).decode(),))}
     new: set[int] = set()
     for i, e in enumerate(stats):
         key = (e.app_id, e.device_id, e.device_ts, e.action, e.version_name)
@@ -150,33 +151,57 @@ def _read_ordinals(conn: Connection, keys: Iterable[tuple[str, str]]) -> dict[tu
     by_app: dict[str, list[str]] = defaultdict(list)
     for app_id, device_id in keys:
         by_app[app_id].append(device_id)
-    d = s.devices.c
+    postgres = conn.dialect.name == "postgresql"
+    sql = _ORDINALS_POSTGRESQL if postgres else _ORDINALS_SQLITE
     found: dict[tuple[str, str], int] = {}
     for app_id, device_ids in by_app.items():
-        for at in range(0, len(device_ids), 500):
-            rows = conn.execute(
-                select(d.id, d.device_id).where(
-                    d.app_id == app_id, d.device_id.in_(device_ids[at : at + 500])
-                )
-            )
-            found.update({(app_id, device_id): ordinal for ordinal, device_id in rows})
+        rows = conn.exec_driver_sql(sql, (app_id, orjson.dumps(device_ids).decode()))
+        found.update({(app_id, device_id): ordinal for ordinal, device_id in rows})
     return found
 
 
 def _add_launches(conn: Connection, launches: dict[tuple[str, date, str, int], int]) -> None:
-    stmt = dialect_insert(conn, s.release_launches)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["app_id", "day", "version_name", "bucket"],
-        set_={"launches": s.release_launches.c.launches + stmt.excluded.launches},
-    )
     # Key order: concurrent writers lock the rows in the same order and never deadlock.
-    conn.execute(
-        stmt,
-        [
-            {"app_id": a, "day": d, "version_name": v, "bucket": b, "launches": n}
-            for (a, d, v, b), n in sorted(launches.items())
-        ],
+    conn.exec_driver_sql(
+        _sql(
+            conn,
+            "INSERT INTO release_launches (app_id, day, version_name, bucket, launches)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (app_id, day, version_name, bucket)"
+            " DO UPDATE SET launches = release_launches.launches + excluded.launches",
+        ),
+        [(a, date_param(conn, d), v, b, n) for (a, d, v, b), n in sorted(launches.items())],
     )
+
+
+def _sql(conn: Connection, statement: str) -> str:
+    """A statement written with ``?`` marks, in the driver's style."""
+    return statement.replace("?", "%s") if conn.dialect.name == "postgresql" else statement
+
+
+_RAW_COLUMNS = "app_id, device_id, action, version_name, old_version_name, at, metadata, device_ts"
+_RAW_KEY = "app_id, device_id, device_ts, action, version_name"
+_RAW_INSERT_SQLITE = (
+    f"INSERT INTO device_events ({_RAW_COLUMNS})"
+    " SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6,"
+    " value->>7 FROM json_each(?) WHERE true"
+    f" ON CONFLICT ({_RAW_KEY}) DO NOTHING RETURNING {_RAW_KEY}"
+)
+_RAW_INSERT_POSTGRESQL = (
+    f"INSERT INTO device_events ({_RAW_COLUMNS})"
+    " SELECT e->>0, e->>1, e->>2, e->>3, e->>4, (e->>5)::bigint, e->>6, (e->>7)::bigint"
+    " FROM json_array_elements(%s::json) AS e"
+    f" ON CONFLICT ({_RAW_KEY}) DO NOTHING RETURNING {_RAW_KEY}"
+)
+_ORDINALS_SQLITE = (
+    "SELECT d.id, d.device_id FROM json_each(?2) AS e"
+    " JOIN devices AS d ON d.app_id = ?1 AND d.device_id = e.value"
+    # Keeps the planner driving the join from the array (see ingest.upsert_devices).
+    " ORDER BY e.key"
+)
+_ORDINALS_POSTGRESQL = (
+    "SELECT d.id, d.device_id FROM devices AS d WHERE d.app_id = %s"
+    " AND d.device_id IN (SELECT json_array_elements_text(%s::json))"
+)
 
 
 PRUNE_BATCH = 10_000

@@ -643,15 +643,24 @@ def test_app_page_releases_and_device_log(page: Any, live: LiveServer) -> None:
     import dataclasses
     import uuid
 
-    from tests.harness import device_body
+    from tests.harness import device_body, zip_bytes
 
     app_id = DEMO_APPS[1][0]
-    # Three devices take the bundle the app's channel offers; one rolls back, one crashes.
+    # A new bundle on production; three devices take it, one rolls back, one crashes.
+    uploaded = httpx.post(
+        live.url + "/bundle",
+        data={"app_id": app_id, "version": "9.9.0", "channel": "production"},
+        files={"file": ("bundle.zip", zip_bytes(), "application/zip")},
+        headers={"authorization": live.key},
+        timeout=30,
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    live.rt.catalog.invalidate()
     devices = [str(uuid.uuid4()) for _ in range(3)]
-    offered = ""
+    offered = "9.9.0"
     for n, device in enumerate(devices):
         answer = httpx.post(live.url + "/updates", json=device_body(app_id, device), timeout=30)
-        offered = answer.json()["version"]
+        assert answer.json()["version"] == offered
         actions = ["download_complete", "set", *[["update_fail"], ["app_crash"], []][n]]
         batch = [
             device_body(app_id, device, action=a, version_name=offered, timestamp=100 + i)

@@ -6,15 +6,18 @@ import io
 import random
 import uuid
 import zipfile
+from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 
 from sqlalchemy import Connection, func, select
 
 from . import schema as s
 from .bundles import store_upload
 from .clock import to_ms
-from .events import BundleUpload, CheckIn, Download, Event
+from .events import BundleUpload, CheckIn, Download, Event, PluginStat
 from .plans import upsert_plan
+from .releases import parse_duration, stat_metadata
 from .runtime import Runtime
 from .users import create_user
 
@@ -34,6 +37,37 @@ def _zip_bytes(version: str, rng: random.Random) -> bytes:
         # Incompressible filler so bundles weigh like real ones (a few hundred kB).
         archive.writestr("assets/app.bin", rng.randbytes(rng.randrange(200_000, 800_000)))
     return buffer.getvalue()
+
+
+def _stats_of(app_id: str, device: str, platform: str, at_ms: int) -> Callable[..., PluginStat]:
+    """A maker of the device's stats events at ``at_ms`` (``n`` orders them on the device)."""
+
+    def make(
+        action: str,
+        version: str,
+        n: int,
+        *,
+        is_emulator: bool = False,
+        is_prod: bool = True,
+        old_version_name: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> PluginStat:
+        return PluginStat(
+            app_id=app_id,
+            device_id=device,
+            action=action,
+            version_name=version,
+            at_ms=at_ms,
+            old_version_name=old_version_name,
+            metadata=stat_metadata(metadata, at_ms + n),
+            platform=platform,
+            is_emulator=is_emulator,
+            is_prod=is_prod,
+            device_ts=at_ms + n,
+            duration_ms=parse_duration(metadata),
+        )
+
+    return make
 
 
 def is_empty(conn: Connection) -> bool:
@@ -119,6 +153,8 @@ def seed_demo(rt: Runtime, days: int = 90, seed: int = 7) -> str:
         emulator = {d: rng.random() < 0.01 for d in devices}
         dev_build = {d: rng.random() < 0.008 for d in devices}
         installed = dict.fromkeys(devices, "builtin")
+        # Versions a device gave up on (a failure or a rollback): it keeps its bundle.
+        refused: set[tuple[str, str]] = set()
         for day in range(days):
             live = [v for v in versions if v[0] <= day]
             current = live[-1] if live else None
@@ -129,6 +165,13 @@ def seed_demo(rt: Runtime, days: int = 90, seed: int = 7) -> str:
                 at_ms = start_ms + day * 86_400_000 + rng.randrange(86_400_000)
                 if at_ms > to_ms(now):
                     continue
+                offer = (
+                    current[1]
+                    if current
+                    and current[1] != installed[device]
+                    and (device, current[1]) not in refused
+                    else ""
+                )
                 events.append(
                     CheckIn(
                         app_id,
@@ -140,13 +183,42 @@ def seed_demo(rt: Runtime, days: int = 90, seed: int = 7) -> str:
                         not dev_build[device],
                         version_build="1.0.0",
                         plugin_version="8.51.14",
+                        offered_version=offer,
                     )
                 )
-                if current and current[1] != installed[device]:
+                if offer and current:
                     # The device fetches the new bundle (external ones are not metered).
                     if current[2]:
-                        events.append(Download(app_id, device, current[1], current[2], at_ms))
-                    installed[device] = current[1]
+                        events.append(Download(app_id, device, offer, current[2], at_ms))
+                    stat = _stats_of(app_id, device, platform[device], at_ms)
+                    stat = partial(
+                        stat, is_emulator=emulator[device], is_prod=not dev_build[device]
+                    )
+                    events.append(stat("download_complete", offer, 1))
+                    roll = rng.random()
+                    if roll < 0.02:
+                        events.append(stat("unzip_fail", offer, 2))
+                        refused.add((device, offer))
+                        continue
+                    events.append(stat("set", offer, 3, old_version_name=installed[device]))
+                    if roll < 0.03:
+                        events.append(stat("update_fail", offer, 4))
+                        refused.add((device, offer))
+                        continue
+                    installed[device] = offer
+                if installed[device] != "builtin" and rng.random() < 0.3:
+                    stat = _stats_of(app_id, device, platform[device], at_ms + 5)
+                    stat = partial(
+                        stat, is_emulator=emulator[device], is_prod=not dev_build[device]
+                    )
+                    # Launch times differ a little per version; a few devices crash.
+                    base = 450 + 60 * int(installed[device].split(".")[1])
+                    ms = str(int(rng.lognormvariate(0, 0.35) * base))
+                    events.append(
+                        stat("app_launch_ready", installed[device], 6, metadata={"duration_ms": ms})
+                    )
+                    if rng.random() < 0.004:
+                        events.append(stat("app_crash", installed[device], 7))
     uploads = sorted((e for e in events if isinstance(e, BundleUpload)), key=lambda e: e.at_ms)
     rest = [e for e in events if not isinstance(e, BundleUpload)]
     rt.writer.submit_blocking(uploads)

@@ -7,8 +7,9 @@ Run with: python bench/bench_releases.py [--devices 20000] [--batch 40] [--clien
    connection, POST the plugin's own sequences as arrays of ``--batch`` events (a device:
    progress, ``download_complete``, ``set``, launches with ``duration_ms``; one in ten a
    failure, one in twenty an ``update_fail``, one in twenty a crash), every device once, spread
-   over three versions. The figure is events per second through the real HTTP endpoint
-   (parsing, the writer's group commit, the raw log, the device sets and launch histograms).
+   over three versions. The figures are events per second through the real HTTP endpoint
+   (parsing, the writer's group commit, the raw log, the device sets and launch histograms)
+   and the server's CPU time per event (less sensitive to other work on the machine).
 2. After the server's rollups folded everything: the bytes of the raw log (``device_events``
    and its indexes) per million events, and the bytes of the aggregates (the release device
    sets in ``activity_bitmaps``, ``release_launches``) per million devices, read from SQLite's
@@ -88,6 +89,13 @@ def device_events(rng: random.Random, device: str) -> list[dict[str, Any]]:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (Linux /proc): a figure that other work
+    on a shared machine does not inflate as much as wall time."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def table_bytes(path: Path) -> dict[str, int]:
     with sqlite3.connect(path) as conn:
         return dict(conn.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name").fetchall())
@@ -159,17 +167,21 @@ def main() -> None:
                             failures.append(answer.text[:200])
 
             threads = [threading.Thread(target=client) for _ in range(args.clients)]
+            cpu_before = cpu_seconds(server.pid)
             started = time.perf_counter()
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join()
             elapsed = time.perf_counter() - started
+            server_cpu = cpu_seconds(server.pid) - cpu_before
             if failures:
                 raise SystemExit(f"{len(failures)} batches failed, first: {failures[0]}")
             print(
                 f"ingest: {len(events) / elapsed:,.0f} events/s "
-                f"({len(batches) / elapsed:,.0f} batches/s, {elapsed:.1f} s)",
+                f"({len(batches) / elapsed:,.0f} batches/s, {elapsed:.1f} s); the server used "
+                f"{server_cpu:.1f} s of CPU, {server_cpu / len(events) * 1e6:,.0f} µs an event "
+                f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)",
                 flush=True,
             )
 

@@ -47,7 +47,10 @@ def otameter(*args: str, env: dict[str, str] | None = None) -> str:
 class LiveServer:
     """``otameter serve`` in its own process group (so that SIGKILL takes every worker)."""
 
-    def __init__(self, db_url: str, data_dir: Path, *, workers: int = 1) -> None:
+    def __init__(
+        self, db_url: str, data_dir: Path, *, workers: int = 1, env: dict[str, str] | None = None
+    ) -> None:
+        self.env = env
         self.db_url = db_url
         self.data_dir = data_dir
         self.workers = workers
@@ -77,7 +80,11 @@ class LiveServer:
         ]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                argv, env=_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                argv,
+                env=_env(self.env),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         deadline = time.monotonic() + 90
         while True:

@@ -677,3 +677,49 @@ def test_release_health_table_json_and_csv(live: Live, tmp_path: Path) -> None:
     assert "1.0.0" in table.stdout and "50.0%" in table.stdout  # crash-free: 1 of 2
     missing = run(live, "stats", "releases", "com.missing.app")
     assert missing.exit_code == 5 and "App/Organization not found" in missing.stderr
+
+
+# -- key create, list, revoke ----------------------------------------------------------------
+
+
+def test_key_create_list_revoke(live: Live) -> None:
+    made = run(
+        live, "key", "create", "--mode", "read", "--org", live.org_id, "--name", "ci", "--json"
+    )
+    assert made.exit_code == 0, made.output
+    assert len(made.stdout.strip().splitlines()) == 1
+    body = json.loads(made.stdout)
+    key_id, key = body["id"], body["key"]
+    assert key.startswith("otm_") and body["limited_to_orgs"] == [live.org_id]
+    # The new key works, read-only.
+    assert live.http.get("/app", headers={"authorization": key}).status_code == 200
+    # Human output: the key alone on stdout, what it is on stderr.
+    human = run(live, "key", "create", "--mode", "upload", "--app", APP_ID)
+    assert human.exit_code == 0, human.output
+    (printed,) = human.stdout.strip().splitlines()
+    assert printed.startswith("otm_") and "shown only now" in human.stderr
+
+    listed = run(live, "key", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert len(listed.stdout.strip().splitlines()) == 1
+    rows = json.loads(listed.stdout)
+    assert isinstance(rows, list) and all("id" in r for r in rows)
+    assert key_id in {r["id"] for r in rows} and len(rows) == 3
+    assert (
+        key not in listed.stdout and printed not in listed.stdout and live.key not in listed.stdout
+    )
+    table = run(live, "key", "list")
+    assert table.exit_code == 0 and "ci" in table.stdout and key_id in table.stdout
+
+    revoked = run(live, "key", "revoke", key_id)
+    assert revoked.exit_code == 0, revoked.output
+    assert f"Revoked key {key_id}" in revoked.stdout
+    assert live.http.get("/app", headers={"authorization": key}).status_code == 401
+    again = run(live, "key", "revoke", key_id)
+    assert again.exit_code == 5 and "not found" in again.stderr.lower()
+    assert key_id not in {r["id"] for r in json.loads(run(live, "key", "list", "--json").stdout)}
+    # A key that may not manage keys is told so (exit 4).
+    refused = run(live, "key", "list", OTAMETER_APIKEY=printed)
+    assert refused.exit_code == 4 and "mode 'all'" in refused.stderr
+    bad = run(live, "key", "create", "--mode", "root")
+    assert bad.exit_code == 2 and "mode" in bad.stderr

@@ -4,6 +4,7 @@ headless Chromium against a real server (uvicorn on a free port, SQLite, demo da
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 import shutil
@@ -19,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from sqlalchemy import delete, update
+from sqlalchemy import select, update
 
 from otameter import schema as s
 from otameter.api import create_app
@@ -29,7 +30,7 @@ from otameter.dashboard import session
 from otameter.db import migrate
 from otameter.demo import DEMO_APPS, seed_demo
 from otameter.runtime import Runtime
-from tests.harness import Harness
+from tests.harness import Harness, running
 
 COOKIE = session.COOKIE
 
@@ -95,24 +96,71 @@ def test_tampered_or_expired_session_is_refused(sqlite_harness: Harness) -> None
     _, key = h.user("a@example.com")
     sign_in(h, key)
     value = h.client.cookies[COOKIE]
-    payload, signature = value.rsplit(".", 1)
-    h.client.cookies.set(COOKIE, payload + "." + ("0" * len(signature)), path="/dashboard")
+    h.client.cookies.set(
+        COOKIE, value[:-2] + ("AA" if value[-2:] != "AA" else "BB"), path="/dashboard"
+    )
     assert h.client.get("/dashboard", follow_redirects=False).status_code == 303
-    assert session.decode(h.rt, value) == key
     h.client.cookies.set(COOKIE, value, path="/dashboard")
     assert h.client.get("/dashboard", follow_redirects=False).status_code == 200
     h.clock.advance(timedelta(seconds=session.MAX_AGE_SECONDS + 1))
-    assert h.client.get("/dashboard", follow_redirects=False).status_code == 303
+    r = h.client.get("/dashboard", follow_redirects=False)
+    assert r.status_code == 303 and "max-age=0" in set_cookie_header(r).lower()
 
 
-def test_a_revoked_key_ends_the_session(sqlite_harness: Harness) -> None:
-    h = sqlite_harness
+def key_id(h: Harness, key: str, name: str | None = None) -> str:
+    """The id of ``key`` (the one it lists about itself by name, or the user's only key)."""
+    keys = h.client.get("/apikey", headers=h.auth(key)).json()
+    matching = [k for k in keys if name is None or k["name"] == name]
+    assert len(matching) == 1, keys
+    return str(matching[0]["id"])
+
+
+def test_the_cookie_carries_a_random_session_id_stored_hashed(harness: Harness) -> None:
+    h = harness
+    _, key = h.user("a@example.com")
+    sign_in(h, key)
+    value = h.client.cookies[COOKIE]
+    # The cookie is the session id alone (no key, no signed payload): the table holds its hash.
+    assert key not in value and "." not in value and len(value) >= 40
+    rows = h.rt.writer.run_blocking(lambda conn: conn.execute(select(s.dashboard_sessions)).all())
+    assert len(rows) == 1
+    (row,) = rows
+    assert row.id_hash == hashlib.sha256(value.encode()).hexdigest() and value not in row
+    assert row.key_id == key_id(h, key)
+    # Two sign-ins are two sessions with different ids.
+    h.client.cookies.clear()
+    sign_in(h, key)
+    assert h.client.cookies[COOKIE] != value
+
+
+def test_a_revoked_key_ends_the_session(harness: Harness) -> None:
+    h = harness
     _, key = h.user("a@example.com")
     sign_in(h, key)
     assert h.client.get("/dashboard/api/organization").status_code == 200
-    h.rt.writer.run_blocking(lambda conn: conn.execute(delete(s.api_keys)))
+    assert h.client.delete(f"/apikey/{key_id(h, key)}", headers=h.auth(key)).status_code == 200
     r = h.client.get("/dashboard/api/organization")
     assert r.status_code == 401 and "max-age=0" in set_cookie_header(r).lower()
+    assert h.client.get("/dashboard", follow_redirects=False).status_code == 303
+    # The revocation removed the key's sessions from the server, not only their use.
+    count = h.rt.writer.run_blocking(lambda conn: conn.execute(select(s.dashboard_sessions)).all())
+    assert count == []
+    # The revoked key cannot sign in again.
+    assert sign_in(h, key).status_code == 401
+
+
+def test_an_expired_key_ends_the_session(sqlite_harness: Harness) -> None:
+    h = sqlite_harness
+    _, key = h.user("a@example.com")
+    expires = (h.clock.now() + timedelta(hours=1)).isoformat()
+    short = h.client.post(
+        "/apikey",
+        json={"name": "short", "mode": "read", "expires_at": expires},
+        headers=h.auth(key),
+    ).json()["key"]
+    assert sign_in(h, short).status_code == 303
+    assert h.client.get("/dashboard", follow_redirects=False).status_code == 200
+    h.clock.advance(timedelta(hours=1))
     assert h.client.get("/dashboard", follow_redirects=False).status_code == 303
 
 
@@ -129,15 +177,51 @@ def test_cross_site_posts_are_refused(sqlite_harness: Harness) -> None:
     assert h.client.get("/dashboard", follow_redirects=False).status_code == 200
 
 
-def test_sign_out_ends_the_session(sqlite_harness: Harness) -> None:
-    h = sqlite_harness
+def test_sign_out_ends_the_session(harness: Harness) -> None:
+    h = harness
     _, key = h.user("a@example.com")
     sign_in(h, key)
+    copy = h.client.cookies[COOKIE]
     r = h.client.post("/dashboard/logout", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/dashboard/login?signed_out=1"
     assert "max-age=0" in set_cookie_header(r).lower()
     assert h.client.get("/dashboard", follow_redirects=False).status_code == 303
     assert "You are signed out" in h.client.get("/dashboard/login?signed_out=1").text
+    # A copy of the cookie taken before signing out opens nothing: the session is gone.
+    h.client.cookies.set(COOKIE, copy, path="/dashboard")
+    assert h.client.get("/dashboard", follow_redirects=False).status_code == 303
+    assert h.client.get("/dashboard/api/organization").status_code == 401
+
+
+def test_sessions_survive_a_restart(db_url: str, tmp_path: Path) -> None:
+    with running(db_url, tmp_path / "data") as h:
+        _, key = h.user("a@example.com")
+        sign_in(h, key)
+        value = h.client.cookies[COOKIE]
+        assert h.client.get("/dashboard", follow_redirects=False).status_code == 200
+    with running(db_url, tmp_path / "data") as h:
+        h.client.cookies.set(COOKIE, value, path="/dashboard")
+        assert h.client.get("/dashboard", follow_redirects=False).status_code == 200
+        assert h.client.get("/dashboard/api/organization").status_code == 200
+
+
+def test_failed_sign_ins_are_limited_per_address(harness: Harness) -> None:
+    h = harness
+    _, key = h.user("a@example.com")
+    limit = h.rt.settings.signin_failure_limit
+    for n in range(limit):
+        r = sign_in(h, f"otm_wrong{n}", **{"x-forwarded-for": "203.0.113.5"})
+        assert r.status_code == 401, n
+    refused = sign_in(h, "otm_wrong", **{"x-forwarded-for": "203.0.113.5"})
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+    assert "Too many failed sign-ins" in refused.text and COOKIE not in refused.cookies
+    # Another address is not affected, and a valid key from the blocked one still signs in.
+    assert sign_in(h, "otm_wrong", **{"x-forwarded-for": "203.0.113.6"}).status_code == 401
+    assert sign_in(h, key, **{"x-forwarded-for": "203.0.113.5"}).status_code == 303
+    # The window ends: the address may try again.
+    h.clock.advance(timedelta(seconds=h.rt.settings.signin_failure_window_seconds))
+    h.client.cookies.clear()
+    assert sign_in(h, "otm_wrong", **{"x-forwarded-for": "203.0.113.5"}).status_code == 401
 
 
 def test_next_only_leads_inside_the_dashboard(sqlite_harness: Harness) -> None:
@@ -599,11 +683,17 @@ def test_app_page_bundles_and_versions(page: Any, live: LiveServer, tmp_path: Pa
 
 def test_sign_out_in_the_browser(page: Any, live: LiveServer) -> None:
     _sign_in(page, live)
+    (copy,) = [c for c in page.context.cookies() if c["name"] == COOKIE]
+    assert live.key not in copy["value"] and copy["httpOnly"]
     page.get_by_role("button", name="Sign out").click()
     page.wait_for_url("**/dashboard/login?signed_out=1")
     assert page.get_by_text("You are signed out").is_visible()
     cookies = page.context.cookies()
     assert not [c for c in cookies if c["name"] == COOKIE]
+    page.goto(f"{live.url}/dashboard/org/{live.org_id}")
+    assert "/dashboard/login" in page.url
+    # The cookie copied before signing out opens nothing: the session ended on the server.
+    page.context.add_cookies([copy])
     page.goto(f"{live.url}/dashboard/org/{live.org_id}")
     assert "/dashboard/login" in page.url
 

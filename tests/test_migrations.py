@@ -97,13 +97,56 @@ def test_the_head_revision_is_the_newest_script(tmp_path: Path) -> None:
     assert schema_revision(url) == HEAD_REVISION
 
 
+def test_keys_sessions_and_invitations_go_down_and_up_keeping_keys(db_url: str) -> None:
+    # 0005 adds api_keys.expires_at/revoked_at and three tables; its downgrade keeps the keys.
+    from sqlalchemy import text
+
+    config = alembic_config(db_url)
+    migrate(db_url)
+    engine = create_db_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO users (id, email, name, created_at) VALUES ('u1', 'a@b.c', '', 1)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO api_keys (id, user_id, name, key_hash, mode, created_at,"
+                    " expires_at, revoked_at) VALUES ('k1', 'u1', 'n', 'h1', 'all', 1, 99, NULL)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO dashboard_sessions (id_hash, user_id, key_id, created_at,"
+                    " expires_at) VALUES ('s1', 'u1', 'k1', 1, 2)"
+                )
+            )
+        command.downgrade(config, "0005-1")
+        with engine.connect() as conn:
+            tables = set(inspect(conn).get_table_names())
+            columns = {c["name"] for c in inspect(conn).get_columns("api_keys")}
+            rows = conn.execute(text("SELECT id, key_hash, mode FROM api_keys")).all()
+        assert not tables & {"dashboard_sessions", "org_invitations", "auth_failures"}
+        assert "expires_at" not in columns and "revoked_at" not in columns
+        assert [tuple(r) for r in rows] == [("k1", "h1", "all")]
+        migrate(db_url)
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT id, expires_at, revoked_at FROM api_keys")).all()
+            assert [tuple(r) for r in rows] == [("k1", None, None)]
+            assert conn.execute(text("SELECT count(*) FROM dashboard_sessions")).scalar() == 0
+    finally:
+        engine.dispose()
+
+
 def test_release_health_migration_keeps_rows_both_ways(db_url: str) -> None:
     # 0007 adds device_events.device_ts (and its unique index), channels' auto_rollback and
     # previous_bundle_id, release_launches and release_alerts; rows already there stay.
     from sqlalchemy import text
 
     config = alembic_config(db_url)
-    command.upgrade(config, "0003")
+    command.upgrade(config, "0005")
     engine = create_db_engine(db_url)
     try:
         with engine.begin() as conn:
@@ -123,7 +166,7 @@ def test_release_health_migration_keeps_rows_both_ways(db_url: str) -> None:
             assert {"release_launches", "release_alerts"} <= tables
             columns = {c["name"] for c in inspect(conn).get_columns("channels")}
             assert {"auto_rollback", "previous_bundle_id"} <= columns
-        command.downgrade(config, "0003")
+        command.downgrade(config, "0005")
         with engine.begin() as conn:
             assert conn.execute(text("SELECT COUNT(*) FROM device_events")).scalar() == 2
             assert "release_launches" not in set(inspect(conn).get_table_names())

@@ -60,6 +60,8 @@ def test_every_route_is_described(sqlite_harness: Harness) -> None:
         ("/organization", "post"),
         ("/organization/members", "post"),
         ("/apikey", "post"),
+        ("/apikey", "get"),
+        ("/apikey/{key_id}", "delete"),
         ("/app", "get"),
         ("/app", "post"),
         ("/app/{app_id}", "get"),
@@ -94,7 +96,8 @@ def test_statistics_parameters_are_described(sqlite_harness: Harness) -> None:
     op = doc["paths"]["/statistics/app/{app_id}/"]["get"]
     names = {p["name"] for p in op["parameters"]}
     assert names == {"app_id", "from", "to", "format", "breakdown", "compare"}
-    assert set(op["responses"]) == {"200", "400", "401", "403", "404"}
+    assert set(op["responses"]) == {"200", "400", "401", "403", "404", "429"}
+    assert "retry-after" in {h.lower() for h in op["responses"]["429"]["headers"]}
     assert set(op["responses"]["200"]["content"]) == {"application/json", "text/csv"}
     assert "previous_period" in doc["components"]["schemas"]["StatsAnswer"]["properties"]
 

@@ -13,10 +13,10 @@ import secrets
 from dataclasses import dataclass
 from enum import IntEnum
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, or_, select
 
 from . import schema as s
-from .errors import UNAUTHORIZED, ApiError
+from .errors import ApiError
 
 
 class Level(IntEnum):
@@ -71,8 +71,23 @@ class Principal:
     def sees_app(self, app_id: str, org_id: str) -> bool:
         return self.sees_org(org_id) and (self.limited_apps is None or app_id in self.limited_apps)
 
+    @property
+    def whole_orgs(self) -> bool:
+        """False for a key limited to some apps: it may not act for a whole org."""
+        return self.limited_apps is None
 
-def _id_set(raw: str | None) -> frozenset[str] | None:
+    def covers(
+        self, limited_orgs: frozenset[str] | None, limited_apps: frozenset[str] | None
+    ) -> bool:
+        """Whether this key sees at least everything a key with these limits sees."""
+        if self.limited_apps is not None:
+            return False
+        if self.limited_orgs is None:
+            return True
+        return limited_orgs is not None and limited_orgs <= self.limited_orgs
+
+
+def id_set(raw: str | None) -> frozenset[str] | None:
     if not raw:
         return None
     values = json.loads(raw)
@@ -89,19 +104,24 @@ def key_from_headers(authorization: str | None, capgkey: str | None) -> str | No
     return value or None
 
 
-def authenticate(conn: Connection, key: str | None) -> Principal:
-    if not key:
-        raise ApiError(401, UNAUTHORIZED)
+def lookup_key(conn: Connection, key: str, now_ms: int) -> Principal | None:
+    """The key's principal, or None for an unknown, revoked or expired key.
+
+    Nothing is cached: every request reads the key's row, so a revocation committed by any
+    process is seen by the next request on every process.
+    """
     k = s.api_keys.c
     row = conn.execute(
         select(k.id, k.user_id, k.mode, k.limited_to_orgs, k.limited_to_apps).where(
-            k.key_hash == hash_key(key)
+            k.key_hash == hash_key(key),
+            k.revoked_at.is_(None),
+            or_(k.expires_at.is_(None), k.expires_at > now_ms),
         )
     ).first()
     if row is None:
-        raise ApiError(401, UNAUTHORIZED)
+        return None
     return Principal(
-        row.user_id, row.id, row.mode, _id_set(row.limited_to_orgs), _id_set(row.limited_to_apps)
+        row.user_id, row.id, row.mode, id_set(row.limited_to_orgs), id_set(row.limited_to_apps)
     )
 
 

@@ -14,6 +14,7 @@ import typer
 from .cli_client import register as register_client_commands
 from .cli_common import DataDirOption, DbOption, err, settings_or_exit, write_transaction
 from .cli_common import fail as _fail
+from .cli_keys import key_app
 from .cli_plans import org_app, plan_app
 from .config import Settings, parse_networks
 
@@ -28,6 +29,7 @@ app.add_typer(user_app, name="user")
 app.add_typer(ranges_app, name="google-ranges")
 app.add_typer(plan_app, name="plan")
 app.add_typer(org_app, name="org")
+app.add_typer(key_app, name="key")
 
 
 @app.command()

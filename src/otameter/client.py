@@ -286,3 +286,34 @@ class OtameterClient:
     def usage(self, org_id: str) -> Usage:
         path = f"/organization/{quote(org_id, safe='')}/usage"
         return cast(Usage, self._expect(self._request("GET", path), dict, path))
+
+    # -- API keys ----------------------------------------------------------------------------
+
+    def create_key(
+        self,
+        mode: str,
+        *,
+        name: str = "",
+        orgs: list[str] | None = None,
+        apps: list[str] | None = None,
+        expires_at: str | None = None,
+    ) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "name": name,
+            "mode": mode,
+            "limited_to_orgs": orgs or [],
+            "limited_to_apps": apps or [],
+        }
+        if expires_at is not None:
+            payload["expires_at"] = expires_at
+        body = self._request("POST", "/apikey", json=payload)
+        return cast(dict[str, Any], self._expect(body, dict, "/apikey"))
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        return cast(
+            list[dict[str, Any]], self._expect(self._request("GET", "/apikey"), list, "/apikey")
+        )
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        path = f"/apikey/{quote(key_id, safe='')}"
+        return cast(dict[str, Any], self._expect(self._request("DELETE", path), dict, path))

@@ -34,6 +34,13 @@ _NUMBERS: dict[str, type[int] | type[float]] = {
     "release_max_failure_rate": float,
     "release_max_crash_rate": float,
 }
+# Integer settings read from OTAMETER_<NAME>, e.g. OTAMETER_AUTH_FAILURE_LIMIT.
+_INT_SETTINGS = (
+    "auth_failure_limit",
+    "auth_failure_window_seconds",
+    "signin_failure_limit",
+    "signin_failure_window_seconds",
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,12 @@ class Settings:
     release_max_rollback_rate: float = 0.05
     release_max_failure_rate: float = 0.10
     release_max_crash_rate: float = 0.05
+    # Failed authentications allowed per client address and window: API keys, then dashboard
+    # sign-ins (README "Abuse limits"). A limit of 0 turns that limit off.
+    auth_failure_limit: int = 30
+    auth_failure_window_seconds: int = 300
+    signin_failure_limit: int = 10
+    signin_failure_window_seconds: int = 300
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -84,6 +97,15 @@ class Settings:
                     values[name] = kind(raw)
                 except ValueError:
                     raise ValueError(f"OTAMETER_{name.upper()} must be a number") from None
+        for name in _INT_SETTINGS:
+            variable = "OTAMETER_" + name.upper()
+            if variable in env:
+                try:
+                    values[name] = int(env[variable])
+                except ValueError:
+                    raise ValueError(f"{variable} must be an integer") from None
+                if values[name] < 0:  # type: ignore[operator]
+                    raise ValueError(f"{variable} must not be negative")
         for key, value in overrides.items():
             if value is not None:
                 values[key] = value

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 
 class ApiError(Exception):
-    def __init__(self, status_code: int, message: str) -> None:
+    def __init__(
+        self, status_code: int, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.message = message
+        self.headers = headers
 
     def body(self) -> dict[str, str]:
         return {"error": self.message, "status": "KO"}
@@ -22,3 +25,4 @@ def not_found(message: str) -> ApiError:
 
 
 UNAUTHORIZED = "Missing or invalid API key"
+TOO_MANY_FAILURES = "Too many failed authentications from this address"

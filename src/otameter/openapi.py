@@ -77,6 +77,20 @@ SCHEMAS: dict[str, Schema] = {
         },
         description='Every API error: `{"error": message, "status": "KO"}`.',
     ),
+    "ApiKeyInfo": obj(
+        ["id", "name", "mode", "limited_to_orgs", "limited_to_apps", "created_at", "expires_at"],
+        {
+            "id": STR,
+            "name": STR,
+            "mode": {"enum": ["read", "upload", "write", "all"]},
+            "limited_to_orgs": {"type": "array", "items": STR},
+            "limited_to_apps": {"type": "array", "items": STR},
+            "created_at": DATETIME,
+            "expires_at": nullable(DATETIME),
+            "expired": BOOL,
+        },
+        description="An API key as listed: never the key itself.",
+    ),
     "PluginError": obj(
         ["error", "message", "kind"],
         {
@@ -506,7 +520,14 @@ SCHEMAS: dict[str, Schema] = {
 # -- shared parameters and answers ---------------------------------------------------------------
 
 AUTH: list[dict[str, list[str]]] = [{"authorization": []}, {"capgkey": []}]
-UNAUTHORIZED = error("No API key, or an unknown one.")
+UNAUTHORIZED = error("No API key, or an unknown, revoked or expired one.")
+# Every authenticated operation: too many failed authentications from the client's address.
+TOO_MANY_FAILURES = {
+    **error("Too many failed authentications from this address; a valid key is never refused."),
+    "headers": {
+        "Retry-After": {"description": "Seconds until the address may try again.", "schema": INT}
+    },
+}
 BAD_REQUEST = error("The query or body is invalid; `error` says which field.")
 
 
@@ -819,8 +840,15 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
     "/organization/members": {
         "post": {
             "tags": ["organizations"],
-            "summary": "Add or change a member",
-            "description": "Adds an existing user to the org with a role (or changes the role).",
+            "summary": "Add or change a member, or invite an address",
+            "description": (
+                "Adds the user with this e-mail to the org with a role (or changes the role). "
+                "An address without a user gets a pending invitation, answered exactly the "
+                "same way; the user created later with that address (`otameter user create`) "
+                "becomes a member then. Only a `super_admin` grants or takes back "
+                "`super_admin`, and no change leaves the org without one. Needs `admin` and a "
+                "key not limited to some apps."
+            ),
             "security": AUTH,
             "requestBody": json_body(
                 obj(
@@ -836,16 +864,20 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             ),
             "responses": {
                 "200": answer(
-                    "The membership.",
+                    "The membership, or the invitation (the same shape).",
                     obj(
-                        ["org_id", "user_id", "email", "role"],
-                        {"org_id": STR, "user_id": STR, "email": STR, "role": STR},
+                        ["org_id", "email", "role", "status"],
+                        {"org_id": STR, "email": STR, "role": STR, "status": {"const": "ok"}},
                     ),
                 ),
                 "400": BAD_REQUEST,
                 "401": UNAUTHORIZED,
-                "403": error("Needs `admin` (`super_admin` to add a `super_admin`)."),
-                "404": error("Organization not found, or user not found."),
+                "403": error(
+                    "Needs `admin` (`super_admin` to grant or change `super_admin`); a key "
+                    "limited to some apps cannot manage members."
+                ),
+                "404": error("Organization not found (or not visible to the key)."),
+                "409": error("The change would leave the org without a `super_admin`."),
             },
         }
     },
@@ -854,8 +886,9 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             "tags": ["keys"],
             "summary": "Create an API key",
             "description": (
-                "Needs a key of mode `all`. The new key is shown once; it never sees more "
-                "than the key that made it."
+                "Needs a key of mode `all` not limited to some apps. The new key is shown "
+                "once; it never sees more than the key that made it. With `expires_at` it "
+                "gets 401 from that instant on."
             ),
             "security": AUTH,
             "requestBody": json_body(
@@ -866,6 +899,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                         "mode": {"enum": ["read", "upload", "write", "all"], "default": "read"},
                         "limited_to_orgs": {"type": "array", "items": {"type": "string"}},
                         "limited_to_apps": {"type": "array", "items": {"type": "string"}},
+                        "expires_at": nullable(DATETIME),
                     },
                 }
             ),
@@ -882,13 +916,51 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                             "limited_to_orgs": {"type": "array", "items": STR},
                             "limited_to_apps": {"type": "array", "items": STR},
                             "created_at": DATETIME,
+                            "expires_at": nullable(DATETIME),
                         },
                     ),
                 ),
                 "400": BAD_REQUEST,
                 "401": UNAUTHORIZED,
-                "403": error("The key is not of mode `all`."),
+                "403": error("The key is not of mode `all`, or is limited to some apps."),
                 "404": error("A listed org or app is not visible to the key."),
+            },
+        },
+        "get": {
+            "tags": ["keys"],
+            "summary": "The caller's API keys",
+            "description": (
+                "The user's keys that are not revoked and see no more than the calling key "
+                "(a key limited to orgs lists only keys limited within them). Never the key "
+                "itself: it is shown once, when made."
+            ),
+            "security": AUTH,
+            "responses": {
+                "200": answer("The keys.", {"type": "array", "items": ref("ApiKeyInfo")}),
+                "401": UNAUTHORIZED,
+                "403": error("The key is not of mode `all`, or is limited to some apps."),
+            },
+        },
+    },
+    "/apikey/{key_id}": {
+        "delete": {
+            "tags": ["keys"],
+            "summary": "Revoke an API key",
+            "description": (
+                "From this answer on the key gets 401 on every server process (keys are not "
+                "cached), and the dashboard sessions signed in with it end."
+            ),
+            "security": AUTH,
+            "parameters": [
+                {"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": answer(
+                    "Revoked.", obj(["status", "id"], {"status": {"const": "ok"}, "id": STR})
+                ),
+                "401": UNAUTHORIZED,
+                "403": error("The key is not of mode `all`, or is limited to some apps."),
+                "404": error("No such key among those the caller may manage."),
             },
         }
     },
@@ -1344,7 +1416,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             "responses": {
                 "200": answer("Webhooks.", {"type": "array", "items": ref("Webhook")}),
                 "401": UNAUTHORIZED,
-                "403": error("Needs `admin`."),
+                "403": error("Needs `admin` and a key not limited to some apps."),
                 "404": error("Organization not found."),
             },
         },
@@ -1367,7 +1439,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                 "201": answer("Created.", ref("Webhook")),
                 "400": BAD_REQUEST,
                 "401": UNAUTHORIZED,
-                "403": error("Needs `admin`."),
+                "403": error("Needs `admin` and a key not limited to some apps."),
                 "404": error("Organization not found."),
             },
         },
@@ -1391,7 +1463,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                 "200": answer("Deliveries.", {"type": "array", "items": ref("WebhookDelivery")}),
                 "400": BAD_REQUEST,
                 "401": UNAUTHORIZED,
-                "403": error("Needs `admin`."),
+                "403": error("Needs `admin` and a key not limited to some apps."),
                 "404": error("Organization not found."),
             },
         }
@@ -1408,7 +1480,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             "responses": {
                 "200": answer("Removed.", obj(["status"], {"status": {"const": "ok"}})),
                 "401": UNAUTHORIZED,
-                "403": error("Needs `admin`."),
+                "403": error("Needs `admin` and a key not limited to some apps."),
                 "404": error("Organization or webhook not found."),
             },
         }
@@ -1422,6 +1494,12 @@ def operation_id(method: str, path: str) -> str:
     return "_".join([method, *(word.lower() for word in words)])
 
 
+def _with_auth_limit(op: dict[str, Any]) -> dict[str, Any]:
+    if not op.get("security") or "429" in op["responses"]:
+        return op
+    return {**op, "responses": {**op["responses"], "429": TOO_MANY_FAILURES}}
+
+
 def build_document(
     served: set[tuple[str, str]] | None = None, server_url: str | None = None
 ) -> dict[str, Any]:
@@ -1429,7 +1507,7 @@ def build_document(
     paths: dict[str, dict[str, Any]] = {}
     for path, operations in OPERATIONS.items():
         kept = {
-            method: {"operationId": operation_id(method, path), **op}
+            method: {"operationId": operation_id(method, path), **_with_auth_limit(op)}
             for method, op in operations.items()
             if served is None or (path, method) in served
         }

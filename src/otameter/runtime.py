@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from . import schema as s
+from .auth_limits import FailedAuthLimiter, Limit
 from .catalog import Catalog
 from .clock import Clock, SystemClock, to_ms
 from .config import Settings
@@ -65,6 +66,19 @@ class Runtime:
         self.prune_worker = Periodic("otameter-prune", self.prune_stats_events, 60.0)
         self.webhooks = WebhookDispatcher(self.writer, self.clock)
         self.webhook_worker = Periodic("otameter-webhooks", self.webhooks.deliver_due, 1.0)
+        # Failed authentications per address (auth_limits.py): API keys, dashboard sign-ins.
+        self.auth_failures = FailedAuthLimiter(
+            self.writer,
+            self.clock,
+            "api",
+            Limit(settings.auth_failure_limit, settings.auth_failure_window_seconds),
+        )
+        self.signin_failures = FailedAuthLimiter(
+            self.writer,
+            self.clock,
+            "dashboard",
+            Limit(settings.signin_failure_limit, settings.signin_failure_window_seconds),
+        )
         self._secret: bytes | None = None
         self.started = False
 

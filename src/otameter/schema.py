@@ -80,6 +80,44 @@ api_keys = Table(
     Column("limited_to_orgs", Text, nullable=True),
     Column("limited_to_apps", Text, nullable=True),
     Column("created_at", BigInteger, nullable=False),
+    # A key past its expiry or revoked gets 401; a revoked key's row stays for the record.
+    Column("expires_at", BigInteger, nullable=True),
+    Column("revoked_at", BigInteger, nullable=True),
+)
+
+# Memberships offered to an e-mail address that has no user yet; the user created with
+# that address gets them (so adding a member never tells whether an address has an account).
+org_invitations = Table(
+    "org_invitations",
+    metadata,
+    Column("org_id", String(36), ForeignKey("orgs.id"), primary_key=True),
+    Column("email", String(320), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("invited_by", String(36), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_org_invitations_email", "email"),
+)
+
+# Dashboard sign-ins held on the server: the cookie carries a random id, stored here hashed.
+dashboard_sessions = Table(
+    "dashboard_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id"), nullable=False),
+    Column("key_id", String(36), ForeignKey("api_keys.id"), nullable=False, index=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+)
+
+# Failed authentications per client address in the current fixed window, shared by every
+# process through the database (auth_limits.py).
+auth_failures = Table(
+    "auth_failures",
+    metadata,
+    Column("scope", String(16), primary_key=True),
+    Column("address", String(64), primary_key=True),
+    Column("window_start", BigInteger, nullable=False, index=True),
+    Column("failures", Integer, nullable=False),
 )
 
 apps = Table(

@@ -1,10 +1,11 @@
-"""Accounts: creating users and their first API key (the bootstrap path of the CLI)."""
+"""Accounts: creating users, their first API key (the bootstrap path of the CLI) and the
+memberships they were invited to before they existed."""
 
 from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, delete, func, select
 
 from . import schema as s
 from .auth import hash_key, new_api_key
@@ -38,4 +39,21 @@ def create_user(
             created_at=now_ms,
         )
     )
+    _accept_invitations(conn, user_id, email, now_ms)
     return user_id, key
+
+
+def _accept_invitations(conn: Connection, user_id: str, email: str, now_ms: int) -> None:
+    """Memberships offered to this address before it had a user become the user's."""
+    i = s.org_invitations.c
+    invitations = conn.execute(
+        select(i.org_id, i.role).where(i.email == email).order_by(i.org_id)
+    ).all()
+    for org_id, role in invitations:
+        conn.execute(
+            s.org_members.insert().values(
+                org_id=org_id, user_id=user_id, role=role, created_at=now_ms
+            )
+        )
+    if invitations:
+        conn.execute(delete(s.org_invitations).where(i.email == email))

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..auth import Principal, authenticate, key_from_headers
+from ..auth import Principal, key_from_headers, lookup_key
+from ..clock import to_ms
 from ..config import Network
-from ..errors import ApiError, bad_request
+from ..errors import TOO_MANY_FAILURES, UNAUTHORIZED, ApiError, bad_request
 from ..runtime import Runtime
 
 T = TypeVar("T")
@@ -27,7 +28,7 @@ class JSONResponse(Response):
 
 
 def error_response(error: ApiError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status_code)
+    return JSONResponse(error.body(), status_code=error.status_code, headers=error.headers)
 
 
 def runtime(request: Request) -> Runtime:
@@ -46,15 +47,47 @@ async def read_db(request: Request, fn: Callable[..., T], *args: Any) -> T:
     return await run_in_threadpool(call)
 
 
+# The scope key under which the dashboard hands its session's principal to the API it calls
+# in-process. Only code in this process can set scope keys; a client never can.
+PRINCIPAL_SCOPE_KEY = "otameter.principal"
+
+
+def request_key(request: Request) -> str | None:
+    return key_from_headers(request.headers.get("authorization"), request.headers.get("capgkey"))
+
+
+def scope_principal(request: Request) -> Principal | None:
+    principal = request.scope.get(PRINCIPAL_SCOPE_KEY)
+    return principal if isinstance(principal, Principal) else None
+
+
 async def caller(request: Request) -> Principal:
-    key = key_from_headers(request.headers.get("authorization"), request.headers.get("capgkey"))
+    """The caller's principal; 401 without a valid key, 429 after too many failures."""
+    principal = scope_principal(request)
+    if principal is not None:
+        return principal
+    key = request_key(request)
     rt = runtime(request)
+    if key:
+        now_ms = to_ms(rt.clock.now())
+        principal = await read_db(request, lookup_key, key, now_ms)
+    if principal is None:
+        await refuse(request, key)
+    assert principal is not None
+    return principal
 
-    def lookup() -> Principal:
-        with rt.read_engine.connect() as conn:
-            return authenticate(conn, key)
 
-    return await run_in_threadpool(lookup)
+async def refuse(request: Request, key: str | None) -> NoReturn:
+    """Answer a missing or wrong key: 401, or 429 once the address failed too often.
+
+    A missing key is not counted (it guesses nothing); a valid key never reaches here.
+    """
+    if key:
+        rt = runtime(request)
+        retry_after = await rt.auth_failures.failed(client_ip(request, rt.settings.trusted_proxies))
+        if retry_after is not None:
+            raise ApiError(429, TOO_MANY_FAILURES, {"retry-after": str(retry_after)})
+    raise ApiError(401, UNAUTHORIZED)
 
 
 async def json_object(request: Request) -> dict[str, Any]:

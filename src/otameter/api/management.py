@@ -16,11 +16,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import schema as s
-from ..auth import KEY_MODES, ROLES, Level, Principal, hash_key, new_api_key, org_role
+from ..auth import KEY_MODES, ROLES, Level, Principal, hash_key, id_set, new_api_key, org_role
 from ..bundles import remove_file, store_upload
 from ..clock import to_ms
 from ..errors import ApiError, bad_request, not_found
 from ..events import BundleDelete, BundleUpload, Outcome
+from ..sessions import end_key_sessions
 from .common import (
     JSONResponse,
     caller,
@@ -37,6 +38,9 @@ CHECKSUM_RE = re.compile(r"^[0-9a-f]{64}$")
 MAX_BUNDLE_BYTES = 512 * 1024 * 1024
 PAGE_SIZE = 50
 INSUFFICIENT = "Insufficient permissions"
+APP_LIMITED = "A key limited to some apps cannot act for the whole organization"
+KEYS_NEED = "Managing API keys needs a key of mode 'all' that is not limited to some apps"
+LAST_OWNER = "An organization keeps at least one super_admin"
 
 
 def iso(ms: int | None) -> str | None:
@@ -46,11 +50,21 @@ def iso(ms: int | None) -> str | None:
 # -- access checks ---------------------------------------------------------------------------
 
 
-def org_access(conn: Connection, principal: Principal, org_id: str, need: Level) -> Any:
+def org_access(
+    conn: Connection, principal: Principal, org_id: str, need: Level, *, whole_org: bool = False
+) -> Any:
+    """The org row if the key may act on it at ``need``; 404 if the key cannot see it.
+
+    ``whole_org``: the action concerns the whole org (members, webhooks, keys, usage). A key
+    limited to some apps can see the org but not act for all of it: 403, which tells it
+    nothing new (no oracle: an org it cannot see still answers 404, like a missing one).
+    """
     org = conn.execute(select(s.orgs).where(s.orgs.c.id == org_id)).first()
     level = org_role(conn, principal, org_id) if org is not None else None
     if org is None or level is None:
         raise not_found("Organization not found")
+    if whole_org and not principal.whole_orgs:
+        raise ApiError(403, APP_LIMITED)
     if level < need:
         raise ApiError(403, INSUFFICIENT)
     return org
@@ -91,7 +105,11 @@ async def create_org(request: Request) -> Response:
     principal = await caller(request)
     data = await json_object(request)
     name = require_str(data, "name", max_len=200)
-    if principal.level < Level.OWNER or principal.limited_orgs is not None:
+    if (
+        principal.level < Level.OWNER
+        or principal.limited_orgs is not None
+        or not principal.whole_orgs
+    ):
         raise ApiError(403, "Creating an organization needs an unrestricted key of mode 'all'")
     rt = runtime(request)
     org_id = str(uuid.uuid4())
@@ -146,6 +164,12 @@ async def list_orgs(request: Request) -> Response:
 
 
 async def add_member(request: Request) -> Response:
+    """Add a member by e-mail, or record an invitation for an address without a user.
+
+    Both answer the same status and body, so the route tells nobody whether an address has
+    an account. Role rules: only a super_admin grants or changes super_admin, and no change
+    leaves an org without one.
+    """
     principal = await caller(request)
     data = await json_object(request)
     org_id = require_str(data, "orgId", max_len=36)
@@ -153,31 +177,88 @@ async def add_member(request: Request) -> Response:
     role = require_str(data, "invite_type", max_len=16)
     if role not in ROLES:
         raise bad_request(f"'invite_type' must be one of {', '.join(ROLES)}")
+    if "@" not in email:
+        raise bad_request("'email' must be an e-mail address")
     rt = runtime(request)
     need = Level.OWNER if role == "super_admin" else Level.ADMIN
+    now_ms = to_ms(rt.clock.now())
 
     def write(conn: Connection) -> dict[str, Any]:
-        org_access(conn, principal, org_id, need)
+        org_access(conn, principal, org_id, need, whole_org=True)
+        # Role changes of one org take turns (PostgreSQL row lock; SQLite has one writer), so
+        # two super_admins demoting each other at once cannot both see the other remain.
+        conn.execute(select(s.orgs.c.id).where(s.orgs.c.id == org_id).with_for_update())
+        # The caller's role again, after the lock: a concurrent change may have lowered it.
+        granted = org_role(conn, principal, org_id) or Level.READ
+        if granted < need:
+            raise ApiError(403, INSUFFICIENT)
         user_id = conn.scalar(select(s.users.c.id).where(func.lower(s.users.c.email) == email))
         if user_id is None:
-            raise not_found("User not found")
-        m = s.org_members.c
-        exists = conn.scalar(select(m.role).where(m.org_id == org_id, m.user_id == user_id))
-        if exists is None:
-            conn.execute(
-                s.org_members.insert().values(
-                    org_id=org_id, user_id=user_id, role=role, created_at=to_ms(rt.clock.now())
-                )
-            )
+            _invite(conn, principal, org_id, email, role, granted, now_ms)
         else:
-            conn.execute(
-                update(s.org_members)
-                .where(m.org_id == org_id, m.user_id == user_id)
-                .values(role=role)
-            )
-        return {"org_id": org_id, "user_id": user_id, "email": email, "role": role}
+            _set_role(conn, org_id, user_id, role, granted, now_ms)
+        return {"org_id": org_id, "email": email, "role": role, "status": "ok"}
 
     return JSONResponse(await rt.writer.run(write))
+
+
+def _set_role(
+    conn: Connection, org_id: str, user_id: str, role: str, granted: Level, now_ms: int
+) -> None:
+    m = s.org_members.c
+    current = conn.scalar(select(m.role).where(m.org_id == org_id, m.user_id == user_id))
+    if current is None:
+        conn.execute(
+            s.org_members.insert().values(
+                org_id=org_id, user_id=user_id, role=role, created_at=now_ms
+            )
+        )
+        return
+    if current == "super_admin" and role != "super_admin":
+        if granted < Level.OWNER:
+            raise ApiError(403, "Only a super_admin can change the role of a super_admin")
+        owners = conn.scalar(
+            select(func.count())
+            .select_from(s.org_members)
+            .where(m.org_id == org_id, m.role == "super_admin")
+        )
+        if owners is None or owners <= 1:
+            raise ApiError(409, LAST_OWNER)
+    conn.execute(
+        update(s.org_members).where(m.org_id == org_id, m.user_id == user_id).values(role=role)
+    )
+
+
+def _invite(
+    conn: Connection,
+    principal: Principal,
+    org_id: str,
+    email: str,
+    role: str,
+    granted: Level,
+    now_ms: int,
+) -> None:
+    i = s.org_invitations.c
+    current = conn.scalar(select(i.role).where(i.org_id == org_id, i.email == email))
+    # The same rule as for a member: only a super_admin takes super_admin back.
+    if current == "super_admin" and role != "super_admin" and granted < Level.OWNER:
+        raise ApiError(403, "Only a super_admin can change the role of a super_admin")
+    if current is None:
+        conn.execute(
+            s.org_invitations.insert().values(
+                org_id=org_id,
+                email=email,
+                role=role,
+                invited_by=principal.user_id,
+                created_at=now_ms,
+            )
+        )
+    else:
+        conn.execute(
+            update(s.org_invitations)
+            .where(i.org_id == org_id, i.email == email)
+            .values(role=role, invited_by=principal.user_id)
+        )
 
 
 # -- API keys --------------------------------------------------------------------------------
@@ -190,6 +271,43 @@ def _id_list(data: dict[str, Any], key: str) -> list[str]:
     return sorted(set(value))
 
 
+def _require_key_manager(principal: Principal) -> None:
+    if principal.level < Level.OWNER or not principal.whole_orgs:
+        raise ApiError(403, KEYS_NEED)
+
+
+def _expiry(data: dict[str, Any], now_ms: int) -> int | None:
+    value = data.get("expires_at")
+    if value is None:
+        return None
+    message = "'expires_at' must be a future ISO 8601 date-time with a time zone, or null"
+    if not isinstance(value, str) or len(value) > 40:
+        raise bad_request(message)
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise bad_request(message) from None
+    if when.tzinfo is None or not 1970 <= when.year <= 9999:
+        raise bad_request(message)
+    expires_ms = to_ms(when)
+    if expires_ms <= now_ms:
+        raise bad_request(message)
+    return expires_ms
+
+
+def _key_json(row: Any, now_ms: int) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "mode": row.mode,
+        "limited_to_orgs": sorted(id_set(row.limited_to_orgs) or []),
+        "limited_to_apps": sorted(id_set(row.limited_to_apps) or []),
+        "created_at": iso(row.created_at),
+        "expires_at": iso(row.expires_at),
+        "expired": row.expires_at is not None and row.expires_at <= now_ms,
+    }
+
+
 async def create_key(request: Request) -> Response:
     principal = await caller(request)
     data = await json_object(request)
@@ -199,12 +317,12 @@ async def create_key(request: Request) -> Response:
         raise bad_request(f"'mode' must be one of {', '.join(KEY_MODES)}")
     orgs = _id_list(data, "limited_to_orgs")
     apps = _id_list(data, "limited_to_apps")
-    if principal.level < Level.OWNER:
-        raise ApiError(403, "Creating API keys needs a key of mode 'all'")
     rt = runtime(request)
+    now_ms = to_ms(rt.clock.now())
+    expires_ms = _expiry(data, now_ms)
+    _require_key_manager(principal)
     key = new_api_key()
     key_id = str(uuid.uuid4())
-    now_ms = to_ms(rt.clock.now())
 
     def write(conn: Connection) -> None:
         # A key never sees more than the key that made it.
@@ -215,7 +333,6 @@ async def create_key(request: Request) -> Response:
             if orgs and app.owner_org not in orgs:
                 raise bad_request(f"App {app_id} is not in the orgs the key is limited to")
         inherited_orgs = orgs or sorted(principal.limited_orgs or [])
-        inherited_apps = apps or sorted(principal.limited_apps or [])
         conn.execute(
             s.api_keys.insert().values(
                 id=key_id,
@@ -224,8 +341,9 @@ async def create_key(request: Request) -> Response:
                 key_hash=hash_key(key),
                 mode=mode,
                 limited_to_orgs=json.dumps(inherited_orgs) if inherited_orgs else None,
-                limited_to_apps=json.dumps(inherited_apps) if inherited_apps else None,
+                limited_to_apps=json.dumps(apps) if apps else None,
                 created_at=now_ms,
+                expires_at=expires_ms,
             )
         )
 
@@ -238,8 +356,52 @@ async def create_key(request: Request) -> Response:
         "limited_to_orgs": orgs,
         "limited_to_apps": apps,
         "created_at": iso(now_ms),
+        "expires_at": iso(expires_ms),
     }
     return JSONResponse(body, status_code=201)
+
+
+def _manageable_keys(conn: Connection, principal: Principal) -> list[Any]:
+    """The user's keys that are not revoked and see no more than the caller's key."""
+    k = s.api_keys.c
+    rows = conn.execute(
+        select(s.api_keys)
+        .where(k.user_id == principal.user_id, k.revoked_at.is_(None))
+        .order_by(k.created_at, k.id)
+    )
+    return [
+        r for r in rows if principal.covers(id_set(r.limited_to_orgs), id_set(r.limited_to_apps))
+    ]
+
+
+async def list_keys(request: Request) -> Response:
+    principal = await caller(request)
+    _require_key_manager(principal)
+    now_ms = to_ms(runtime(request).clock.now())
+
+    def read(conn: Connection) -> list[dict[str, Any]]:
+        return [_key_json(r, now_ms) for r in _manageable_keys(conn, principal)]
+
+    return JSONResponse(await read_db(request, read))
+
+
+async def revoke_key(request: Request) -> Response:
+    """Revoke a key: from this commit on, every process answers it 401 (nothing caches keys),
+    and the dashboard sessions signed in with it end."""
+    principal = await caller(request)
+    _require_key_manager(principal)
+    key_id = request.path_params["key_id"]
+    rt = runtime(request)
+    now_ms = to_ms(rt.clock.now())
+
+    def write(conn: Connection) -> None:
+        if not any(r.id == key_id for r in _manageable_keys(conn, principal)):
+            raise not_found("API key not found")
+        conn.execute(update(s.api_keys).where(s.api_keys.c.id == key_id).values(revoked_at=now_ms))
+        end_key_sessions(conn, key_id)
+
+    await rt.writer.run(write)
+    return JSONResponse({"status": "ok", "id": key_id})
 
 
 # -- apps ------------------------------------------------------------------------------------
@@ -587,6 +749,8 @@ routes = [
     Route("/organization", list_orgs, methods=["GET"]),
     Route("/organization/members", add_member, methods=["POST"]),
     Route("/apikey", create_key, methods=["POST"]),
+    Route("/apikey", list_keys, methods=["GET"]),
+    Route("/apikey/{key_id}", revoke_key, methods=["DELETE"]),
     Route("/app", create_app, methods=["POST"]),
     Route("/app", list_apps, methods=["GET"]),
     Route("/app/{app_id}", get_app, methods=["GET"]),

@@ -75,7 +75,7 @@ async def create_webhook(request: Request) -> Response:
     now_ms = to_ms(rt.clock.now())
 
     def write(conn: Connection) -> dict[str, Any]:
-        org_access(conn, principal, org_id, Level.ADMIN)
+        org_access(conn, principal, org_id, Level.ADMIN, whole_org=True)
         conn.execute(
             s.webhooks.insert().values(
                 id=hook_id,
@@ -101,7 +101,7 @@ async def list_webhooks(request: Request) -> Response:
     org_id = request.path_params["org_id"]
 
     def read(conn: Connection) -> list[dict[str, Any]]:
-        org_access(conn, principal, org_id, Level.ADMIN)
+        org_access(conn, principal, org_id, Level.ADMIN, whole_org=True)
         w = s.webhooks.c
         rows = conn.execute(
             select(s.webhooks)
@@ -121,7 +121,7 @@ async def delete_webhook(request: Request) -> Response:
     now_ms = to_ms(rt.clock.now())
 
     def write(conn: Connection) -> None:
-        org_access(conn, principal, org_id, Level.ADMIN)
+        org_access(conn, principal, org_id, Level.ADMIN, whole_org=True)
         w = s.webhooks.c
         result = conn.execute(
             update(s.webhooks)
@@ -145,7 +145,7 @@ async def list_deliveries(request: Request) -> Response:
     page = query_page(request)
 
     def read(conn: Connection) -> list[dict[str, Any]]:
-        org_access(conn, principal, org_id, Level.ADMIN)
+        org_access(conn, principal, org_id, Level.ADMIN, whole_org=True)
         d = s.webhook_deliveries.c
         query = select(s.webhook_deliveries).where(d.org_id == org_id)
         if status is not None:

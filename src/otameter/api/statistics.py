@@ -22,7 +22,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import schema as s
-from ..auth import Level, Principal, authenticate, key_from_headers, org_role, readable_org_ids
+from ..auth import Level, Principal, lookup_key, org_role, readable_org_ids
+from ..clock import to_ms
 from ..errors import ApiError
 from ..release_stats import release_rows, release_rows_to_csv
 from ..statistics import (
@@ -33,7 +34,7 @@ from ..statistics import (
     rows_to_csv,
     statistics_rows,
 )
-from .common import JSONResponse, read_db, runtime
+from .common import JSONResponse, read_db, refuse, request_key, runtime, scope_principal
 
 NOT_FOUND = "App/Organization not found"
 FORBIDDEN = "Insufficient permissions to access statistics"
@@ -92,20 +93,28 @@ def csv_response(text: str, filename: str) -> Response:
     )
 
 
-def _key(request: Request) -> str | None:
-    return key_from_headers(request.headers.get("authorization"), request.headers.get("capgkey"))
+def _principal(
+    conn: Connection, request: Request, key: str | None, now_ms: int
+) -> Principal | None:
+    principal = scope_principal(request)
+    if principal is None and key:
+        principal = lookup_key(conn, key, now_ms)
+    return principal
 
 
 async def _answer(request: Request, scope: str) -> Response:
-    key = _key(request)
+    key = request_key(request)
     rt = runtime(request)
+    now_ms = to_ms(rt.clock.now())
     today = rt.clock.now().date()
     name = request.path_params.get("app_id") or request.path_params.get("org_id")
 
     # Key, parameters and rows in one trip to the thread pool and one connection: the
     # key is checked first so that a caller without one learns nothing else.
-    def read(conn: Connection) -> tuple[StatsQuery, list[dict[str, Any]]]:
-        principal = authenticate(conn, key)
+    def read(conn: Connection) -> tuple[StatsQuery, list[dict[str, Any]]] | None:
+        principal = _principal(conn, request, key, now_ms)
+        if principal is None:
+            return None
         query = parse_query(request.query_params)
         if scope == "app":
             app_ids = app_ids_for_app(conn, principal, request.path_params["app_id"])
@@ -115,7 +124,10 @@ async def _answer(request: Request, scope: str) -> Response:
             app_ids = app_ids_for_user(conn, principal)
         return query, statistics_rows(conn, app_ids, query, today)
 
-    query, rows = await read_db(request, read)
+    answer = await read_db(request, read)
+    if answer is None:
+        await refuse(request, key)
+    query, rows = answer
     if query.csv:
         text = rows_to_csv(rows, query.breakdown, query.compare)
         return csv_response(text, _filename(scope, name, query))
@@ -139,18 +151,24 @@ async def user_statistics(request: Request) -> Response:
 
 
 async def bundle_usage(request: Request) -> Response:
-    key = _key(request)
+    key = request_key(request)
     rt = runtime(request)
+    now_ms = to_ms(rt.clock.now())
     today = rt.clock.now().date()
     app_id = request.path_params["app_id"]
 
-    def read(conn: Connection) -> tuple[StatsQuery, list[dict[str, Any]]]:
-        principal = authenticate(conn, key)
+    def read(conn: Connection) -> tuple[StatsQuery, list[dict[str, Any]]] | None:
+        principal = _principal(conn, request, key, now_ms)
+        if principal is None:
+            return None
         query = parse_query(request.query_params, options=False)
         app_ids_for_app(conn, principal, app_id)
         return query, bundle_usage_rows(conn, app_id, query.start, query.end, today)
 
-    query, rows = await read_db(request, read)
+    answer = await read_db(request, read)
+    if answer is None:
+        await refuse(request, key)
+    query, rows = answer
     if query.csv:
         return csv_response(
             bundle_usage_to_csv(rows), _filename("app", app_id, query, "bundle_usage")
@@ -163,26 +181,29 @@ INVALID_BY = "Invalid by. Use day"
 
 async def releases(request: Request) -> Response:
     """Release health per bundle version (contract.md "Release health")."""
-    key = _key(request)
+    key = request_key(request)
     rt = runtime(request)
+    now_ms = to_ms(rt.clock.now())
     today = rt.clock.now().date()
     app_id = request.path_params["app_id"]
 
-    def read(conn: Connection) -> tuple[StatsQuery, bool, list[dict[str, Any]]]:
-        principal = authenticate(conn, key)
+    def read(conn: Connection) -> tuple[StatsQuery, bool, list[dict[str, Any]]] | None:
+        principal = _principal(conn, request, key, now_ms)
+        if principal is None:
+            return None
         query = parse_query(request.query_params, options=False)
         by = request.query_params.get("by", "").strip().lower()
         if by not in {"", "day", "version"}:
             raise ApiError(400, INVALID_BY)
         app_ids_for_app(conn, principal, app_id)
         by_day = by == "day"
-        return (
-            query,
-            by_day,
-            release_rows(conn, app_id, query.start, query.end, today, by_day=by_day),
-        )
+        rows = release_rows(conn, app_id, query.start, query.end, today, by_day=by_day)
+        return query, by_day, rows
 
-    query, by_day, rows = await read_db(request, read)
+    answer = await read_db(request, read)
+    if answer is None:
+        await refuse(request, key)
+    query, by_day, rows = answer
     if query.csv:
         suffix = "releases_by_day" if by_day else "releases"
         return csv_response(

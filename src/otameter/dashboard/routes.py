@@ -1,8 +1,10 @@
 """Dashboard routes: sign-in, the pages, and the JSON the pages read with the session.
 
-The pages never see the API key. Their script calls ``/dashboard/api/...``, which forwards
-read-only requests to the JSON API in-process with the key from the session cookie, and
-``/dashboard/data/...`` for the seed's table of apps, which the public API does not serve.
+The pages never see the API key, nor does the cookie hold it: the cookie holds a session id
+(``otameter.sessions``), and the session gives the principal of the key that signed in.
+The pages' script calls ``/dashboard/api/...``, which forwards read-only requests to the
+JSON API in-process as that principal, and ``/dashboard/data/...`` for the seed's table of
+apps, which the public API does not serve.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
-from ..api.common import JSONResponse, read_db, runtime
-from ..auth import Principal, authenticate
+from ..api.common import PRINCIPAL_SCOPE_KEY, JSONResponse, client_ip, read_db, runtime
+from ..auth import Principal, lookup_key
+from ..clock import to_ms
 from ..errors import ApiError
+from ..sessions import create_session, end_session, session_principal
 from ..statistics import parse_range
 from . import data, pages, session
 
@@ -49,18 +54,24 @@ def _json(body: Any, status_code: int = 200) -> JSONResponse:
     return JSONResponse(body, status_code=status_code, headers=headers)
 
 
-def _session_key(request: Request) -> str | None:
-    return session.decode(runtime(request), request.cookies.get(session.COOKIE))
+async def _session(request: Request) -> Principal | None:
+    """The principal of the request's session, if it is live and its key still valid."""
+    session_id = request.cookies.get(session.COOKIE)
+    if not session_id:
+        return None
+    now_ms = to_ms(runtime(request).clock.now())
+    return await read_db(request, session_principal, session_id, now_ms)
 
 
-def _to_login(request: Request, *, clear: bool = False) -> Response:
+def _to_login(request: Request) -> Response:
     target = "/dashboard/login"
     here = request.url.path
     if here != "/dashboard":
         query = f"?{request.url.query}" if request.url.query else ""
         target += "?next=" + quote(here + query, safe="")
     response = RedirectResponse(target, status_code=303)
-    if clear:
+    if session.COOKIE in request.cookies:
+        # A cookie whose session has ended: drop it.
         session.clear_cookie(response, request, runtime(request))
     return response
 
@@ -86,19 +97,29 @@ def _same_origin(request: Request) -> bool:
     return origin in allowed
 
 
-async def api_list(request: Request, key: str, path: str) -> tuple[int, list[dict[str, Any]]]:
+async def api_list(
+    request: Request, principal: Principal, path: str
+) -> tuple[int, list[dict[str, Any]]]:
     """A list answer of the API (status, rows); no rows unless it answered 200."""
-    status, body = await api_get(request, key, path)
+    status, body = await api_get(request, principal, path)
     rows = body if status == 200 and isinstance(body, list) else []
     return status, [row for row in rows if isinstance(row, dict)]
 
 
-async def api_get(request: Request, key: str, path: str, params: Any = None) -> tuple[int, Any]:
-    """GET from this server's own JSON API, in-process, as the holder of ``key``."""
+async def api_get(
+    request: Request, principal: Principal, path: str, params: Any = None
+) -> tuple[int, Any]:
+    """GET from this server's own JSON API, in-process, as ``principal``."""
+    app = request.app
+
+    async def as_principal(scope: Scope, receive: Receive, send: Send) -> None:
+        # The API reads the caller from the scope (api.common.caller): no key is passed.
+        await app({**scope, PRINCIPAL_SCOPE_KEY: principal}, receive, send)
+
     # The API's own error handlers answer for it, even for an unexpected error.
-    transport = httpx.ASGITransport(app=request.app, raise_app_exceptions=False)
+    transport = httpx.ASGITransport(app=as_principal, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://otameter.local") as client:
-        answer = await client.get(path, params=params, headers={"authorization": key})
+        answer = await client.get(path, params=params)
     try:
         body = answer.json()
     except ValueError:
@@ -124,7 +145,7 @@ def _range(request: Request) -> tuple[date, date, date, bool]:
 
 
 async def login_form(request: Request) -> Response:
-    if _session_key(request):
+    if await _session(request):
         return RedirectResponse(_safe_next(request.query_params.get("next")), status_code=303)
     notice = "You are signed out." if request.query_params.get("signed_out") else None
     return _html(pages.login(notice=notice, next_url=request.query_params.get("next", "")))
@@ -138,21 +159,42 @@ async def login(request: Request) -> Response:
         next_url = str(form.get("next") or "")
     if not key:
         return _html(pages.login(error="Enter an API key.", next_url=next_url), 400)
-    status, _ = await api_get(request, key, "/organization")
-    if status == 401:
+    rt = runtime(request)
+    now_ms = to_ms(rt.clock.now())
+    principal = await read_db(request, lookup_key, key, now_ms) if len(key) <= 256 else None
+    if principal is None:
+        # Only failed sign-ins count; a valid key always signs in.
+        retry_after = await rt.signin_failures.failed(
+            client_ip(request, rt.settings.trusted_proxies)
+        )
+        if retry_after is not None:
+            page = pages.login(
+                error="Too many failed sign-ins from this address. Try again later.",
+                next_url=next_url,
+            )
+            refused = _html(page, 429)
+            refused.headers["retry-after"] = str(retry_after)
+            return refused
         return _html(pages.login(error="This API key is not valid.", next_url=next_url), 401)
+    status, _ = await api_get(request, principal, "/organization")
     if status != 200:
         return _html(pages.login(error="This API key cannot be used here.", next_url=next_url), 403)
+    session_id = await rt.writer.run(lambda conn: create_session(conn, principal, now_ms))
     response = RedirectResponse(_safe_next(next_url), status_code=303)
-    session.set_cookie(response, request, runtime(request), key)
+    session.set_cookie(response, request, rt, session_id)
     return response
 
 
 async def logout(request: Request) -> Response:
     if not _same_origin(request):
         return _html(pages.error("Sign-out must come from this site."), 403)
+    rt = runtime(request)
+    session_id = request.cookies.get(session.COOKIE)
+    if session_id:
+        # The session ends on the server: a copy of the cookie opens nothing any more.
+        await rt.writer.run(lambda conn: end_session(conn, session_id))
     response = RedirectResponse("/dashboard/login?signed_out=1", status_code=303)
-    session.clear_cookie(response, request, runtime(request))
+    session.clear_cookie(response, request, rt)
     return response
 
 
@@ -160,44 +202,38 @@ async def logout(request: Request) -> Response:
 
 
 async def home(request: Request) -> Response:
-    key = _session_key(request)
-    if key is None:
+    principal = await _session(request)
+    if principal is None:
         return _to_login(request)
-    status, org_rows = await api_list(request, key, "/organization")
-    if status == 401:
-        return _to_login(request, clear=True)
-    _, app_rows = await api_list(request, key, "/app")
+    _, org_rows = await api_list(request, principal, "/organization")
+    _, app_rows = await api_list(request, principal, "/app")
     return _html(pages.orgs(org_rows, app_rows))
 
 
 async def org_page(request: Request) -> Response:
-    key = _session_key(request)
-    if key is None:
+    principal = await _session(request)
+    if principal is None:
         return _to_login(request)
     org_id = request.path_params["org_id"]
-    status, org_rows = await api_list(request, key, "/organization")
-    if status == 401:
-        return _to_login(request, clear=True)
+    _, org_rows = await api_list(request, principal, "/organization")
     org = next((o for o in org_rows if o.get("id") == org_id), None)
     if org is None:
         return _html(pages.not_found(), 404)
-    _, app_rows = await api_list(request, key, "/app")
+    _, app_rows = await api_list(request, principal, "/app")
     apps = [a for a in app_rows if a.get("owner_org") == org_id]
     start, end, today, compare = _range(request)
     return _html(pages.org_page(org, apps, today, start, end, compare))
 
 
 async def app_page(request: Request) -> Response:
-    key = _session_key(request)
-    if key is None:
+    principal = await _session(request)
+    if principal is None:
         return _to_login(request)
     app_id = request.path_params["app_id"]
-    status, app = await api_get(request, key, f"/app/{quote(app_id, safe='')}")
-    if status == 401:
-        return _to_login(request, clear=True)
+    status, app = await api_get(request, principal, f"/app/{quote(app_id, safe='')}")
     if status != 200 or not isinstance(app, dict):
         return _html(pages.not_found(), 404)
-    _, org_rows = await api_list(request, key, "/organization")
+    _, org_rows = await api_list(request, principal, "/organization")
     org = next((o for o in org_rows if o.get("id") == app.get("owner_org")), None)
     start, end, today, compare = _range(request)
     return _html(pages.app_page(app, org, today, start, end, compare))
@@ -206,38 +242,33 @@ async def app_page(request: Request) -> Response:
 # -- JSON for the pages ----------------------------------------------------------------------
 
 
-def _unauthorized() -> JSONResponse:
-    return _json({"error": "Signed out", "status": "KO"}, 401)
+def _unauthorized(request: Request) -> JSONResponse:
+    response = _json({"error": "Signed out", "status": "KO"}, 401)
+    if session.COOKIE in request.cookies:
+        # The session ended (signed out elsewhere, key revoked or expired): drop its cookie.
+        session.clear_cookie(response, request, runtime(request))
+    return response
 
 
 async def proxy(request: Request) -> Response:
-    """Forward a read-only request to the JSON API with the session's key."""
-    key = _session_key(request)
-    if key is None:
-        return _unauthorized()
+    """Forward a read-only request to the JSON API as the session's principal."""
+    principal = await _session(request)
+    if principal is None:
+        return _unauthorized(request)
     path = request.path_params["path"]
     segments = path.split("/")
     # No dot segments: the forwarded path must stay under an allowed prefix.
     if segments[0] not in PROXIED or any(seg in (".", "..") for seg in segments):
         return _json({"error": "Not found", "status": "KO"}, 404)
-    status, body = await api_get(request, key, "/" + path, request.query_params)
-    response = _json(body, status)
-    if status == 401:
-        # The key was revoked: the session ends with it.
-        session.clear_cookie(response, request, runtime(request))
-    return response
-
-
-async def _principal(request: Request, key: str) -> Principal:
-    return await read_db(request, authenticate, key)
+    status, body = await api_get(request, principal, "/" + path, request.query_params)
+    return _json(body, status)
 
 
 async def _data(request: Request, query: Any) -> Response:
-    key = _session_key(request)
-    if key is None:
-        return _unauthorized()
+    principal = await _session(request)
+    if principal is None:
+        return _unauthorized(request)
     try:
-        principal = await _principal(request, key)
         return _json(await read_db(request, query, principal))
     except ApiError as error:
         return _json(error.body(), error.status_code)

@@ -1,7 +1,7 @@
 """release health: stats event dedupe and pruning, launch-time histograms, release alerts
 
 Revision ID: 0007
-Revises: 0003
+Revises: 0005
 Create Date: 2026-12-01 23:20:00
 
 Existing device events keep their rows (``device_ts`` NULL: they never conflict); channels
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0003"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

@@ -159,3 +159,60 @@ def test_failure_rate_counts_devices_that_could_not_install(harness: Harness) ->
     # 2 of 3 failed: an alert row, even with no webhook to deliver it to.
     alerts = h.client.get(f"/app/{APP}/release_alerts", headers=h.auth(key)).json()["data"]
     assert [(a["version"], a["reason"], a["devices"]) for a in alerts] == [("1.0.1", "failure", 3)]
+
+
+def test_an_org_sets_its_own_thresholds(harness: Harness, receiver: Receiver) -> None:
+    h = harness
+    key, org_id = setup_org(h)
+    add_webhook(h, key, org_id, receiver.url)
+    h.upload(key, APP, "1.0.1")
+    path = f"/organization/{org_id}/release_guard"
+    # The server's defaults: 20 devices at least, so three devices raise nothing.
+    assert h.client.get(path, headers=h.auth(key)).json() == {
+        "org_id": org_id,
+        "min_devices": 20,
+        "max_rollback_rate": 0.05,
+        "max_failure_rate": 0.1,
+        "max_crash_rate": 0.05,
+        "overrides": {},
+    }
+    device_does(h, "set", "update_fail")
+    device_does(h, "set")
+    step(h)
+    assert receiver.events("release_regression") == []
+
+    answer = h.client.put(
+        path, json={"min_devices": 3, "max_rollback_rate": 0.2}, headers=h.auth(key)
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["overrides"] == {"min_devices": 3, "max_rollback_rate": 0.2}
+    device_does(h, "set")
+    step(h)
+    (alert,) = receiver.events("release_regression")
+    assert alert["data"]["thresholds"] == {
+        "rollback": 0.2,
+        "crash": 0.05,
+        "failure": 0.1,
+        "min_devices": 3,
+    }
+    # null goes back to the server's value.
+    back = h.client.put(path, json={"max_rollback_rate": None}, headers=h.auth(key)).json()
+    assert back["overrides"] == {"min_devices": 3} and back["max_rollback_rate"] == 0.05
+
+    for body in ({"min_devices": 0}, {"max_crash_rate": 2}, {"speed": 1}, {"min_devices": True}):
+        refused = h.client.put(path, json=body, headers=h.auth(key))
+        assert refused.status_code == 400 and refused.json()["status"] == "KO", body
+    _, stranger = h.user("stranger@example.com")
+    hidden = h.client.put(path, json={"min_devices": 1}, headers=h.auth(stranger))
+    missing = h.client.put(
+        "/organization/00000000-0000-0000-0000-000000000000/release_guard",
+        json={"min_devices": 1},
+        headers=h.auth(stranger),
+    )
+    assert hidden.status_code == missing.status_code == 404
+    assert hidden.content == missing.content
+    read_key = h.client.post(
+        "/apikey", json={"name": "viewer", "mode": "read"}, headers=h.auth(key)
+    ).json()["key"]
+    assert h.client.get(path, headers=h.auth(read_key)).status_code == 200
+    assert h.client.put(path, json={"min_devices": 1}, headers=h.auth(read_key)).status_code == 403

@@ -361,6 +361,24 @@ SCHEMAS: dict[str, Schema] = {
             "metadata": nullable({"type": "object"}),
         },
     ),
+    "ReleaseGuard": obj(
+        [
+            "org_id",
+            "min_devices",
+            "max_rollback_rate",
+            "max_failure_rate",
+            "max_crash_rate",
+            "overrides",
+        ],
+        {
+            "org_id": STR,
+            "min_devices": NONNEG,
+            "max_rollback_rate": {"type": "number"},
+            "max_failure_rate": {"type": "number"},
+            "max_crash_rate": {"type": "number"},
+            "overrides": {"type": "object", "description": "The org's own values."},
+        },
+    ),
     "ReleaseAlert": obj(
         ["version", "channel", "reason", "devices", "rates", "rolled_back_to", "created_at"],
         {
@@ -1392,6 +1410,52 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                 "401": UNAUTHORIZED,
             },
         }
+    },
+    "/organization/{org_id}/release_guard": {
+        "get": {
+            "tags": ["plans"],
+            "summary": "The org's release-guard thresholds",
+            "description": (
+                "When a `release_regression` is raised: the server's thresholds "
+                "(`OTAMETER_RELEASE_*`) with the org's own `overrides`."
+            ),
+            "security": AUTH,
+            "parameters": [org_id_param()],
+            "responses": {
+                "200": answer("The thresholds in effect.", ref("ReleaseGuard")),
+                "401": UNAUTHORIZED,
+                "404": error("Organization not found (or not visible to the key)."),
+            },
+        },
+        "put": {
+            "tags": ["plans"],
+            "summary": "Set the org's release-guard thresholds",
+            "description": "Sets the thresholds given; `null` goes back to the server's value.",
+            "security": AUTH,
+            "parameters": [org_id_param()],
+            "requestBody": json_body(
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "min_devices": nullable(
+                            {"type": "integer", "minimum": 1, "maximum": 1000000000}
+                        ),
+                        **{
+                            name: nullable({"type": "number", "minimum": 0, "maximum": 1})
+                            for name in ("max_rollback_rate", "max_failure_rate", "max_crash_rate")
+                        },
+                    },
+                }
+            ),
+            "responses": {
+                "200": answer("The thresholds in effect.", ref("ReleaseGuard")),
+                "400": BAD_REQUEST,
+                "401": UNAUTHORIZED,
+                "403": error("Needs `admin`, with a key not limited to some apps."),
+                "404": error("Organization not found (or not visible to the key)."),
+            },
+        },
     },
     "/organization/{org_id}/usage": {
         "get": {

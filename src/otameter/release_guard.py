@@ -8,7 +8,8 @@ crashed while running it, over the installing devices) is compared with its maxi
 (``release_max_rollback_rate``, ``release_max_failure_rate``, ``release_max_crash_rate``). A rate
 above its maximum raises ``release_regression``, once per (version, channel serving it): a row
 of ``release_alerts`` says it was raised. A channel with ``auto_rollback`` then serves the
-bundle it served before (``channels.previous_bundle_id``), and the alert says so.
+bundle it served before (``channels.previous_bundle_id``), and the alert says so. An org may
+set its own thresholds (``orgs.release_guard``), which then replace the server's.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from .releases import CRASHED, FAILED, INSTALLED, ROLLED_BACK
 from .webhooks import enqueue_event
 
 EVENT = "release_regression"
+#: What an org may set for itself (``PUT /organization/:org_id/release_guard``).
+THRESHOLDS = ("min_devices", "max_rollback_rate", "max_failure_rate", "max_crash_rate")
 WINDOW_DAYS = 30
 # Rate names, in the order a breach is named first.
 RATES = (("rollback", ROLLED_BACK), ("crash", CRASHED), ("failure", FAILED))
@@ -42,14 +45,18 @@ class ReleaseGuard:
         # Told of each app whose channels it changed (the runtime drops its cached snapshot).
         self.on_change = on_change
 
-    @property
-    def thresholds(self) -> dict[str, float]:
+    def thresholds(self, overrides: str | None = None) -> dict[str, float]:
+        """The server's thresholds, with an org's ``overrides`` (its ``release_guard``)."""
         st = self.settings
-        return {
-            "rollback": st.release_max_rollback_rate,
-            "crash": st.release_max_crash_rate,
-            "failure": st.release_max_failure_rate,
+        values: dict[str, float] = {
+            "min_devices": st.release_min_devices,
+            "max_rollback_rate": st.release_max_rollback_rate,
+            "max_crash_rate": st.release_max_crash_rate,
+            "max_failure_rate": st.release_max_failure_rate,
         }
+        if overrides:
+            values.update({k: v for k, v in orjson.loads(overrides).items() if k in THRESHOLDS})
+        return values
 
     def on_rollup(self, conn: Connection, touched: set[tuple[str, str]]) -> None:
         for app_id, version in sorted(touched):
@@ -75,17 +82,24 @@ class ReleaseGuard:
         installing = sets.get(INSTALLED, empty) | sets.get(FAILED, empty)
         installing |= sets.get(ROLLED_BACK, empty)
         devices = len(installing)
-        if devices == 0 or devices < self.settings.release_min_devices:
+        if devices == 0:
+            return 0
+        overrides = conn.scalar(
+            select(s.orgs.c.release_guard)
+            .join(s.apps, s.apps.c.owner_org == s.orgs.c.id)
+            .where(s.apps.c.app_id == app_id)
+        )
+        limits = self.thresholds(overrides)
+        if devices < limits["min_devices"]:
             return 0
         rates = {
             name: sets.get(kind, empty).intersection_cardinality(installing) / devices
             for name, kind in RATES
         }
-        limits = self.thresholds
-        breached = [name for name, _ in RATES if rates[name] > limits[name]]
+        breached = [name for name, _ in RATES if rates[name] > limits[f"max_{name}_rate"]]
         if not breached:
             return 0
-        return self._raise(conn, app_id, version, devices, rates, breached)
+        return self._raise(conn, app_id, version, devices, rates, breached, limits)
 
     def _raise(
         self,
@@ -95,6 +109,7 @@ class ReleaseGuard:
         devices: int,
         rates: dict[str, float],
         breached: list[str],
+        limits: dict[str, float],
     ) -> int:
         c, bn = s.channels.c, s.bundles.c
         serving = conn.execute(
@@ -146,8 +161,10 @@ class ReleaseGuard:
                         "devices": devices,
                         "rates": rounded,
                         "thresholds": {
-                            **self.thresholds,
-                            "min_devices": self.settings.release_min_devices,
+                            "rollback": limits["max_rollback_rate"],
+                            "crash": limits["max_crash_rate"],
+                            "failure": limits["max_failure_rate"],
+                            "min_devices": limits["min_devices"],
                         },
                         "breached": breached,
                         "auto_rollback": {

@@ -57,6 +57,9 @@ orgs = Table(
     # Set while the org is locked (over its plan): the plugin answers with this code.
     Column("lock_code", String(64), nullable=True),
     Column("lock_reason", Text, nullable=True),
+    # The org's release-guard thresholds where they differ from the server's (a JSON object
+    # of release_guard.THRESHOLDS names; NULL: the server's settings).
+    Column("release_guard", Text, nullable=True),
 )
 
 org_members = Table(

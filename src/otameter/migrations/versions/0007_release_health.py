@@ -4,7 +4,8 @@ Revision ID: 0007
 Revises: 0005
 Create Date: 2026-12-01 23:20:00
 
-Existing device events keep their rows (``device_ts`` NULL: they never conflict); channels
+Orgs get ``release_guard`` (their own thresholds: NULL, the server's). Existing device events
+keep their rows (``device_ts`` NULL: they never conflict); channels
 get ``auto_rollback`` (off) and ``previous_bundle_id`` (unknown: NULL).
 """
 
@@ -20,6 +21,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("orgs") as batch:
+        batch.add_column(sa.Column("release_guard", sa.Text(), nullable=True))
     with op.batch_alter_table("channels") as batch:
         batch.add_column(
             sa.Column("auto_rollback", sa.Boolean(), nullable=False, server_default="0")
@@ -68,3 +71,5 @@ def downgrade() -> None:
     with op.batch_alter_table("channels") as batch:
         batch.drop_column("previous_bundle_id")
         batch.drop_column("auto_rollback")
+    with op.batch_alter_table("orgs") as batch:
+        batch.drop_column("release_guard")

@@ -25,13 +25,19 @@ START = datetime(2024, 5, 15, 12, 0, tzinfo=UTC)
 
 
 def device_body(app_id: str, device_id: str | None = None, **overrides: Any) -> dict[str, Any]:
-    """A canonical Android update-check body (plugin-protocol.md §2)."""
+    """A canonical Android update-check body (plugin-protocol.md §2).
+
+    Its native build (``version_build``) is older than the bundles tests upload, so that they
+    are offered: a fresh install whose native version equals the bundle's is up to date, and
+    a bundle below the native version is held back by default (``disable_auto_update_under_
+    native``).
+    """
     body: dict[str, Any] = {
         "platform": "android",
         "device_id": device_id or str(uuid.uuid4()),
         "app_id": app_id,
         "custom_id": "",
-        "version_build": "1.0.0",
+        "version_build": "0.1.0",
         "version_code": "1",
         "version_os": "14",
         "version_name": "builtin",

@@ -647,6 +647,23 @@ def test_range_comparison_and_csv(page: Any, live: LiveServer) -> None:
 def test_app_page_bundles_and_versions(page: Any, live: LiveServer, tmp_path: Path) -> None:
     _sign_in(page, live)
     app_id = DEMO_APPS[2][0]  # its odd releases are external bundles
+    # A second channel: iOS only, public for iOS, open to devices, no major auto-update.
+    oldest = live.api(f"/bundle?app_id={app_id}")[-1]["version"]
+    made = httpx.post(
+        live.url + "/channel",
+        json={
+            "app_id": app_id,
+            "channel": "ios-beta",
+            "version": oldest,
+            "android": False,
+            "electron": False,
+            "allow_device_self_set": True,
+            "disable_auto_update": "major",
+        },
+        headers={"authorization": live.key},
+        timeout=30,
+    )
+    assert made.status_code == 200, made.text
     page.goto(f"{live.url}/dashboard/app/{app_id}{_range(TODAY - timedelta(days=89), TODAY)}")
     _wait_ready(page, (TODAY - timedelta(days=89)).isoformat(), TODAY.isoformat())
     page.wait_for_selector('main[data-complete="true"]')
@@ -664,6 +681,23 @@ def test_app_page_bundles_and_versions(page: Any, live: LiveServer, tmp_path: Pa
         assert int(rows[b["version"]]["size"]) == b["size"]
     assert page.locator("#bundles .tag-external").count() == sum(b["external"] for b in bundles)
     assert page.get_by_text("External — not counted").first.is_visible()
+
+    # Channels: platforms, public per platform, self-set, the rule and the devices on each.
+    channels = {c["channel"]: c for c in live.api(f"/channel?app_id={app_id}")}
+    shown_channels = {r["channel"]: r for r in _table(page, "channels")}
+    assert set(shown_channels) == set(channels) == {"production", "ios-beta"}
+    assert shown_channels["production"]["platforms"] == "iOS, Android, Electron"
+    assert shown_channels["production"]["public_for"] == "Android, Electron"
+    assert shown_channels["ios-beta"]["public_for"] == "iOS"
+    assert shown_channels["ios-beta"]["self_set"] == "yes"
+    assert shown_channels["ios-beta"]["rule"] == (
+        "No automatic major upgrade; never below the native build"
+    )
+    assert shown_channels["production"]["rule"] == "Any version; never below the native build"
+    for name, c in channels.items():
+        assert int(shown_channels[name]["devices"]) == c["devices"]
+    assert channels["production"]["devices"] > 0
+    assert page.locator("#channels").get_by_text("ios-beta").is_visible()
 
     # Bundle usage: the CSV has the shares the API gives for each day.
     with page.expect_download() as info:

@@ -165,7 +165,9 @@ def live(tmp_path: Path) -> Iterator[Live]:
                 },
             )
             assert r.status_code == 200, r.text
-            answer = client.post("/updates", json=device_body(APP_ID)).json()
+            # A native build older than the bundle, so that a download is offered.
+            body = device_body(APP_ID, version_build="0.9.0")
+            answer = client.post("/updates", json=body).json()
             query = dict(httpx.URL(answer["url"]).params)
         yield Live(base, key, org_id, bundle_id, query)
     finally:

@@ -125,13 +125,17 @@ def test_not_json_and_not_object_are_refused(harness: Harness) -> None:
 
 
 def test_unknown_app(harness: Harness) -> None:
+    """An update check for an app that does not exist makes the device back off: HTTP 429
+    with Retry-After, which the plugin honours (plugin-protocol.md §2, "HTTP 429")."""
     key = setup_app(harness)
 
     answer = harness.checkin("com.unknown.app", str(uuid.uuid4()))
 
-    assert answer.status_code == 200
+    assert answer.status_code == 429
+    assert answer.headers["retry-after"] == "3600"
     body = answer.json()
-    assert body["error"] == "app_not_found" and body["kind"] == "failed"
+    assert body["error"] == "app_not_found" and body["retryAfterSeconds"] == 3600
+    assert "kind" not in body
     assert device_rows(harness) == 0
     assert today_mau(harness, key) == 0
 
@@ -236,7 +240,7 @@ def channel(h: Harness, key: str, name: str, version: str, **flags: Any) -> dict
 
 def setup_channels(h: Harness) -> str:
     key = setup_app(h)
-    h.upload(key, APP, "1.0.0")  # production, the default channel
+    h.upload(key, APP, "1.0.1")  # production, the public channel
     h.upload(key, APP, "2.0.0-beta", channel="beta")
     channel(h, key, "beta", "2.0.0-beta", public=False, allow_device_self_set=True)
     h.upload(key, APP, "3.0.0-internal", channel="internal")
@@ -272,9 +276,10 @@ def test_channel_list_is_a_bare_array_with_integer_ids(harness: Harness) -> None
 
 
 def test_channel_get_set_and_override_honoured_by_updates(harness: Harness) -> None:
+    """Plugins older than 7.34 / 8.2 keep a server-side override (plugin-protocol.md §4)."""
     setup_channels(harness)
     device = str(uuid.uuid4())
-    info = device_body(APP, device)
+    info = device_body(APP, device, plugin_version="7.20.0")
 
     got = harness.client.put("/channel_self", json=info)
     assert got.status_code == 200
@@ -288,15 +293,15 @@ def test_channel_get_set_and_override_honoured_by_updates(harness: Harness) -> N
     got = harness.client.put("/channel_self", json=info)
     assert got.json()["channel"] == "beta" and got.json()["status"] == "override"
     assert "error" not in got.json()
-    body = harness.checkin(APP, device).json()
+    body = harness.checkin(APP, device, plugin_version="7.20.0").json()
     assert body["version"] == "2.0.0-beta" and "error" not in body
     # Other devices keep the default channel.
-    assert harness.checkin(APP, str(uuid.uuid4())).json()["version"] == "1.0.0"
+    assert harness.checkin(APP, str(uuid.uuid4())).json()["version"] == "1.0.1"
 
     # Choosing the default channel again removes the override.
     back = harness.client.post("/channel_self", json={**info, "channel": "production"})
     assert back.status_code == 200 and "error" not in back.json()
-    assert harness.checkin(APP, device).json()["version"] == "1.0.0"
+    assert harness.checkin(APP, device, plugin_version="7.20.0").json()["version"] == "1.0.1"
 
 
 def test_channel_self_set_refused_when_not_allowed(harness: Harness) -> None:
@@ -309,7 +314,7 @@ def test_channel_self_set_refused_when_not_allowed(harness: Harness) -> None:
     assert refused.status_code == 200
     assert refused.json()["error"] == "channel_self_set_not_allowed"
     assert harness.client.put("/channel_self", json=info).json()["status"] == "default"
-    assert harness.checkin(APP, device).json()["version"] == "1.0.0"
+    assert harness.checkin(APP, device).json()["version"] == "1.0.1"
 
     missing = harness.client.post("/channel_self", json={**info, "channel": "nope"})
     assert missing.json()["error"] == "channel_not_found"

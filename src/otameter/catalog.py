@@ -16,6 +16,8 @@ from sqlalchemy import Engine, select
 
 from . import schema as s
 
+PLATFORMS = frozenset({"ios", "android", "electron"})
+
 
 @dataclass(frozen=True, slots=True)
 class BundleInfo:
@@ -38,9 +40,18 @@ class ChannelInfo:
     android: bool
     electron: bool
     bundle: BundleInfo | None
+    public_ios: bool = False
+    public_android: bool = False
+    public_electron: bool = False
+    disable_auto_update: str = "none"
+    disable_auto_update_under_native: bool = True
 
     def allows_platform(self, platform: str) -> bool:
-        return bool(getattr(self, platform, False))
+        return platform in PLATFORMS and bool(getattr(self, platform))
+
+    def public_for(self, platform: str) -> bool:
+        """Whether this is the public channel of ``platform``."""
+        return platform in PLATFORMS and bool(getattr(self, f"public_{platform}"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +63,10 @@ class AppSnapshot:
     channels: dict[str, ChannelInfo]
     overrides: dict[str, int] = field(default_factory=dict)
 
-    @property
-    def default_channel(self) -> ChannelInfo | None:
-        public = [c for c in self.channels.values() if c.public]
+    def public_channel(self, platform: str) -> ChannelInfo | None:
+        """The platform's public channel: what a device without a ``defaultChannel`` gets."""
+        public = [c for c in self.channels.values() if c.public_for(platform)]
+        # At most one by construction; the newest wins should a race ever leave two.
         return max(public, key=lambda c: c.id) if public else None
 
     def channel_by_id(self, channel_id: int) -> ChannelInfo | None:
@@ -85,6 +97,11 @@ def load_snapshot(engine: Engine, app_id: str) -> AppSnapshot | None:
                 c.ios,
                 c.android,
                 c.electron,
+                c.public_ios,
+                c.public_android,
+                c.public_electron,
+                c.disable_auto_update,
+                c.disable_auto_update_under_native,
                 b.id.label("bundle_id"),
                 b.version,
                 b.checksum,
@@ -114,6 +131,11 @@ def load_snapshot(engine: Engine, app_id: str) -> AppSnapshot | None:
             BundleInfo(r.bundle_id, r.version, r.checksum, r.external_url, r.size)
             if r.bundle_id
             else None,
+            bool(r.public_ios),
+            bool(r.public_android),
+            bool(r.public_electron),
+            r.disable_auto_update,
+            bool(r.disable_auto_update_under_native),
         )
         for r in rows
     }

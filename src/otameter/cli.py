@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from .cli_channels import register as register_channel_commands
 from .cli_client import register as register_client_commands
 from .cli_common import DataDirOption, DbOption, err, settings_or_exit, write_transaction
 from .cli_common import fail as _fail
@@ -231,6 +232,7 @@ def ranges_load(
 
 # Registered last so that they are listed after the server commands.
 register_client_commands(app)  # bundle, stats, usage: commands that talk to a server
+register_channel_commands(app)  # channel set, channel list
 
 
 def main() -> None:

@@ -263,6 +263,19 @@ class OtameterClient:
         body = self._request("DELETE", "/bundle", params={"app_id": app_id, "version": version})
         return cast(dict[str, Any], self._expect(body, dict, "/bundle"))
 
+    # -- channels ----------------------------------------------------------------------------
+
+    def list_channels(self, app_id: str) -> list[dict[str, Any]]:
+        body = self._request("GET", "/channel", params={"app_id": app_id})
+        return cast(list[dict[str, Any]], self._expect(body, list, "/channel"))
+
+    def set_channel(self, app_id: str, channel: str, **fields: Any) -> dict[str, Any]:
+        """Create or update a channel (``POST /channel``); ``fields`` left None are not sent."""
+        payload = {"app_id": app_id, "channel": channel}
+        payload |= {k: v for k, v in fields.items() if v is not None}
+        body = self._request("POST", "/channel", json=payload)
+        return cast(dict[str, Any], self._expect(body, dict, "/channel"))
+
     # -- statistics and usage ----------------------------------------------------------------
 
     def statistics(self, scope: Scope, ident: str | None, start: date, end: date) -> list[StatRow]:

@@ -56,8 +56,12 @@ class Settings:
     rollup_interval_seconds: float = 2.0
     # Group commit: how many events at most share one transaction.
     max_batch: int = 2000
-    # Time-to-live of the in-process caches of apps and channels used on the hot path.
-    cache_ttl_seconds: float = 2.0
+    # Time-to-live of the in-process caches of apps and channels used on the hot path. The
+    # contract wants a management change to reach /updates on every process within 2 s: a
+    # snapshot lives at most this long after its read began, and a request that took it
+    # from the cache just before it expired still has to be answered (after the writer's
+    # group commit), so the time-to-live leaves a second for that.
+    cache_ttl_seconds: float = 1.0
     trial_days: int = 14
     # How long raw plugin stats events are kept for the device log (their release-health
     # aggregates are kept like the other statistics).

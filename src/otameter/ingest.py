@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from . import schema as s
+from .channel_store import PLATFORMS, public_column, unclaimed_platforms
 from .clock import day_of_ms
 from .counting import Verdict
 from .events import (
@@ -489,7 +490,7 @@ def _seen_insert(conn: Connection) -> str:
 
 
 def link_channel(conn: Connection, app_id: str, name: str, bundle_id: str, at_ms: int) -> None:
-    """Point a channel at a bundle, creating it (as the app's default if it has none)."""
+    """Point a channel at a bundle, creating it (public for the platforms without one)."""
     c = s.channels.c
     updated = conn.execute(
         update(s.channels)
@@ -503,15 +504,15 @@ def link_channel(conn: Connection, app_id: str, name: str, bundle_id: str, at_ms
     )
     if updated.rowcount:
         return
-    has_default = conn.scalar(
-        select(func.count()).select_from(s.channels).where(c.app_id == app_id, c.public.is_(True))
-    )
+    # The new channel serves every platform; it becomes the public one of those without one.
+    unclaimed = unclaimed_platforms(conn, app_id)
     conn.execute(
         s.channels.insert().values(
             app_id=app_id,
             name=name,
             bundle_id=bundle_id,
-            public=not has_default,
+            public=bool(unclaimed),
+            **{public_column(p): p in unclaimed for p in PLATFORMS},
             created_at=at_ms,
             updated_at=at_ms,
         )

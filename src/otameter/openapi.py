@@ -103,8 +103,19 @@ SCHEMAS: dict[str, Schema] = {
         },
         description=(
             "A plugin endpoint's error or no-update answer (`no_new_version_available`, "
-            "`app_not_found`, `need_plan_upgrade`, a field validation code, ...). Usually "
-            "sent with HTTP 200 so that the plugin reads the code."
+            "`no_channel`, `need_plan_upgrade`, `disable_auto_update_to_major`, a field "
+            "validation code, ...). Usually sent with HTTP 200 so that the plugin reads the "
+            "code. Blocked answers may add `version` (the bundle held back), `old` (the "
+            "device's native version), `major` and `breaking` (a major step: the plugin fires "
+            "its breakingAvailable event)."
+        ),
+    ),
+    "UnknownApp": obj(
+        ["error", "message", "retryAfterSeconds"],
+        {"error": {"const": "app_not_found"}, "message": STR, "retryAfterSeconds": INT},
+        description=(
+            "An update check for an app this server does not know: the device backs off for "
+            "`Retry-After` seconds (one hour) instead of asking at every launch."
         ),
     ),
     "DeviceInfo": obj(
@@ -267,13 +278,31 @@ SCHEMAS: dict[str, Schema] = {
     "ChannelFlags": {
         "type": "object",
         "properties": {
-            "public": BOOL,
+            "public": {
+                **BOOL,
+                "description": (
+                    "Sent: true makes the channel the public channel of every platform it "
+                    "serves (taking each from the channel that had it), false of none. "
+                    "Answered: public for at least one platform."
+                ),
+            },
             "allow_device_self_set": BOOL,
             "allow_emulator": BOOL,
             "allow_dev": BOOL,
             "ios": BOOL,
             "android": BOOL,
             "electron": BOOL,
+            "disable_auto_update": {
+                "enum": ["none", "major", "minor", "patch"],
+                "description": (
+                    "The semver step, from the device's native version, that devices may not "
+                    "auto-update across (`disable_auto_update_to_major`, ... answers)."
+                ),
+            },
+            "disable_auto_update_under_native": {
+                **BOOL,
+                "description": "Never offer a bundle below the device's native version.",
+            },
             "auto_rollback": {
                 **BOOL,
                 "description": (
@@ -284,6 +313,11 @@ SCHEMAS: dict[str, Schema] = {
             },
         },
     },
+    "ChannelPublic": obj(
+        ["public_ios", "public_android", "public_electron", "disable_auto_update"],
+        {"public_ios": BOOL, "public_android": BOOL, "public_electron": BOOL},
+        description="Which platforms the channel is the public (default) channel of.",
+    ),
     "ReleaseRow": obj(
         [
             "version",
@@ -727,9 +761,20 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             "Update check",
             "Records the device's activity (the MAU source) and answers with the bundle of "
             "its channel, or a no-update code with HTTP 200 (`no_new_version_available`, "
-            "`app_not_found`, `no_channel`, `need_plan_upgrade`, ...).",
+            "`no_channel`, `need_plan_upgrade`, `disable_auto_update_to_major`, ...). The "
+            "channel: an old plugin's override (before 7.34 / 8.2), else the device's "
+            "`defaultChannel` when it may use it (`no_channel` when it may not), else its "
+            "platform's public channel. An app that does not exist answers 429 with "
+            "`Retry-After`.",
             {"anyOf": [ref("UpdateAvailable"), ref("PluginError")]},
             body=ref("DeviceInfo"),
+            more={
+                "429": {
+                    "description": "The app does not exist: retry after `Retry-After` seconds.",
+                    "headers": {"Retry-After": {"schema": INT}},
+                    "content": json_content(ref("UnknownApp")),
+                }
+            },
         )
     },
     "/stats": {
@@ -780,16 +825,27 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
         ),
         "post": plugin_op(
             "Set the device's channel",
-            "Joins a self-assignable channel, or clears the override when the channel is the "
-            "default one.",
+            "Checks that the device may join the channel (public or self-assignable, serving "
+            "the device). Plugins from 7.34 / 8.2 keep the channel themselves: nothing is "
+            "stored. Older plugins get a server-side override, cleared when the channel is "
+            "their platform's public one.",
             {"anyOf": [ref("ChannelSetOk"), ref("PluginError")]},
             body=ref("ChannelRequest"),
         ),
         "put": plugin_op(
             "Get the device's channel",
-            "The override channel of the device, or the app's default channel.",
+            "An old plugin's override; else the device's `defaultChannel` when it may use it; "
+            "else its platform's public channel.",
             {"anyOf": [ref("ChannelGet"), ref("PluginError")]},
             body=ref("ChannelRequest"),
+        ),
+        "delete": plugin_op(
+            "Unset the device's channel (plugins before 7.34 / 8.2)",
+            "Removes an old plugin's server-side override. Newer plugins unset locally and "
+            "send nothing; for them this is a no-op. The info fields come as a query string "
+            "(as GET) or a JSON body.",
+            {"anyOf": [ref("ChannelSetOk"), ref("PluginError")]},
+            parameters=DEVICE_QUERY,
         ),
     },
     "/download/{bundle_id}.zip": {
@@ -1148,7 +1204,12 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
         "post": {
             "tags": ["channels"],
             "summary": "Create or update a channel",
-            "description": "Making a channel public makes it the app's default channel.",
+            "description": (
+                "Each platform has at most one public channel: `public: true` makes this "
+                "channel the public channel of every platform it serves, replacing only "
+                "those platforms' previous public channel. New channels default to public, "
+                "`disable_auto_update: none` and `disable_auto_update_under_native: true`."
+            ),
             "security": AUTH,
             "requestBody": json_body(
                 {
@@ -1180,6 +1241,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                                 },
                             ),
                             ref("ChannelFlags"),
+                            ref("ChannelPublic"),
                         ]
                     },
                 ),
@@ -1202,10 +1264,24 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                         "items": {
                             "allOf": [
                                 obj(
-                                    ["id", "channel", "version"],
-                                    {"id": INT, "channel": STR, "version": nullable(STR)},
+                                    ["id", "channel", "version", "devices"],
+                                    {
+                                        "id": INT,
+                                        "channel": STR,
+                                        "version": nullable(STR),
+                                        "devices": {
+                                            **NONNEG,
+                                            "description": (
+                                                "Devices seen in the last 30 days whose last "
+                                                "check-in reported running this channel's "
+                                                "bundle (a fresh install: its native version) "
+                                                "on a platform the channel serves."
+                                            ),
+                                        },
+                                    },
                                 ),
                                 ref("ChannelFlags"),
+                                ref("ChannelPublic"),
                             ]
                         },
                     },

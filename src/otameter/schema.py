@@ -167,6 +167,15 @@ channels = Table(
     Column("electron", Boolean, nullable=False, server_default="1"),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    # Public per platform: each platform has at most one public channel, and a channel may
+    # be the public one of some of the platforms it serves only (plugin-protocol.md §4).
+    # ``public`` above stays "public for at least one platform", kept equal to their OR.
+    Column("public_ios", Boolean, nullable=False, server_default="0"),
+    Column("public_android", Boolean, nullable=False, server_default="0"),
+    Column("public_electron", Boolean, nullable=False, server_default="0"),
+    # "none", "major", "minor" or "patch": the semver step a device may not auto-update over.
+    Column("disable_auto_update", String(8), nullable=False, server_default="none"),
+    Column("disable_auto_update_under_native", Boolean, nullable=False, server_default="1"),
     # Opt-in: a release regression of the channel's bundle puts the previous one back.
     Column("auto_rollback", Boolean, nullable=False, server_default="0"),
     # The bundle the channel served before its current one (what auto_rollback goes back to).

@@ -18,6 +18,8 @@ from starlette.routing import Route
 from .. import schema as s
 from ..auth import KEY_MODES, ROLES, Level, Principal, hash_key, id_set, new_api_key, org_role
 from ..bundles import remove_file, store_upload
+from ..channel_store import PLATFORMS, claim_public, public_column, public_for_served
+from ..channels import AUTO_UPDATE_RULES
 from ..clock import to_ms
 from ..errors import ApiError, bad_request, not_found
 from ..events import BundleDelete, BundleUpload, Outcome
@@ -642,12 +644,34 @@ CHANNEL_FLAGS = {
     "ios": True,
     "android": True,
     "electron": True,
+    "disable_auto_update_under_native": True,
     # Release guard (release_guard.py): a regression of the bundle puts the previous one back.
     "auto_rollback": False,
 }
+# Devices seen within this many days count in a channel's ``devices`` (the MAU window).
+CHANNEL_DEVICE_DAYS = 30
+
+
+def _channel_json(row: Any, version: str | None) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "app_id": row.app_id,
+        "channel": row.name,
+        "version": version,
+        **{key: bool(getattr(row, key)) for key in CHANNEL_FLAGS},
+        **{public_column(p): bool(getattr(row, public_column(p))) for p in PLATFORMS},
+        "disable_auto_update": row.disable_auto_update,
+    }
 
 
 async def upsert_channel(request: Request) -> Response:
+    """Create or update a channel (``POST /channel``).
+
+    ``public: true`` makes the channel the public channel of every platform it serves, taking
+    each of those platforms from the channel that had it (one public channel per platform);
+    ``public: false`` makes it public for none. Without ``public`` an existing channel keeps
+    its public platforms, less any it no longer serves.
+    """
     principal = await caller(request)
     data = await json_object(request)
     app_id = require_str(data, "app_id")
@@ -656,6 +680,9 @@ async def upsert_channel(request: Request) -> Response:
     if version is not None and not isinstance(version, str):
         raise bad_request("'version' must be a string")
     flags = {key: optional_bool(data, key, None) for key in CHANNEL_FLAGS}
+    rule = data.get("disable_auto_update")
+    if rule is not None and rule not in AUTO_UPDATE_RULES:
+        raise bad_request(f"'disable_auto_update' must be one of: {', '.join(AUTO_UPDATE_RULES)}")
     rt = runtime(request)
     now_ms = to_ms(rt.clock.now())
 
@@ -672,46 +699,53 @@ async def upsert_channel(request: Request) -> Response:
         existing = conn.execute(
             select(s.channels).where(c.app_id == app_id, c.name == name)
         ).first()
-        values: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
+        given: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
+        if rule is not None:
+            given["disable_auto_update"] = rule
+        public = given.pop("public", None)
         if existing is None:
-            values = {**CHANNEL_FLAGS, **values}
-            conn.execute(
-                s.channels.insert().values(
+            values: dict[str, Any] = {**CHANNEL_FLAGS, "disable_auto_update": "none", **given}
+            values.update(public_for_served(values, public if public is not None else True))
+            channel_id = conn.execute(
+                s.channels.insert()
+                .values(
                     app_id=app_id,
                     name=name,
                     bundle_id=bundle_id,
                     created_at=now_ms,
                     updated_at=now_ms,
-                    **values,
+                    **{k: v for k, v in values.items() if k != "public"},
                 )
-            )
+                .returning(c.id)
+            ).scalar_one()
         else:
+            channel_id = existing.id
+            merged = {p: given.get(p, getattr(existing, p)) for p in PLATFORMS}
+            if public is not None:
+                values = {**given, **public_for_served(merged, public)}
+            else:
+                # A channel is never the public channel of a platform it does not serve.
+                values = {
+                    **given,
+                    **{
+                        public_column(p): bool(getattr(existing, public_column(p)) and merged[p])
+                        for p in PLATFORMS
+                    },
+                }
             if version is not None:
                 values["bundle_id"] = bundle_id
                 if bundle_id != existing.bundle_id and existing.bundle_id is not None:
                     # What auto_rollback goes back to.
                     values["previous_bundle_id"] = existing.bundle_id
             conn.execute(
-                update(s.channels).where(c.id == existing.id).values(updated_at=now_ms, **values)
+                update(s.channels).where(c.id == channel_id).values(updated_at=now_ms, **values)
             )
-        if values.get("public"):
-            # One default channel per app: the one made public last.
-            conn.execute(
-                update(s.channels)
-                .where(c.app_id == app_id, c.name != name, c.public.is_(True))
-                .values(public=False, updated_at=now_ms)
-            )
-        row = conn.execute(select(s.channels).where(c.app_id == app_id, c.name == name)).one()
+        claim_public(conn, app_id, channel_id, now_ms)
+        row = conn.execute(select(s.channels).where(c.id == channel_id)).one()
         bundle_version = (
             conn.scalar(select(b.version).where(b.id == row.bundle_id)) if row.bundle_id else None
         )
-        return {
-            "id": row.id,
-            "app_id": app_id,
-            "channel": name,
-            "version": bundle_version,
-            **{key: bool(getattr(row, key)) for key in CHANNEL_FLAGS},
-        }
+        return _channel_json(row, bundle_version)
 
     result = await rt.writer.run(write)
     rt.catalog.invalidate(app_id)
@@ -719,27 +753,38 @@ async def upsert_channel(request: Request) -> Response:
 
 
 async def list_channels(request: Request) -> Response:
+    """The app's channels, each with ``devices``: the devices seen in the last 30 days whose
+    last check-in reported running the bundle the channel serves now (``version_name``, or
+    ``version_build`` for a fresh install still on the bundle it ships) on a platform the
+    channel serves. A device counts on every channel serving the bundle it runs."""
     principal = await caller(request)
     app_id = require_str(dict(request.query_params), "app_id")
+    since_ms = to_ms(runtime(request).clock.now()) - CHANNEL_DEVICE_DAYS * 86_400_000
 
     def read(conn: Connection) -> list[dict[str, Any]]:
         app_access(conn, principal, app_id, Level.READ)
-        c, b = s.channels.c, s.bundles.c
+        c, b, d = s.channels.c, s.bundles.c, s.devices.c
         rows = conn.execute(
             select(s.channels, b.version)
             .outerjoin(s.bundles, b.id == c.bundle_id)
             .where(c.app_id == app_id)
             .order_by(c.id)
-        )
-        return [
-            {
-                "id": r.id,
-                "channel": r.name,
-                "version": r.version,
-                **{key: bool(getattr(r, key)) for key in CHANNEL_FLAGS},
-            }
-            for r in rows
-        ]
+        ).all()
+        running: dict[tuple[str, str], int] = {}
+        for name, build, platform, count in conn.execute(
+            select(d.version_name, d.version_build, d.platform, func.count())
+            .where(d.app_id == app_id, d.last_seen >= since_ms)
+            .group_by(d.version_name, d.version_build, d.platform)
+        ):
+            version = build if name == "builtin" else name
+            running[(version, platform)] = running.get((version, platform), 0) + int(count)
+        result = []
+        for r in rows:
+            devices = 0
+            if r.version is not None:
+                devices = sum(running.get((r.version, p), 0) for p in PLATFORMS if getattr(r, p))
+            result.append({**_channel_json(r, r.version), "devices": devices})
+        return result
 
     return JSONResponse(await read_db(request, read))
 

@@ -16,9 +16,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .. import protocol
+from .. import channels, protocol
 from .. import schema as s
-from ..catalog import AppSnapshot, ChannelInfo
+from ..catalog import AppSnapshot
 from ..clock import to_ms
 from ..download import MeteredFileResponse
 from ..events import CheckIn, Download, DownloadCorrection, PluginStat
@@ -55,6 +55,26 @@ def app_not_found(app_id: str) -> JSONResponse:
     )
 
 
+# How long a device waits before it checks again for an app this server does not know. The
+# plugin honours Retry-After (capped at 24 h) and skips its update, channel and stats calls
+# meanwhile (plugin-protocol.md §2), so a fleet shipped with a wrong app id or server costs a
+# request an hour per device, and an app registered late starts updating within the hour.
+UNKNOWN_APP_RETRY_SECONDS = 3600
+
+
+def unknown_app_backoff(app_id: str) -> JSONResponse:
+    """The update check of an app that does not exist: 429, as Capgo answers it."""
+    return JSONResponse(
+        {
+            "error": "app_not_found",
+            "message": f"App {app_id} is not registered on this server",
+            "retryAfterSeconds": UNKNOWN_APP_RETRY_SECONDS,
+        },
+        status_code=429,
+        headers={"retry-after": str(UNKNOWN_APP_RETRY_SECONDS)},
+    )
+
+
 async def updates(request: Request) -> Response:
     rt = runtime(request)
     try:
@@ -63,7 +83,7 @@ async def updates(request: Request) -> Response:
         return JSONResponse(exc.body(), status_code=exc.http_status)
     snapshot = await app_snapshot(rt, req.app_id)
     if snapshot is None:
-        return app_not_found(req.app_id)
+        return unknown_app_backoff(req.app_id)
     # The answer is decided first: the check-in records the version it offers (release
     # health's ``offered``).
     answer = update_answer(rt, request, snapshot, req)
@@ -89,24 +109,14 @@ async def updates(request: Request) -> Response:
     return JSONResponse(answer)
 
 
-def select_channel(snapshot: AppSnapshot, req: protocol.DeviceInfo) -> ChannelInfo | None:
-    override = snapshot.overrides.get(req.device_id)
-    if override is not None and (channel := snapshot.channel_by_id(override)) is not None:
-        return channel
-    if req.default_channel:
-        channel = snapshot.channels.get(req.default_channel)
-        if channel is not None and (channel.public or channel.allow_device_self_set):
-            return channel
-    return snapshot.default_channel
-
-
 def update_answer(
     rt: Runtime, request: Request, snapshot: AppSnapshot, req: protocol.UpdateRequest
 ) -> dict[str, Any]:
     if snapshot.lock_code:
         return protocol.no_update(snapshot.lock_code, snapshot.lock_reason or "Plan limit reached")
-    channel = select_channel(snapshot, req)
+    channel = channels.select_channel(snapshot, req)
     if channel is None:
+        # Never names the channel: a private channel's name is not the device's to learn.
         return protocol.no_update("no_channel", "No channel serves this app to this device")
     if not channel.allows_platform(req.platform):
         return protocol.no_update(
@@ -124,8 +134,15 @@ def update_answer(
     bundle = channel.bundle
     if bundle is None or bundle.version == req.version_name:
         return protocol.no_update()
+    if req.version_name == "builtin" and req.version_build == bundle.version:
+        # A fresh install ships this very bundle: downloading it again would only cost
+        # bandwidth and a reload.
+        return protocol.no_update()
     if bundle.version == "builtin" and req.version_name == "builtin":
         return protocol.no_update("already_on_builtin", "Already on the builtin bundle")
+    blocked = channels.auto_update_block(channel, bundle.version, req.version_build)
+    if blocked is not None:
+        return blocked
     if bundle.external_url == "":
         return protocol.no_update("no_bundle_url", f"Bundle {bundle.version} has no download URL")
     url = bundle.external_url or download_url(rt, request, bundle.id, req.device_id)
@@ -258,6 +275,12 @@ async def channel_self(request: Request) -> Response:
     try:
         if request.method == "GET":
             req = protocol.parse_channel_query(request.query_params)
+        elif request.method == "DELETE" and request.query_params:
+            # Old plugins send unsetChannel() as DELETE with the info fields in the query,
+            # as Capgo's channel_self.ts reads them; a JSON body is accepted too.
+            req = protocol.parse_channel_query(request.query_params)
+            if not req.device_id:
+                raise ProtocolError("missing_device_id", "device_id is required", 400, "device_id")
         else:
             data = protocol.decode_json(await request.body())
             req = protocol.parse_channel_request(data, require_channel=request.method == "POST")
@@ -272,54 +295,72 @@ async def channel_self(request: Request) -> Response:
         return JSONResponse(list_channels(snapshot, req))
     if request.method == "PUT":
         return JSONResponse(get_channel(snapshot, req))
+    if request.method == "DELETE":
+        return JSONResponse(await unset_channel(rt, snapshot, req))
     return JSONResponse(await set_channel(rt, snapshot, req))
 
 
-def _compatible(channel: ChannelInfo, req: protocol.DeviceInfo) -> bool:
-    return (
-        (not req.platform or channel.allows_platform(req.platform))
-        and (channel.allow_emulator or not req.is_emulator)
-        and (channel.allow_dev or req.is_prod)
-    )
-
-
 def list_channels(snapshot: AppSnapshot, req: protocol.ChannelRequest) -> list[dict[str, Any]]:
+    # ``public`` says whether the channel is the public one of the device's platform.
     return [
-        protocol.channel_list_entry(c.id, c.name, c.public, c.allow_device_self_set)
+        protocol.channel_list_entry(
+            c.id,
+            c.name,
+            c.public_for(req.platform) if req.platform else c.public,
+            c.allow_device_self_set,
+        )
         for c in sorted(snapshot.channels.values(), key=lambda c: c.id)
-        if (c.public or c.allow_device_self_set) and _compatible(c, req)
+        if channels.may_use(c, req)
     ]
 
 
 def get_channel(snapshot: AppSnapshot, req: protocol.ChannelRequest) -> dict[str, Any]:
-    override = snapshot.overrides.get(req.device_id)
-    if override is not None and (channel := snapshot.channel_by_id(override)) is not None:
-        return protocol.channel_get(channel.name, "override", channel.allow_device_self_set)
-    default = snapshot.default_channel
-    if default is None:
-        return protocol.channel_error("channel_not_found", "This app has no default channel")
-    return protocol.channel_get(default.name, "default", default.allow_device_self_set)
+    """getChannel(): what the plugin will persist as its channel (plugin-protocol.md §4).
+
+    An old plugin's override comes first. Otherwise the device's own ``defaultChannel`` when it
+    may use it (answering the public channel instead would move the device for good), else
+    its platform's public channel.
+    """
+    override = channels.override_channel(snapshot, req)
+    if override is not None:
+        return protocol.channel_get(override.name, "override", override.allow_device_self_set)
+    own = channels.device_channel(snapshot, req)
+    if own is not None:
+        return protocol.channel_get(own.name, "default", own.allow_device_self_set)
+    public = snapshot.public_channel(req.platform)
+    if public is None:
+        return protocol.channel_error("channel_not_found", "No public channel for this device")
+    return protocol.channel_get(public.name, "default", public.allow_device_self_set)
 
 
 async def set_channel(
     rt: Runtime, snapshot: AppSnapshot, req: protocol.ChannelRequest
 ) -> dict[str, Any]:
+    """setChannel(c): may the device join c? Only old plugins get a server-side override."""
     name = req.channel or ""
     channel = snapshot.channels.get(name)
     if channel is None:
         return protocol.channel_error("channel_not_found", f"Channel {name} does not exist")
-    if not _compatible(channel, req):
+    if not channels.serves_device(channel, req):
         return protocol.channel_error(
             "channel_not_compatible", f"Channel {name} does not serve this device"
         )
-    if channel.public:
-        # Choosing the default channel is the same as having no override.
+    if not channels.may_use(channel, req):
+        return protocol.channel_error(
+            "channel_self_set_not_allowed", "This channel does not allow devices to join it"
+        )
+    if channels.uses_local_channel(req.plugin_version):
+        # The plugin stores the channel itself and sends it as defaultChannel from now on;
+        # unsetChannel() sends nothing, so an override kept here would outlive it.
+        return protocol.channel_set_ok(f"Device may use channel {name}", allow_set=True)
+    if channel.public_for(req.platform):
+        # Choosing the platform's public channel is the same as having no override.
         await rt.writer.run(lambda conn: _clear_override(conn, snapshot.app_id, req.device_id))
         rt.catalog.invalidate(snapshot.app_id)
         return protocol.channel_set_ok(f"Channel {name} is the default channel", allow_set=True)
     if not channel.allow_device_self_set:
         return protocol.channel_error(
-            "channel_self_set_not_allowed", f"Channel {name} does not allow devices to join it"
+            "channel_self_set_not_allowed", "This channel does not allow devices to join it"
         )
     now_ms = to_ms(rt.clock.now())
     await rt.writer.run(
@@ -327,6 +368,20 @@ async def set_channel(
     )
     rt.catalog.invalidate(snapshot.app_id)
     return protocol.channel_set_ok(f"Device joined channel {name}", allow_set=True)
+
+
+async def unset_channel(
+    rt: Runtime, snapshot: AppSnapshot, req: protocol.ChannelRequest
+) -> dict[str, Any]:
+    """unsetChannel() of plugins older than 7.34 / 8.2: drop the override, if any.
+
+    Newer plugins send no request; for them nothing is stored, so there is nothing to drop.
+    Answering ok when there was no override keeps the call idempotent.
+    """
+    if not channels.uses_local_channel(req.plugin_version) and req.device_id in snapshot.overrides:
+        await rt.writer.run(lambda conn: _clear_override(conn, snapshot.app_id, req.device_id))
+        rt.catalog.invalidate(snapshot.app_id)
+    return protocol.channel_set_ok("The device uses its default channel")
 
 
 def _clear_override(conn: Any, app_id: str, device_id: str) -> None:
@@ -349,6 +404,6 @@ def _set_override(conn: Any, app_id: str, device_id: str, channel_id: int, now_m
 routes = [
     Route("/updates", updates, methods=["POST"]),
     Route("/stats", stats, methods=["POST"]),
-    Route("/channel_self", channel_self, methods=["GET", "POST", "PUT"]),
+    Route("/channel_self", channel_self, methods=["GET", "POST", "PUT", "DELETE"]),
     Route("/download/{bundle_id}.zip", download, methods=["GET", "HEAD"]),
 ]

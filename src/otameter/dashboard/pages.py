@@ -237,6 +237,10 @@ devices, emulators and dev builds left out.</p>
 <div id="device-results" aria-live="polite"></div>
 <div id="device-log" aria-live="polite"></div>
 </section>
+<section aria-labelledby="channels-h" class="card">
+<h2 id="channels-h">Channels</h2>
+<div id="channels-table"><p class="loading">Loading channels…</p></div>
+</section>
 <section aria-labelledby="bundles-h" class="card">
 <h2 id="bundles-h">Bundles</h2>
 <div id="bundles-table"><p class="loading">Loading bundles…</p></div>

@@ -734,6 +734,57 @@ function setupDeviceSearch() {
   });
 }
 
+// -- app page: channels -----------------------------------------------------------------------
+
+const PLATFORMS = ["ios", "android", "electron"];
+const PLATFORM_NAMES = { ios: "iOS", android: "Android", electron: "Electron" };
+
+function autoUpdateText(c) {
+  const rule = c.disable_auto_update || "none";
+  const step = rule === "none" ? "Any version" : `No automatic ${rule} upgrade`;
+  return c.disable_auto_update_under_native ? `${step}; never below the native build` : step;
+}
+
+async function loadChannels() {
+  const answer = await getJSON(`/dashboard/api/channel?app_id=${encodeURIComponent(ID)}`);
+  if (!answer.ok) throw new Error(errorText(answer));
+  return answer.body;
+}
+
+function renderChannels(channels) {
+  const target = document.getElementById("channels-table");
+  if (!channels.length) {
+    target.replaceChildren(el("p", { class: "empty" }, "No channels. Uploading a bundle creates the production channel."));
+    return;
+  }
+  const names = (c, prefix) => PLATFORMS.filter((p) => c[`${prefix}${p}`]).map((p) => PLATFORM_NAMES[p]).join(", ") || "–";
+  const rows = channels.map((c) => ({
+    ...c,
+    platforms: names(c, ""),
+    public_for: names(c, "public_"),
+    self_set: c.allow_device_self_set ? "yes" : "no",
+    rule: autoUpdateText(c),
+    auto: c.auto_rollback ? "on" : "off",
+    version: c.version || "",
+  }));
+  target.replaceChildren(
+    el("p", { class: "hint" }, "Each platform has one public channel: the one devices get when they name none. Devices: those seen in the last 30 days whose last check-in reported running the channel's bundle on a platform it serves (a device counts on every channel serving its bundle)."),
+    sortableTable({
+      id: "channels", caption: "Channels of this app",
+      columns: [
+        { key: "channel", label: "Channel", render: (c) => el("code", {}, c.channel) },
+        { key: "version", label: "Bundle", render: (c) => (c.version ? el("code", {}, c.version) : "none") },
+        { key: "platforms", label: "Platforms" },
+        { key: "public_for", label: "Public for" },
+        { key: "self_set", label: "Devices may join" },
+        { key: "rule", label: "Auto-update" },
+        { key: "auto", label: "Auto rollback" },
+        { key: "devices", label: "Devices", num: true, format: count },
+      ],
+      rows, sortKey: "channel", sortDir: "ascending",
+    }));
+}
+
 // -- range and loading ------------------------------------------------------------------------
 
 function readUrlState() {
@@ -879,6 +930,9 @@ async function start() {
     setupDeviceSearch();
     jobs.push(loadBundles().then((all) => { bundles = all; renderBundles(); }).catch((e) => {
       document.getElementById("bundles-table").replaceChildren(el("p", { class: "banner banner-error", role: "alert" }, `Bundles: ${e.message}`));
+    }));
+    jobs.push(loadChannels().then(renderChannels).catch((e) => {
+      document.getElementById("channels-table").replaceChildren(el("p", { class: "banner banner-error", role: "alert" }, `Channels: ${e.message}`));
     }));
   }
   const answer = await appsAnswer;

@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Directories ruff checks; mypy covers the package only.
-LINT_PATHS := src tests bench
+LINT_PATHS := src tests bench docs
 
 .PHONY: venv demo test lint bench
 

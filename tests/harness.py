@@ -142,6 +142,7 @@ def running(
     start: datetime = START,
     trusted: str | None = "127.0.0.0/8",
     client_host: str = "127.0.0.1",
+    webhook_allow_private: str | None = None,
 ) -> Iterator[Harness]:
     """An otameter on ``db_url`` whose clock starts at ``start`` and moves only when told.
 
@@ -153,6 +154,7 @@ def running(
         trusted_proxies=parse_networks(trusted) if trusted else (),
         rollup_interval_seconds=0,
         public_url="http://otameter.test",
+        webhook_allow_private=parse_networks(webhook_allow_private),
     )
     migrate(db_url)
     clock = ManualClock(start)

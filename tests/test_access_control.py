@@ -60,7 +60,7 @@ def test_a_key_limited_to_one_app_cannot_act_for_the_org(harness: Harness) -> No
     limited = new_key(h, owner, limited_to_apps=["com.acme.one"])["key"]
     hook = h.client.post(
         f"/organization/{org_id}/webhooks",
-        json={"url": "http://127.0.0.1:9/hook", "secret": "s" * 16},
+        json={"url": "https://1.1.1.1/hook", "secret": "s" * 16},  # public; nothing is sent
         headers=h.auth(owner),
     ).json()["id"]
     h.user("mallory@example.com")
@@ -73,7 +73,7 @@ def test_a_key_limited_to_one_app_cannot_act_for_the_org(harness: Harness) -> No
         h.client.get(f"/organization/{org_id}/webhooks", headers=h.auth(limited)),
         h.client.post(
             f"/organization/{org_id}/webhooks",
-            json={"url": "http://127.0.0.1:9/other"},
+            json={"url": "https://1.1.1.1/other"},
             headers=h.auth(limited),
         ),
         h.client.delete(f"/organization/{org_id}/webhooks/{hook}", headers=h.auth(limited)),

@@ -30,7 +30,7 @@ from otameter.dashboard import session
 from otameter.db import migrate
 from otameter.demo import DEMO_APPS, seed_demo
 from otameter.runtime import Runtime
-from tests.harness import Harness, running
+from tests.harness import Harness, device_body, running
 
 COOKIE = session.COOKIE
 
@@ -851,3 +851,32 @@ def test_app_page_releases_and_device_log(page: Any, live: LiveServer) -> None:
     page.wait_for_selector("#device-events")
     actions = [r["action"] for r in _table(page, "device-events")]
     assert actions == ["app_launch_ready", "app_crash", "set", "download_complete"]
+
+
+def test_csv_downloads_neutralise_formulas(page: Any, live: LiveServer) -> None:
+    """A device's version name that looks like a formula is text in the dashboard's CSV."""
+    app_id = "com.otameter.demo.csv"
+    versions = ['=HYPERLINK("http://evil.example/","x")', "-2+3", "1.0.0"]
+    with httpx.Client(base_url=live.url, headers={"authorization": live.key}) as http:
+        r = http.post("/app", json={"app_id": app_id, "name": "CSV", "owner_org": live.org_id})
+        assert r.status_code == 201, r.text
+        for version in versions:
+            for _ in range(2):
+                r = http.post("/updates", json=device_body(app_id, version_name=version))
+                assert r.status_code == 200, r.text
+    live.rt.rollups.run_blocking()
+
+    _sign_in(page, live)
+    page.goto(f"{live.url}/dashboard/app/{app_id}{_range(TODAY, TODAY)}")
+    _wait_ready(page, TODAY.isoformat(), TODAY.isoformat())
+    page.wait_for_selector('main[data-complete="true"]')
+    with page.expect_download() as info:
+        page.locator('button.csv[data-chart="versions"]').click()
+    header, *body = list(csv.reader(io.StringIO(Path(info.value.path()).read_text())))
+    assert sorted(header[1:]) == sorted(
+        [f"'{versions[0]} (% of devices)", f"'{versions[1]} (% of devices)", "1.0.0 (% of devices)"]
+    )
+    # The shares are numbers, written as numbers.
+    (last,) = body
+    assert last[0] == TODAY.isoformat()
+    assert sorted(float(cell) for cell in last[1:]) == [33.33, 33.33, 33.33]

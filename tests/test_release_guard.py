@@ -5,13 +5,25 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from tests.harness import Harness, device_body
+import pytest
+
+from tests.harness import Harness, device_body, running
 from tests.test_plans import APP, setup_org  # APP: the app setup_org creates
-from tests.test_webhooks import Receiver, add_webhook, receiver, verify_signature
+from tests.test_webhooks import LOCAL, Receiver, add_webhook, receiver, verify_signature
 
 __all__ = ["receiver"]  # the fixture, used by name
+
+
+@pytest.fixture
+def harness(db_url: str, tmp_path: Path) -> Iterator[Harness]:
+    """Both engines, with loopback webhook targets allowed for the local receiver."""
+    with running(db_url, tmp_path / "data", webhook_allow_private=LOCAL) as h:
+        yield h
+
 
 T = 1_715_774_400_000
 

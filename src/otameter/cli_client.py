@@ -6,7 +6,6 @@ else the config file (OTAMETER_CONFIG, or ~/.config/otameter/config.toml).
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -30,6 +29,7 @@ from rich.table import Table
 
 from .bundles import has_index_html
 from .clock import SystemClock
+from .csv_cells import CsvWriter
 
 if TYPE_CHECKING:
     from .client import Bundle, ClientError, OtameterClient, StatRow
@@ -850,7 +850,7 @@ def show_statistics(
         print_json({"data": rows})
         return
     if as_csv:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer = CsvWriter(sys.stdout, lineterminator="\n")
         writer.writerow(["date", "mau", "storage", "bandwidth"])
         for r in rows:
             writer.writerow([r["date"], r["mau"], r["storage"], r["bandwidth"]])
@@ -962,7 +962,7 @@ def stats_releases_command(
         print_json({"data": rows})
         return
     if as_csv:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer = CsvWriter(sys.stdout, lineterminator="\n")
         writer.writerow(RELEASE_FIELDS)
         for r in rows:
             writer.writerow(["" if r.get(f) is None else r.get(f) for f in RELEASE_FIELDS])
@@ -1057,7 +1057,7 @@ def usage(
         return
     meters = [(name, body.get(name) or {}) for name in ("mau", "storage", "bandwidth")]
     if as_csv:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer = CsvWriter(sys.stdout, lineterminator="\n")
         writer.writerow(["metric", "used", "limit", "percent"])
         for name, meter in meters:
             writer.writerow([name, meter.get("used"), meter.get("limit"), meter.get("percent")])

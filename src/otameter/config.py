@@ -13,7 +13,9 @@ DEFAULT_DATA_DIR = "./otameter-data"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def parse_networks(values: list[str] | str | None) -> tuple[Network, ...]:
+def parse_networks(
+    values: list[str] | str | None, what: str = "trusted proxy CIDR"
+) -> tuple[Network, ...]:
     """CIDRs from a list or a comma-separated string; a bare address is a /32 or /128."""
     if values is None:
         return ()
@@ -23,7 +25,7 @@ def parse_networks(values: list[str] | str | None) -> tuple[Network, ...]:
     try:
         return tuple(ipaddress.ip_network(item, strict=False) for item in items if item)
     except ValueError as exc:
-        raise ValueError(f"invalid trusted proxy CIDR: {exc}") from None
+        raise ValueError(f"invalid {what}: {exc}") from None
 
 
 # Numeric settings read from OTAMETER_<NAME>.
@@ -73,6 +75,9 @@ class Settings:
     release_max_rollback_rate: float = 0.05
     release_max_failure_rate: float = 0.10
     release_max_crash_rate: float = 0.05
+    # Webhook targets in these networks are allowed even though they are not public
+    # (loopback, private, link-local...): OTAMETER_WEBHOOK_ALLOW_PRIVATE.
+    webhook_allow_private: tuple[Network, ...] = ()
     # Failed authentications allowed per client address and window: API keys, then dashboard
     # sign-ins (README "Abuse limits"). A limit of 0 turns that limit off.
     auth_failure_limit: int = 30
@@ -91,6 +96,9 @@ class Settings:
             "public_url": env.get("OTAMETER_PUBLIC_URL") or None,
             "trusted_proxies": parse_networks(env.get("OTAMETER_TRUSTED_PROXIES")),
             "sqlite_synchronous": env.get("OTAMETER_SQLITE_SYNCHRONOUS", "FULL").upper(),
+            "webhook_allow_private": parse_networks(
+                env.get("OTAMETER_WEBHOOK_ALLOW_PRIVATE"), "OTAMETER_WEBHOOK_ALLOW_PRIVATE CIDR"
+            ),
         }
         if "OTAMETER_TRIAL_DAYS" in env:
             values["trial_days"] = int(env["OTAMETER_TRIAL_DAYS"])
@@ -115,6 +123,11 @@ class Settings:
                 values[key] = value
         if isinstance(values.get("trusted_proxies"), list | str):
             values["trusted_proxies"] = parse_networks(values["trusted_proxies"])  # type: ignore[arg-type]
+        if isinstance(values.get("webhook_allow_private"), list | str):
+            values["webhook_allow_private"] = parse_networks(
+                values["webhook_allow_private"],  # type: ignore[arg-type]
+                "OTAMETER_WEBHOOK_ALLOW_PRIVATE CIDR",
+            )
         if isinstance(values.get("data_dir"), str):
             values["data_dir"] = Path(str(values["data_dir"]))
         settings = cls(**values)  # type: ignore[arg-type]

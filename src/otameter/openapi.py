@@ -561,7 +561,13 @@ SCHEMAS: dict[str, Schema] = {
             "attempts": NONNEG,
             "next_attempt_at": nullable(DATETIME),
             "last_status_code": nullable(INT),
-            "last_error": nullable(STR),
+            "last_error": {
+                **nullable(STR),
+                "description": (
+                    "`HTTP <status>` when the target answered, else a generic reason "
+                    "(refused target, no HTTP answer): never the network's own error text."
+                ),
+            },
             "created_at": DATETIME,
             "delivered_at": nullable(DATETIME),
             "payload": {},
@@ -1563,21 +1569,41 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
         "post": {
             "tags": ["webhooks"],
             "summary": "Add a webhook",
-            "description": "Events are POSTed to `url`, signed with `secret`.",
+            "description": (
+                "Events are POSTed to `url`, signed as Standard Webhooks do: headers "
+                "`webhook-id` (the delivery id, the same on every retry), `webhook-timestamp` "
+                "(Unix seconds) and `webhook-signature: v1,<base64 HMAC-SHA256 of "
+                '"id.timestamp.body">`, keyed with `secret` as UTF-8 bytes; `X-Otameter-Event` '
+                "names the event. Without `secret` one is generated and returned once. `url` "
+                "must be an absolute http(s) URL without credentials, spaces or control "
+                "characters, whose host resolves only to public addresses: loopback, private, "
+                "link-local, multicast and reserved ones are refused (400) unless the operator "
+                "allows them with `OTAMETER_WEBHOOK_ALLOW_PRIVATE`. The address is checked "
+                "again at every delivery; redirects are not followed."
+            ),
             "security": AUTH,
             "parameters": [org_id_param()],
             "requestBody": json_body(
                 obj(
                     ["url"],
                     {
-                        "url": {"type": "string", "format": "uri", "maxLength": 2048},
+                        "url": {
+                            "type": "string",
+                            "format": "uri",
+                            "maxLength": 2048,
+                            "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://",
+                        },
                         "secret": {"type": "string", "minLength": 8, "maxLength": 255},
                     },
                 )
             ),
             "responses": {
                 "201": answer("Created.", ref("Webhook")),
-                "400": BAD_REQUEST,
+                "400": error(
+                    "`url` is not an absolute http(s) URL, carries credentials or control "
+                    "characters, does not resolve or resolves to a non-public address; or "
+                    "`secret` is not 8 to 255 characters."
+                ),
                 "401": UNAUTHORIZED,
                 "403": error("Needs `admin` and a key not limited to some apps."),
                 "404": error("Organization not found."),

@@ -3,7 +3,6 @@ or per day, read from the folded device sets and launch histograms, never from r
 
 from __future__ import annotations
 
-import csv
 import io
 from collections import defaultdict
 from collections.abc import Iterable
@@ -14,6 +13,7 @@ from pyroaring import BitMap
 from sqlalchemy import Connection, select
 
 from . import schema as s
+from .csv_cells import CsvWriter
 from .releases import OUTCOMES, histogram_quantile
 
 ACTIVE = "active"
@@ -108,7 +108,8 @@ def release_rows_to_csv(rows: list[dict[str, Any]], by_day: bool) -> str:
     """CSV with the JSON fields as columns (a launch time without launches is empty)."""
     fields = (("date",) if by_day else ()) + FIELDS
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
+    # Versions come from devices: no cell may start a formula (csv_cells.py).
+    writer = CsvWriter(buffer)
     writer.writerow(fields)
     for row in rows:
         writer.writerow(["" if row[name] is None else row[name] for name in fields])

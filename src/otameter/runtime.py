@@ -25,7 +25,7 @@ from .plans import PlanEnforcer
 from .release_guard import ReleaseGuard
 from .release_ingest import PRUNE_BATCH, prune_events
 from .rollups import Rollups
-from .webhooks import WebhookDispatcher
+from .webhooks import TargetPolicy, WebhookDispatcher
 from .writer import Writer
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,8 @@ class Runtime:
         self.release_guard = ReleaseGuard(settings, self.clock, self.catalog.invalidate)
         self.rollups.release_hooks.append(self.release_guard.on_rollup)
         self.prune_worker = Periodic("otameter-prune", self.prune_stats_events, 60.0)
-        self.webhooks = WebhookDispatcher(self.writer, self.clock)
+        self.webhook_policy = TargetPolicy(settings.webhook_allow_private)
+        self.webhooks = WebhookDispatcher(self.writer, self.clock, policy=self.webhook_policy)
         self.webhook_worker = Periodic("otameter-webhooks", self.webhooks.deliver_due, 1.0)
         # Failed authentications per address (auth_limits.py): API keys, dashboard sign-ins.
         self.auth_failures = FailedAuthLimiter(

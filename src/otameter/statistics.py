@@ -6,7 +6,6 @@ bundle-usage view, from the per-version day counts in ``activity_bitmaps``.
 
 from __future__ import annotations
 
-import csv
 import io
 import re
 from collections.abc import Mapping, Sequence
@@ -17,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from . import schema as s
+from .csv_cells import CsvWriter
 from .errors import ApiError
 
 MAX_RANGE_DAYS = 90
@@ -27,6 +27,7 @@ INVALID_RANGE = "Invalid date range: 'from' must not be after 'to'"
 INVALID_FORMAT = "Invalid format. Use json or csv"
 INVALID_BREAKDOWN = "Invalid breakdown. Use true or false"
 INVALID_COMPARE = "Invalid compare. Use previous"
+PREVIOUS_TOO_EARLY = "Invalid compare: the previous period would start before 0001-01-01"
 
 #: What every row carries (the seed's shape).
 PUBLIC_FIELDS = ("mau", "storage", "bandwidth")
@@ -94,13 +95,16 @@ def parse_query(params: Mapping[str, str], *, options: bool = True) -> StatsQuer
     compare = params.get("compare", "").strip().lower()
     if compare not in {"", "previous", "none"}:
         raise ApiError(400, INVALID_COMPARE)
-    return StatsQuery(
+    query = StatsQuery(
         start,
         end,
         csv=fmt == "csv",
         breakdown=_flag(params, "breakdown", INVALID_BREAKDOWN),
         compare=compare == "previous",
     )
+    if query.compare and (start - date.min).days < query.length:
+        raise ApiError(400, PREVIOUS_TOO_EARLY)
+    return query
 
 
 def daily_figures(
@@ -197,7 +201,7 @@ def rows_to_csv(rows: list[dict[str, Any]], breakdown: bool, compare: bool) -> s
     fields = ["date", *PUBLIC_FIELDS, *(BREAKDOWN_FIELDS if breakdown else ())]
     header = fields + ([f"previous_{name}" for name in fields] if compare else [])
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer = CsvWriter(buffer)
     writer.writerow(header)
     for row in rows:
         line = [row[name] for name in fields]
@@ -211,7 +215,7 @@ def rows_to_csv(rows: list[dict[str, Any]], breakdown: bool, compare: bool) -> s
 def bundle_usage_to_csv(rows: list[dict[str, Any]]) -> str:
     """Long form: one line per day and version (a day without devices has one empty line)."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer = CsvWriter(buffer)
     writer.writerow(["date", "version", "devices", "share", "day_devices"])
     for row in rows:
         for entry in row["versions"]:

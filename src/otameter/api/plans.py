@@ -3,13 +3,13 @@ the org's release-guard thresholds."""
 
 from __future__ import annotations
 
-import re
 import secrets
 import uuid
 from typing import Any
 
 import orjson
 from sqlalchemy import Connection, select, update
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -20,11 +20,10 @@ from ..clock import to_ms
 from ..errors import ApiError, bad_request, not_found
 from ..plans import compute_usage, list_plans
 from ..release_guard import THRESHOLDS
-from ..webhooks import delivery_json
+from ..webhooks import MIN_SECRET_LENGTH, TargetError, delivery_json, parse_target
 from .common import JSONResponse, caller, json_object, query_page, read_db, runtime
 from .management import INSUFFICIENT, iso, org_access
 
-URL_RE = re.compile(r"^https?://[^\s/]+", re.IGNORECASE)
 PAGE_SIZE = 50
 STATUSES = ("pending", "delivered", "failed")
 
@@ -66,16 +65,26 @@ async def create_webhook(request: Request) -> Response:
     org_id = request.path_params["org_id"]
     data = await json_object(request)
     url = data.get("url")
-    if not isinstance(url, str) or not URL_RE.match(url) or len(url) > 2048:
-        raise bad_request("'url' must be an absolute http(s) URL")
+    try:
+        target = parse_target(url)
+    except TargetError as exc:
+        raise bad_request(str(exc)) from None
     secret = data.get("secret")
     generated = secret is None
     if generated:
         secret = secrets.token_urlsafe(32)
-    if not isinstance(secret, str) or not 8 <= len(secret) <= 255:
-        raise bad_request("'secret' must be a string of 8 to 255 characters")
+    if not isinstance(secret, str) or not MIN_SECRET_LENGTH <= len(secret) <= 255:
+        raise bad_request(f"'secret' must be a string of {MIN_SECRET_LENGTH} to 255 characters")
     hook_id = str(uuid.uuid4())
     now_ms = to_ms(rt.clock.now())
+    # Access first: a caller who may not manage this org's webhooks learns nothing more.
+    await read_db(
+        request, lambda conn: org_access(conn, principal, org_id, Level.ADMIN, whole_org=True)
+    )
+    try:
+        await run_in_threadpool(rt.webhook_policy.check, target)
+    except TargetError as exc:
+        raise bad_request(str(exc)) from None
 
     def write(conn: Connection) -> dict[str, Any]:
         org_access(conn, principal, org_id, Level.ADMIN, whole_org=True)

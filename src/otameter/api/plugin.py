@@ -170,8 +170,9 @@ async def download(request: Request) -> Response:
     expires = request.query_params.get("expires", "")
     sig = request.query_params.get("sig", "")
     if (
-        # isascii: int() and compare_digest refuse other digits and characters.
-        not (expires.isascii() and expires.isdigit() and sig.isascii())
+        # isascii: int() and compare_digest refuse other digits and characters. A Unix time
+        # has at most 20 digits; int() refuses (ValueError) more than 4300 of them.
+        not (expires.isascii() and expires.isdigit() and len(expires) <= 20 and sig.isascii())
         or int(expires) < rt.clock.now().timestamp()
         or not rt.verify(sig, bundle_id, device_id, expires)
     ):

@@ -99,8 +99,11 @@ async function getJSON(url) {
 
 const errorText = (answer) => (answer.body && answer.body.error) || `HTTP ${answer.status}`;
 
+// As csv_cells.py on the server (OWASP CSV injection): a string that could start a formula
+// (a device's version name in a column title, say) gets a leading quote; numbers stay numbers.
 function csvField(value) {
-  const text = value === null || value === undefined ? "" : String(value);
+  let text = value === null || value === undefined ? "" : String(value);
+  if (typeof value === "string" && /^[=+\-@\t\r]/.test(text)) text = `'${text}`;
   return /[",\n\r]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
 }
 

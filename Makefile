@@ -4,18 +4,25 @@ BIN := $(VENV)/bin
 # Directories ruff checks; mypy covers the package only.
 LINT_PATHS := src tests bench docs
 
-.PHONY: venv demo test lint bench
+.PHONY: venv runtime demo test lint bench
 
+# `make demo` needs only what otameter runs with; the dev tools (tests, linters, browser)
+# come with `make venv`, which `make test` uses.
+runtime: $(VENV)/.runtime
 venv: $(VENV)/.installed
 
-# The stamp makes `make venv` a no-op until pyproject.toml (the dependency list) changes.
-$(VENV)/.installed: pyproject.toml
+# The stamps make these no-ops until pyproject.toml (the dependency list) changes.
+$(VENV)/.runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -U pip
+	$(BIN)/pip install -e .
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.runtime
 	$(BIN)/pip install -e '.[dev]'
 	touch $@
 
-demo: venv
+demo: runtime
 	$(BIN)/otameter serve --demo
 
 lint: venv

@@ -344,6 +344,8 @@ def otameter(cfg: Config, engine: str, workers: int, pg: PgCluster | None, sync:
         "OTAMETER_DATABASE_URL": url,
         "OTAMETER_DATA_DIR": str(run_dir / "data"),
         "OTAMETER_SQLITE_SYNCHRONOUS": sync,
+        # wrk sends every device of its pool from 127.0.0.1: one address, many new devices.
+        "OTAMETER_NEW_DEVICES_PER_IP_HOUR": "100000000",
     }
     otameter_cli("migrate", env=env)
     key = json.loads(otameter_cli("user", "create", "--email", "bench@example.com", env=env))[

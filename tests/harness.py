@@ -143,6 +143,7 @@ def running(
     trusted: str | None = "127.0.0.0/8",
     client_host: str = "127.0.0.1",
     webhook_allow_private: str | None = None,
+    **overrides: Any,
 ) -> Iterator[Harness]:
     """An otameter on ``db_url`` whose clock starts at ``start`` and moves only when told.
 
@@ -155,6 +156,7 @@ def running(
         rollup_interval_seconds=0,
         public_url="http://otameter.test",
         webhook_allow_private=parse_networks(webhook_allow_private),
+        **overrides,
     )
     migrate(db_url)
     clock = ManualClock(start)

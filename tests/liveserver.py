@@ -95,6 +95,17 @@ class LiveServer:
             assert time.monotonic() < deadline, f"server not up: {self.log.read_text()[-3000:]}"
             time.sleep(0.1)
 
+    def rss_kb(self) -> int:
+        """Resident memory of the server's processes (the serving ones), in KiB."""
+        assert self.proc is not None
+        total = 0
+        for pid in [self.proc.pid, *_children(self.proc.pid)]:
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        return total
+
     def kill(self) -> None:
         """SIGKILL every process of the server: no shutdown code runs."""
         assert self.proc is not None
@@ -117,6 +128,16 @@ class LiveServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            text = (task / "children").read_text().split()
+            for child in map(int, text):
+                found += [child, *_children(child)]
+    return found
 
 
 def create_user(db_url: str, email: str = "ops@example.com") -> str:

@@ -33,6 +33,7 @@ from otameter.clock import SystemClock, to_ms
 from otameter.config import Settings
 from otameter.db import migrate
 from otameter.runtime import Runtime
+from otameter.units import format_bytes
 from otameter.users import create_user
 from tests.harness import device_body, zip_bytes
 
@@ -179,7 +180,7 @@ def test_upload_folder_and_zip_then_list(live: Live, tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "Uploaded com.example.cli 1.1.0; channel beta now serves it" in result.stdout
-    assert f"{len(data):,} bytes" in result.stdout
+    assert f"size      {format_bytes(len(data))}" in result.stdout
     assert f"sha256:{hashlib.sha256(data).hexdigest()}" in result.stdout
 
     rows = listed(live)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import math
 import os
 import shutil
 import socket
@@ -30,6 +31,7 @@ from otameter.dashboard import session
 from otameter.db import migrate
 from otameter.demo import DEMO_APPS, seed_demo
 from otameter.runtime import Runtime
+from otameter.units import format_bytes
 from tests.harness import Harness, device_body, running
 
 COOKIE = session.COOKIE
@@ -759,6 +761,15 @@ def test_locked_org_shows_the_reason(page: Any, live: LiveServer, tmp_path: Path
         assert "locked" in banner.inner_text() and reason in banner.inner_text()
         target = Path(os.environ.get("OTAMETER_SCREENSHOT_DIR") or tmp_path)
         page.locator("#usage").screenshot(path=str(target / "org-locked.png"))
+
+        # The app page says it too: its devices are the ones that get no updates.
+        page.goto(f"{live.url}/dashboard/app/{DEMO_APPS[0][0]}")
+        page.wait_for_selector('main[data-complete="true"]')
+        notice = page.locator("#org-lock #lock-banner")
+        assert notice.get_attribute("role") == "alert"
+        text = notice.inner_text()
+        assert "organization is locked" in text and reason in text
+        assert notice.get_by_role("link").get_attribute("href") == f"/dashboard/org/{live.org_id}"
     finally:
         lock(None, None)
 
@@ -869,14 +880,48 @@ def test_csv_downloads_neutralise_formulas(page: Any, live: LiveServer) -> None:
     _sign_in(page, live)
     page.goto(f"{live.url}/dashboard/app/{app_id}{_range(TODAY, TODAY)}")
     _wait_ready(page, TODAY.isoformat(), TODAY.isoformat())
+
+    page.goto(f"{live.url}/dashboard/app/{DEMO_APPS[0][0]}")
     page.wait_for_selector('main[data-complete="true"]')
-    with page.expect_download() as info:
-        page.locator('button.csv[data-chart="versions"]').click()
-    header, *body = list(csv.reader(io.StringIO(Path(info.value.path()).read_text())))
-    assert sorted(header[1:]) == sorted(
-        [f"'{versions[0]} (% of devices)", f"'{versions[1]} (% of devices)", "1.0.0 (% of devices)"]
-    )
-    # The shares are numbers, written as numbers.
-    (last,) = body
-    assert last[0] == TODAY.isoformat()
-    assert sorted(float(cell) for cell in last[1:]) == [33.33, 33.33, 33.33]
+    assert page.locator("#lock-banner").count() == 0
+
+
+def test_words_and_units(page: Any, live: LiveServer) -> None:
+    _sign_in(page, live)
+    for path in (f"/dashboard/org/{live.org_id}", f"/dashboard/app/{DEMO_APPS[0][0]}"):
+        page.goto(f"{live.url}{path}{_range(TODAY - timedelta(days=89), TODAY)}")
+        page.wait_for_selector('main[data-complete="true"]')
+        for details in page.locator("details.table-alt summary").all():
+            details.click()
+        text = page.locator("body").inner_text()
+        # The user's words: no internal names, and bytes in decimal units only.
+        for word in ("seed", "device table", "daily_usage", "KiB", "MiB", "GiB"):
+            assert word not in text, (path, word)
+
+        # Byte axes step by round amounts and are labelled as everywhere else.
+        for chart in ("storage", "bandwidth"):
+            ticks = page.evaluate(
+                """(id) => {
+                    const chart = window.Chart.getChart(document.getElementById(id));
+                    return chart.scales.y.ticks.map((t) => [t.value, t.label]);
+                }""",
+                f"chart-{chart}-canvas",
+            )
+            values = [v for v, _ in ticks]
+            assert len(values) >= 2, ticks
+            step = values[1] - values[0]
+            magnitude = 10 ** math.floor(math.log10(step))
+            assert step / magnitude in {1, 2, 2.5, 5}, ticks
+            assert all(round(v / step, 9).is_integer() for v in values), ticks
+            assert [label for _, label in ticks] == [format_bytes(v) for v in values]
+
+    # Plan usage: the storage limit reads as it was set, in the one format.
+    page.goto(f"{live.url}/dashboard/org/{live.org_id}")
+    page.wait_for_selector('main[data-complete="true"]')
+    usage = live.api(f"/organization/{live.org_id}/usage")
+    for metric in ("storage", "bandwidth"):
+        shown = page.locator(f'.usage-row[data-metric="{metric}"] .usage-value').inner_text()
+        figure = usage[metric]
+        assert shown.startswith(
+            f"{format_bytes(figure['used'])} of {format_bytes(figure['limit'])} ("
+        ), shown

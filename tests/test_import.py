@@ -346,6 +346,23 @@ def test_otameter_import_command(db_url: str, tmp_path: Path) -> None:
     )
     assert refused.returncode == 2 and "--workers" in refused.stderr
 
+    # A file whose every line is rejected is a failed import (not a rerun of duplicates).
+    unknown = write_lines(
+        tmp_path / "unknown.jsonl",
+        [{**checkin("2024-05-10T10:00:00Z", a, app_id="com.unknown.app"), "id": "u1"}, "{}"],
+    )
+    failed = subprocess.run(
+        [sys.executable, "-m", "otameter", "import", str(unknown), "--db", db_url],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert failed.returncode == 1, failed.stdout
+    assert "rejected: 2" in failed.stdout
+    assert "every line was rejected" in failed.stderr
+    assert "otameter app create" in failed.stderr
+
     with running(db_url, tmp_path / "data") as h:
         assert set(devices(h)) == {a, b}
         assert mau(h, "2024-05-10") == 2
@@ -515,3 +532,17 @@ def test_a_parsing_process_that_dies_stops_the_import_with_a_reason(
     importer = Importer(h.rt.writer, h.clock, slice_bytes=2000, parallel_min_bytes=0)
     with pytest.raises(ImportFailed, match="parsing process stopped"):
         importer.run(path)
+
+
+def test_progress_reports_lines_and_bytes(harness: Harness, tmp_path: Path) -> None:
+    setup_app(harness)
+    lines = [
+        {**checkin("2024-05-10T10:00:00Z", str(uuid.uuid4())), "id": f"p{n}"} for n in range(50)
+    ]
+    path = write_lines(tmp_path / "events.jsonl", lines)
+    seen: list[tuple[int, int]] = []
+    importer = Importer(harness.rt.writer, harness.clock, workers=0, slice_bytes=1000)
+    importer.run(path, lambda n, size: seen.append((n, size)))
+    assert len(seen) > 1  # one report a slice
+    assert sum(n for n, _ in seen) == 50
+    assert sum(size for _, size in seen) == path.stat().st_size

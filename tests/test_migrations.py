@@ -140,13 +140,46 @@ def test_keys_sessions_and_invitations_go_down_and_up_keeping_keys(db_url: str) 
         engine.dispose()
 
 
+def test_the_rate_limit_tables_go_and_come_back(db_url: str) -> None:
+    # 0006 adds rate_counters and refused_devices; its downgrade drops them, nothing else.
+    config = alembic_config(db_url)
+
+    def tables() -> set[str]:
+        engine = create_db_engine(db_url)
+        try:
+            with engine.connect() as conn:
+                return set(inspect(conn).get_table_names())
+        finally:
+            engine.dispose()
+
+    migrate(db_url)
+    engine = create_db_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO server_state (key, value) VALUES ('kept', 'yes')")
+    finally:
+        engine.dispose()
+    assert {"rate_counters", "refused_devices"} <= tables()
+    command.downgrade(config, "0006-1")
+    assert not {"rate_counters", "refused_devices"} & tables()
+    migrate(db_url)
+    assert {"rate_counters", "refused_devices"} <= tables()
+    engine = create_db_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            kept = conn.exec_driver_sql("SELECT value FROM server_state WHERE key = 'kept'")
+            assert kept.scalar() == "yes"
+    finally:
+        engine.dispose()
+
+
 def test_release_health_migration_keeps_rows_both_ways(db_url: str) -> None:
     # 0007 adds device_events.device_ts (and its unique index), channels' auto_rollback and
     # previous_bundle_id, release_launches and release_alerts; rows already there stay.
     from sqlalchemy import text
 
     config = alembic_config(db_url)
-    command.upgrade(config, "0005")
+    command.upgrade(config, "0006")
     engine = create_db_engine(db_url)
     try:
         with engine.begin() as conn:
@@ -166,7 +199,7 @@ def test_release_health_migration_keeps_rows_both_ways(db_url: str) -> None:
             assert {"release_launches", "release_alerts"} <= tables
             columns = {c["name"] for c in inspect(conn).get_columns("channels")}
             assert {"auto_rollback", "previous_bundle_id"} <= columns
-        command.downgrade(config, "0005")
+        command.downgrade(config, "0006")
         with engine.begin() as conn:
             assert conn.execute(text("SELECT COUNT(*) FROM device_events")).scalar() == 2
             assert "release_launches" not in set(inspect(conn).get_table_names())

@@ -443,7 +443,9 @@ def test_cli_plan_create_list_and_set_plan(tmp_path: Path, harness: Harness) -> 
     r = runner.invoke(cli_app, ["plan", "list", "--json", "--db", db])
     assert r.exit_code == 0 and json.loads(r.stdout)[0]["name"] == "team"
     r = runner.invoke(cli_app, ["plan", "list", "--db", db])
-    assert "team" in r.stdout and "5000" in r.stdout
+    # Limits in the one byte format (decimal units): 10 GiB is 10.7 GB.
+    assert "team" in r.stdout and "5,000" in r.stdout
+    assert "1 GB" in r.stdout and "10.7 GB" in r.stdout
 
     r = runner.invoke(
         cli_app, ["org", "set-plan", org_id, "team", "--cycle-anchor", "31", "--db", db]

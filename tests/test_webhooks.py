@@ -26,6 +26,7 @@ import pytest
 
 from otameter.webhooks import NO_ANSWER_REASON, retry_delay_seconds
 from tests.harness import Harness, running
+from tests.test_ops import sample
 from tests.test_plans import devices, put_on_plan, setup_org
 
 SECRET = "s3cret-for-tests"
@@ -277,6 +278,7 @@ def test_failed_delivery_is_retried_with_backoff_then_delivered(
     put_on_plan(h, org_id, "tiny", mau=1)
     devices(h, 2)
     h.rollup()  # 50/70/90/100 alerts and the lock: 5 events
+    before = h.client.get("/metrics").text
 
     assert h.rt.webhooks.deliver_due() == 5
     # 500 on the first, 503 on the second, the others arrived.
@@ -308,6 +310,15 @@ def test_failed_delivery_is_retried_with_backoff_then_delivered(
     for item in receiver.received:
         verify_signature(item)
 
+    # Every attempt is counted by its outcome.
+    after = h.client.get("/metrics").text
+    name = "otameter_webhook_deliveries_total"
+    grew = {
+        o: sample(after, name, outcome=o) - sample(before, name, outcome=o)
+        for o in ("delivered", "retry", "failed")
+    }
+    assert grew == {"delivered": 5, "retry": 3, "failed": 0}
+
 
 def test_unreachable_webhook_gives_up_after_max_attempts(harness: Harness) -> None:
     import socket
@@ -323,6 +334,7 @@ def test_unreachable_webhook_gives_up_after_max_attempts(harness: Harness) -> No
     put_on_plan(h, org_id, "tiny", mau=2)
     devices(h, 1)
     h.rollup()  # the 50% alert
+    before = h.client.get("/metrics").text
     for attempt in range(1, MAX_ATTEMPTS + 1):
         assert h.rt.webhooks.deliver_due() == 1
         h.clock.advance(timedelta(seconds=retry_delay_seconds(attempt)))
@@ -332,6 +344,12 @@ def test_unreachable_webhook_gives_up_after_max_attempts(harness: Harness) -> No
     assert row["next_attempt_at"] is None
     # A generic reason, never the socket's error text ("Connection refused" maps ports).
     assert row["last_error"] == NO_ANSWER_REASON and row["last_status_code"] is None
+    after = h.client.get("/metrics").text
+    name = "otameter_webhook_deliveries_total"
+    assert sample(after, name, outcome="retry") - sample(before, name, outcome="retry") == (
+        MAX_ATTEMPTS - 1
+    )
+    assert sample(after, name, outcome="failed") - sample(before, name, outcome="failed") == 1
 
 
 def test_deliveries_survive_a_restart(tmp_path: Path, receiver: Receiver) -> None:

@@ -5,24 +5,29 @@ from __future__ import annotations
 import gc
 import json
 import os
+import shutil
 import sys
+import tempfile
+from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from .cli_channels import register as register_channel_commands
+from .cli_client import human_bytes
 from .cli_client import register as register_client_commands
 from .cli_common import DataDirOption, DbOption, err, settings_or_exit, write_transaction
 from .cli_common import fail as _fail
 from .cli_keys import key_app
 from .cli_plans import org_app, plan_app
+from .cli_setup import register as register_setup_commands
 from .config import Settings, parse_networks
 
 app = typer.Typer(
     help="Usage metering and statistics for Capacitor live updates.",
     no_args_is_help=True,
-    add_completion=False,
 )
 user_app = typer.Typer(help="Manage users.", no_args_is_help=True)
 ranges_app = typer.Typer(help="Google IP range lists (the 4-hour rule).", no_args_is_help=True)
@@ -56,14 +61,47 @@ def serve(
         ),
     ] = None,
     demo: Annotated[bool, typer.Option(help="Fill an empty database with demo data.")] = False,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--log-format",
+            help="text, or json: one JSON object a line (time, level, logger, message, fields).",
+            envvar="OTAMETER_LOG_FORMAT",
+        ),
+    ] = "text",
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="Log one line per request (client, method, path, route, status, duration).",
+            envvar="OTAMETER_ACCESS_LOG",
+        ),
+    ] = False,
 ) -> None:
-    """Run the HTTP server (creates or upgrades the schema first)."""
+    """Run the HTTP server (creates or upgrades the schema first).
+
+    GET /healthz answers while the process serves, GET /readyz when the database, its schema,
+    the writer and the data directory are ready, GET /metrics in Prometheus' text format
+    (OTAMETER_METRICS_TOKEN: require that bearer token).
+    """
+    from .logs import log_config
+
+    try:
+        logging_config = log_config(log_format.lower())
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
     settings = settings_or_exit(
         database_url=db,
         data_dir=data_dir,
         public_url=public_url,
         trusted_proxies=parse_networks(trusted_proxy) if trusted_proxy else None,
     )
+    from .health import data_dir_problem
+
+    # Checked now rather than as a failed upload later.
+    problem = data_dir_problem(settings.data_dir, create=True)
+    if problem:
+        raise _fail(f"{problem}; choose another with --data-dir or OTAMETER_DATA_DIR", 2)
     from .db import migrate as run_migrations
 
     run_migrations(settings.database_url)
@@ -75,18 +113,50 @@ def serve(
             "OTAMETER_DATABASE_URL": settings.database_url,
             "OTAMETER_DATA_DIR": str(settings.data_dir),
             "OTAMETER_TRUSTED_PROXIES": ",".join(str(n) for n in settings.trusted_proxies),
+            "OTAMETER_ACCESS_LOG": "1" if access_log else "",
+            **settings.limit_environment(),
         }
     )
+    metrics_dir = _metrics_dir(workers)
     if settings.public_url:
         os.environ["OTAMETER_PUBLIC_URL"] = settings.public_url
+    import logging
+    import logging.config
+
     from .server import serve as run_server
 
-    err.print(f"otameter listening on http://{host}:{port} ({settings.database_url})")
-    run_server(settings, host, port, workers)
+    logging.config.dictConfig(logging_config)
+    logging.getLogger("otameter").info(
+        "otameter listening on http://%s:%d (%s)", host, port, settings.database_url
+    )
+    try:
+        run_server(replace(settings, access_log=access_log), host, port, workers, logging_config)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+# prometheus_client reads it when imported: set before any worker imports otameter.metrics.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _metrics_dir(workers: int) -> Path | None:
+    """With several workers, a fresh directory for prometheus_client's multiprocess mode.
+
+    A scrape reaches one worker at random: each must be able to answer for all of them.
+    A directory given in PROMETHEUS_MULTIPROC_DIR is used as it is (and kept).
+    """
+    if workers < 2 or os.environ.get(MULTIPROC_ENV):
+        return None
+    path = Path(tempfile.mkdtemp(prefix="otameter-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(path)
+    return path
 
 
 def _seed_demo(settings: Settings, host: str, port: int) -> None:
-    from .demo import is_empty, seed_demo
+    from datetime import timedelta
+
+    from .demo import ensure_demo, is_empty
     from .runtime import Runtime
 
     rt = Runtime(settings)
@@ -94,17 +164,28 @@ def _seed_demo(settings: Settings, host: str, port: int) -> None:
     try:
         with rt.read_engine.connect() as conn:
             empty = is_empty(conn)
-        if not empty:
-            err.print("The database already has data: demo data not added.")
-            return
-        with err.status("Generating 90 days of demo traffic..."):
-            key = seed_demo(rt)
+        with err.status("Generating 90 days of demo traffic...") if empty else nullcontext():
+            key, generated = ensure_demo(rt)
+        today = rt.clock.now().date()
     finally:
         rt.stop()
+    if key is None:
+        err.print("The database already has data: demo data not added.")
+        return
+    if not generated:
+        err.print(
+            "The demo data is already here. API keys are stored hashed, so here is a new "
+            "demo key (the earlier ones still work)."
+        )
     base = f"http://{host}:{port}"
-    err.print(f"Demo API key: [bold]{key}[/bold]")
-    err.print(f"Dashboard: {base}/dashboard  (sign in with the key above)")
-    err.print(f"Try: curl -H 'authorization: {key}' '{base}/statistics/user/?from=...&to=...'")
+    start = today - timedelta(days=29)
+    err.print(f"Demo API key: [bold]{key}[/bold]", soft_wrap=True)
+    err.print(f"Dashboard: {base}/dashboard  (sign in with the key above)", soft_wrap=True)
+    err.print(
+        f"Try: curl -H 'authorization: {key}' '{base}/statistics/user/?from={start}&to={today}'",
+        soft_wrap=True,
+        highlight=False,
+    )
 
 
 @app.command()
@@ -148,11 +229,17 @@ def import_events(
         ),
     ] = None,
 ) -> None:
-    """Replay events through the same counting code as live traffic (idempotent by id)."""
-    import shutil
-    import tempfile
+    """Replay events through the same counting code as live traffic (idempotent by id).
 
-    from rich.progress import Progress
+    Exit codes: 0 done (duplicates and some rejected lines included); 1 every line was
+    rejected, or the import failed; 2 no such file or invalid options.
+    """
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     from .import_lines import parsing_pool_for
 
@@ -180,10 +267,30 @@ def import_events(
         run_migrations(settings.database_url)
         rt = Runtime(settings)
         rt.start(background=False)
-        with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
-            task = progress.add_task("importing events", total=None)
+        size = source.stat().st_size
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[lines]:,} lines, {task.fields[done]} of " + human_bytes(size)),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        )
+        with Progress(
+            *columns, console=err, transient=True, disable=not err.is_terminal
+        ) as progress:
+            task = progress.add_task("importing events", total=size, lines=0, done="0 B")
             importer = Importer(rt.writer, rt.clock, workers=workers, pool=pool)
-            summary = importer.run(source, lambda n: progress.advance(task, n))
+            lines_done = 0
+
+            def advance(lines: int, nbytes: int) -> None:
+                nonlocal lines_done
+                lines_done += lines
+                bytes_done = int(progress.tasks[0].completed) + nbytes
+                progress.update(
+                    task, completed=bytes_done, lines=lines_done, done=human_bytes(bytes_done)
+                )
+
+            summary = importer.run(source, advance)
             progress.update(task, description="rolling up")
             rt.rollups.run_blocking()
     except ImportFailed as exc:
@@ -206,6 +313,74 @@ def import_events(
             typer.echo(f"  line {number}: {reason}")
         if len(summary.rejected) > 100:
             typer.echo(f"  ... and {len(summary.rejected) - 100} more (use --json for all)")
+    if summary.rejected and not summary.accepted and not summary.duplicates:
+        hint = ""
+        if any("unknown app" in reason for _, reason in summary.rejected):
+            hint = " (create the apps first: otameter app create APP_ID --org ORG_ID)"
+        raise _fail(f"every line was rejected, nothing was imported{hint}", 1)
+
+
+@app.command("backup")
+def backup_command(
+    directory: Annotated[Path, typer.Argument(help="Directory to create for the backup.")],
+    db: DbOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Copy the database and the bundle files into DIR, consistently, while the server runs.
+
+    The database is read in one snapshot (one read transaction; REPEATABLE READ on
+    PostgreSQL); the copy restores into SQLite or PostgreSQL. Exit codes: 0 done; 1 failed;
+    2 invalid options or DIR not empty.
+    """
+    from .backup import BackupError, backup
+
+    settings = settings_or_exit(database_url=db, data_dir=data_dir)
+    try:
+        with err.status("backing up") as status:
+            summary = backup(
+                settings.database_url,
+                settings.data_dir,
+                directory,
+                lambda message: status.update(message),
+            )
+    except BackupError as exc:
+        raise _fail(str(exc), 2) from None
+    typer.echo(
+        f"backup of revision {summary.revision} in {directory}: {summary.rows:,} rows in "
+        f"{len(summary.tables)} tables, {summary.files} files ({human_bytes(summary.file_bytes)})"
+    )
+    for path in summary.missing_files:
+        err.print(f"[yellow]note:[/yellow] bundle file {path} was deleted during the backup")
+
+
+@app.command("restore")
+def restore_command(
+    directory: Annotated[Path, typer.Argument(help="A directory written by otameter backup.")],
+    db: DbOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Fill an empty database and data directory from a backup (no migrate needed first).
+
+    Exit codes: 0 done; 1 failed; 2 invalid options, not a backup, or a database or data
+    directory that is not empty.
+    """
+    from .backup import BackupError, restore
+
+    settings = settings_or_exit(database_url=db, data_dir=data_dir)
+    try:
+        with err.status("restoring") as status:
+            summary = restore(
+                directory,
+                settings.database_url,
+                settings.data_dir,
+                lambda message: status.update(message),
+            )
+    except BackupError as exc:
+        raise _fail(str(exc), 2) from None
+    typer.echo(
+        f"restored {summary.rows:,} rows in {len(summary.tables)} tables and "
+        f"{summary.files} files ({human_bytes(summary.file_bytes)}) into {settings.database_url}"
+    )
 
 
 @ranges_app.command("load")
@@ -232,6 +407,7 @@ def ranges_load(
 
 # Registered last so that they are listed after the server commands.
 register_client_commands(app)  # bundle, stats, usage: commands that talk to a server
+register_setup_commands(app)  # app (org create|list join the org group above)
 register_channel_commands(app)  # channel set, channel list
 
 

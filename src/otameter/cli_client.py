@@ -30,6 +30,7 @@ from rich.table import Table
 from .bundles import has_index_html
 from .clock import SystemClock
 from .csv_cells import CsvWriter
+from .units import format_bytes
 
 if TYPE_CHECKING:
     from .client import Bundle, ClientError, OtameterClient, StatRow
@@ -112,6 +113,15 @@ def _hint(error: ClientError) -> str | None:
         return "check the API key (--apikey, OTAMETER_APIKEY or the config file)."
     if error.status == 402:
         return "the organization is over its plan; `otameter usage --org ORG` shows its usage."
+    if error.status == 404 and error.message.startswith("App "):
+        return (
+            "create the app with `otameter app create APP_ID --org ORG_ID` "
+            "(`otameter org list` shows your organizations, `otameter app list` your apps)."
+        )
+    if error.status == 404 and error.message.startswith("Organization "):
+        return "`otameter org list` shows the organizations this API key can see."
+    if error.status == 409 and "already exists" in error.message:
+        return None
     if error.status == 409:
         return "a version is uploaded once per app: choose a new --version."
     return None
@@ -225,17 +235,8 @@ AppOption = Annotated[str, typer.Option("--app", "-a", help="App id, like com.ex
 
 
 def human_bytes(size: int | float | None) -> str:
-    """Decimal units, as plan limits are written (1GB is 10^9 bytes)."""
-    if size is None:
-        return "-"
-    value = float(size)
-    if abs(value) < 1000:
-        return f"{int(value)} B"
-    for unit in ("kB", "MB", "GB", "TB"):
-        value /= 1000
-        if abs(value) < 999.95 or unit == "TB":
-            break
-    return f"{value:.1f} {unit}"
+    """Bytes for people: otameter's one way (``units.format_bytes``, decimal units)."""
+    return format_bytes(size)
 
 
 def human_time(iso: str | None) -> str:
@@ -455,7 +456,7 @@ def bundle_upload(
                 soft_wrap=True,
             )
         if result.get("size") is not None and (external is None or size is not None):
-            out.print(f"  size      {result['size']:,} bytes ({human_bytes(result['size'])})")
+            out.print(f"  size      {human_bytes(result['size'])}")
         if result.get("checksum"):
             out.print(f"  checksum  sha256:{result['checksum']}", soft_wrap=True)
 

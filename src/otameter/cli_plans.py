@@ -72,10 +72,15 @@ def plan_list(
     if as_json:
         typer.echo(json.dumps([p.as_json() for p in plans]))
         return
-    typer.echo(f"{'name':<20} {'mau':>12} {'storage':>16} {'bandwidth':>16}  default")
+    from .units import format_bytes
+
+    typer.echo(f"{'name':<20} {'MAU':>12} {'storage':>10} {'bandwidth':>10}  default")
     for p in plans:
         mark = "yes" if p.is_default else ""
-        typer.echo(f"{p.name:<20} {p.mau:>12} {p.storage:>16} {p.bandwidth:>16}  {mark}")
+        typer.echo(
+            f"{p.name:<20} {p.mau:>12,} {format_bytes(p.storage):>10} "
+            f"{format_bytes(p.bandwidth):>10}  {mark}"
+        )
 
 
 @org_app.command("set-plan")

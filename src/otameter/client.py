@@ -191,6 +191,29 @@ class OtameterClient:
             raise ClientError(f"unexpected answer from {self.server}{path}")
         return value
 
+    # -- organizations and apps --------------------------------------------------------------
+
+    def create_org(self, name: str) -> dict[str, Any]:
+        body = self._request("POST", "/organization", json={"name": name})
+        return cast(dict[str, Any], self._expect(body, dict, "/organization"))
+
+    def list_orgs(self) -> list[dict[str, Any]]:
+        body = self._request("GET", "/organization")
+        return cast(list[dict[str, Any]], self._expect(body, list, "/organization"))
+
+    def create_app(self, app_id: str, org_id: str, name: str | None = None) -> dict[str, Any]:
+        payload = {"app_id": app_id, "owner_org": org_id, "name": name or app_id}
+        return cast(
+            dict[str, Any], self._expect(self._request("POST", "/app", json=payload), dict, "/app")
+        )
+
+    def list_apps(self) -> list[dict[str, Any]]:
+        return cast(list[dict[str, Any]], self._expect(self._request("GET", "/app"), list, "/app"))
+
+    def delete_app(self, app_id: str) -> None:
+        path = f"/app/{quote(app_id, safe='')}"
+        self._request("DELETE", path)
+
     # -- apps and bundles --------------------------------------------------------------------
 
     def get_app(self, app_id: str) -> dict[str, Any]:

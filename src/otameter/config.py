@@ -75,6 +75,30 @@ class Settings:
     release_max_rollback_rate: float = 0.05
     release_max_failure_rate: float = 0.10
     release_max_crash_rate: float = 0.05
+    # -- bounds on what a client may send (see README "Limits") --------------------------
+    # Request head (request line and headers) in bytes: 431 above.
+    max_header_bytes: int = 16 * 1024
+    # Seconds a connection has to send a complete request head: 408 after.
+    header_timeout_seconds: float = 10.0
+    # Seconds a request body may pause between two reads: 408 after.
+    body_timeout_seconds: float = 30.0
+    # Seconds an idle kept-alive connection stays open.
+    keepalive_timeout_seconds: float = 5.0
+    # Open connections per process: one more is answered 503 and closed.
+    max_connections: int = 1000
+    # Request bodies in bytes: the plugin's update and channel calls, its stats, the
+    # management API's JSON (and the dashboard's forms). 413 above. POST /bundle has its own.
+    plugin_body_bytes: int = 16 * 1024
+    stats_body_bytes: int = 1024 * 1024
+    api_body_bytes: int = 256 * 1024
+    # Events in one /stats post (the plugin queues at most 200).
+    stats_max_events: int = 200
+    # -- rate limits (429 with Retry-After) ----------------------------------------------
+    # Per device and minute (sliding): check-ins, /stats posts.
+    checkins_per_device_minute: int = 100
+    stats_per_device_minute: int = 100
+    # New devices one client address (an IPv6 /64) may add to one app per clock hour.
+    new_devices_per_ip_hour: int = 1000
     # Webhook targets in these networks are allowed even though they are not public
     # (loopback, private, link-local...): OTAMETER_WEBHOOK_ALLOW_PRIVATE.
     webhook_allow_private: tuple[Network, ...] = ()
@@ -84,6 +108,10 @@ class Settings:
     auth_failure_window_seconds: int = 300
     signin_failure_limit: int = 10
     signin_failure_window_seconds: int = 300
+    # When set, GET /metrics requires ``authorization: Bearer <token>``.
+    metrics_token: str | None = None
+    # One log line per request (logger ``otameter.access``).
+    access_log: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -99,6 +127,8 @@ class Settings:
             "webhook_allow_private": parse_networks(
                 env.get("OTAMETER_WEBHOOK_ALLOW_PRIVATE"), "OTAMETER_WEBHOOK_ALLOW_PRIVATE CIDR"
             ),
+            "metrics_token": env.get("OTAMETER_METRICS_TOKEN") or None,
+            "access_log": env.get("OTAMETER_ACCESS_LOG", "").lower() in {"1", "true", "yes", "on"},
         }
         if "OTAMETER_TRIAL_DAYS" in env:
             values["trial_days"] = int(env["OTAMETER_TRIAL_DAYS"])
@@ -109,6 +139,12 @@ class Settings:
                     values[name] = kind(raw)
                 except ValueError:
                     raise ValueError(f"OTAMETER_{name.upper()} must be a number") from None
+        for name, (var, kind) in LIMIT_VARIABLES.items():
+            if env.get(var):
+                try:
+                    values[name] = kind(env[var])
+                except ValueError:
+                    raise ValueError(f"{var} must be a number, got {env[var]!r}") from None
         for name in _INT_SETTINGS:
             variable = "OTAMETER_" + name.upper()
             if variable in env:
@@ -133,7 +169,14 @@ class Settings:
         settings = cls(**values)  # type: ignore[arg-type]
         if settings.sqlite_synchronous not in {"FULL", "NORMAL", "EXTRA"}:
             raise ValueError("OTAMETER_SQLITE_SYNCHRONOUS must be FULL, EXTRA or NORMAL")
+        for name, (var, _) in LIMIT_VARIABLES.items():
+            if getattr(settings, name) <= 0:
+                raise ValueError(f"{var} must be positive")
         return settings
+
+    def limit_environment(self) -> dict[str, str]:
+        """The limits as OTAMETER_* variables, for worker processes."""
+        return {var: str(getattr(self, name)) for name, (var, _) in LIMIT_VARIABLES.items()}
 
     @property
     def bundle_dir(self) -> Path:
@@ -142,3 +185,20 @@ class Settings:
     @property
     def google_ranges_dir(self) -> Path:
         return self.data_dir / "google-ip-ranges"
+
+
+# Settings read from the environment, with their variable and type.
+LIMIT_VARIABLES: dict[str, tuple[str, type[int] | type[float]]] = {
+    "max_header_bytes": ("OTAMETER_MAX_HEADER_BYTES", int),
+    "header_timeout_seconds": ("OTAMETER_HEADER_TIMEOUT", float),
+    "body_timeout_seconds": ("OTAMETER_BODY_TIMEOUT", float),
+    "keepalive_timeout_seconds": ("OTAMETER_KEEPALIVE_TIMEOUT", float),
+    "max_connections": ("OTAMETER_MAX_CONNECTIONS", int),
+    "plugin_body_bytes": ("OTAMETER_PLUGIN_BODY_BYTES", int),
+    "stats_body_bytes": ("OTAMETER_STATS_BODY_BYTES", int),
+    "api_body_bytes": ("OTAMETER_API_BODY_BYTES", int),
+    "stats_max_events": ("OTAMETER_STATS_MAX_EVENTS", int),
+    "checkins_per_device_minute": ("OTAMETER_CHECKINS_PER_DEVICE_MINUTE", int),
+    "stats_per_device_minute": ("OTAMETER_STATS_PER_DEVICE_MINUTE", int),
+    "new_devices_per_ip_hour": ("OTAMETER_NEW_DEVICES_PER_IP_HOUR", int),
+}

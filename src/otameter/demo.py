@@ -6,23 +6,24 @@ import io
 import random
 import uuid
 import zipfile
-from collections.abc import Callable
 from datetime import timedelta
-from functools import partial
 
 from sqlalchemy import Connection, func, select
 
 from . import schema as s
+from .auth import hash_key, new_api_key
 from .bundles import store_upload
 from .clock import to_ms
-from .events import BundleUpload, CheckIn, Download, Event, PluginStat
+from .events import BundleUpload, CheckIn, Download, Event
 from .plans import upsert_plan
-from .releases import parse_duration, stat_metadata
 from .runtime import Runtime
 from .users import create_user
 
 DEMO_EMAIL = "demo@otameter.local"
 DEMO_PLAN = "demo"
+# MAU, storage and bandwidth of the demo plan: the demo uses about a fifth of the MAU and a
+# few percent of the rest.
+DEMO_LIMITS = (10_000, 5 * 10**9, 100 * 10**9)
 DEMO_APPS = (
     ("com.otameter.demo.shop", "Demo Shop", 1400),
     ("com.otameter.demo.news", "Demo News", 600),
@@ -39,39 +40,31 @@ def _zip_bytes(version: str, rng: random.Random) -> bytes:
     return buffer.getvalue()
 
 
-def _stats_of(app_id: str, device: str, platform: str, at_ms: int) -> Callable[..., PluginStat]:
-    """A maker of the device's stats events at ``at_ms`` (``n`` orders them on the device)."""
-
-    def make(
-        action: str,
-        version: str,
-        n: int,
-        *,
-        is_emulator: bool = False,
-        is_prod: bool = True,
-        old_version_name: str | None = None,
-        metadata: dict[str, str] | None = None,
-    ) -> PluginStat:
-        return PluginStat(
-            app_id=app_id,
-            device_id=device,
-            action=action,
-            version_name=version,
-            at_ms=at_ms,
-            old_version_name=old_version_name,
-            metadata=stat_metadata(metadata, at_ms + n),
-            platform=platform,
-            is_emulator=is_emulator,
-            is_prod=is_prod,
-            device_ts=at_ms + n,
-            duration_ms=parse_duration(metadata),
-        )
-
-    return make
-
-
 def is_empty(conn: Connection) -> bool:
     return not conn.scalar(select(func.count()).select_from(s.users))
+
+
+def demo_user_id(conn: Connection) -> str | None:
+    """The demo user of a database the demo filled (None for any other database)."""
+    value = conn.scalar(select(s.users.c.id).where(s.users.c.email == DEMO_EMAIL))
+    return None if value is None else str(value)
+
+
+def new_demo_key(conn: Connection, user_id: str, now_ms: int) -> str:
+    """Another key for the demo user: keys are kept hashed, so the first one cannot be shown
+    again. Earlier demo keys keep working."""
+    key = new_api_key()
+    conn.execute(
+        s.api_keys.insert().values(
+            id=str(uuid.uuid4()),
+            user_id=user_id,
+            name="demo key (otameter serve --demo)",
+            key_hash=hash_key(key),
+            mode="all",
+            created_at=now_ms,
+        )
+    )
+    return key
 
 
 def seed_demo(rt: Runtime, days: int = 90, seed: int = 7) -> str:
@@ -84,8 +77,9 @@ def seed_demo(rt: Runtime, days: int = 90, seed: int = 7) -> str:
 
     def accounts(conn: Connection) -> str:
         user_id, key = create_user(conn, DEMO_EMAIL, "Demo user", start_ms)
-        # A plan, so that usage is shown against limits.
-        upsert_plan(conn, DEMO_PLAN, 3000, 100 * 10**6, 10 * 10**9, start_ms)
+        # A plan, so that usage is shown against limits, with room to try uploads and traffic
+        # of one's own without locking the org.
+        upsert_plan(conn, DEMO_PLAN, *DEMO_LIMITS, start_ms)
         conn.execute(
             s.orgs.insert().values(
                 id=org_id,
@@ -153,25 +147,34 @@ def seed_demo(rt: Runtime, days: int = 90, seed: int = 7) -> str:
         emulator = {d: rng.random() < 0.01 for d in devices}
         dev_build = {d: rng.random() < 0.008 for d in devices}
         installed = dict.fromkeys(devices, "builtin")
-        # Versions a device gave up on (a failure or a rollback): it keeps its bundle.
-        refused: set[tuple[str, str]] = set()
+        # Devices arrive over the 90 days (a third are there at the start, a campaign brings a
+        # wave in the third month) and many leave after a while, so the 30-day MAU climbs,
+        # dips and climbs again instead of standing at the audience size.
+        campaign = days * 2 // 3
+        first_day: dict[str, int] = {}
+        last_day: dict[str, int] = {}
+        for device in devices:
+            roll = rng.random()
+            if roll < 0.33:
+                first_day[device] = 0
+            elif roll < 0.55:
+                first_day[device] = campaign + rng.randrange(7)
+            else:
+                first_day[device] = rng.randrange(days)
+            lifetime = rng.randrange(12, 45) if rng.random() < 0.5 else days
+            last_day[device] = first_day[device] + lifetime
         for day in range(days):
             live = [v for v in versions if v[0] <= day]
             current = live[-1] if live else None
-            growth = 0.35 + 0.65 * day / days
+            weekend = 1.25 if (start + timedelta(days=day)).weekday() >= 5 else 1.0
             for device in devices:
-                if rng.random() > growth * 0.55:
+                if not first_day[device] <= day <= last_day[device]:
+                    continue
+                if rng.random() > 0.4 * weekend:
                     continue
                 at_ms = start_ms + day * 86_400_000 + rng.randrange(86_400_000)
                 if at_ms > to_ms(now):
                     continue
-                offer = (
-                    current[1]
-                    if current
-                    and current[1] != installed[device]
-                    and (device, current[1]) not in refused
-                    else ""
-                )
                 events.append(
                     CheckIn(
                         app_id,
@@ -183,42 +186,13 @@ def seed_demo(rt: Runtime, days: int = 90, seed: int = 7) -> str:
                         not dev_build[device],
                         version_build="1.0.0",
                         plugin_version="8.51.14",
-                        offered_version=offer,
                     )
                 )
-                if offer and current:
+                if current and current[1] != installed[device]:
                     # The device fetches the new bundle (external ones are not metered).
                     if current[2]:
-                        events.append(Download(app_id, device, offer, current[2], at_ms))
-                    stat = _stats_of(app_id, device, platform[device], at_ms)
-                    stat = partial(
-                        stat, is_emulator=emulator[device], is_prod=not dev_build[device]
-                    )
-                    events.append(stat("download_complete", offer, 1))
-                    roll = rng.random()
-                    if roll < 0.02:
-                        events.append(stat("unzip_fail", offer, 2))
-                        refused.add((device, offer))
-                        continue
-                    events.append(stat("set", offer, 3, old_version_name=installed[device]))
-                    if roll < 0.03:
-                        events.append(stat("update_fail", offer, 4))
-                        refused.add((device, offer))
-                        continue
-                    installed[device] = offer
-                if installed[device] != "builtin" and rng.random() < 0.3:
-                    stat = _stats_of(app_id, device, platform[device], at_ms + 5)
-                    stat = partial(
-                        stat, is_emulator=emulator[device], is_prod=not dev_build[device]
-                    )
-                    # Launch times differ a little per version; a few devices crash.
-                    base = 450 + 60 * int(installed[device].split(".")[1])
-                    ms = str(int(rng.lognormvariate(0, 0.35) * base))
-                    events.append(
-                        stat("app_launch_ready", installed[device], 6, metadata={"duration_ms": ms})
-                    )
-                    if rng.random() < 0.004:
-                        events.append(stat("app_crash", installed[device], 7))
+                        events.append(Download(app_id, device, current[1], current[2], at_ms))
+                    installed[device] = current[1]
     uploads = sorted((e for e in events if isinstance(e, BundleUpload)), key=lambda e: e.at_ms)
     rest = [e for e in events if not isinstance(e, BundleUpload)]
     rt.writer.submit_blocking(uploads)
@@ -227,3 +201,20 @@ def seed_demo(rt: Runtime, days: int = 90, seed: int = 7) -> str:
     rt.rollups.run_blocking()
     rt.catalog.invalidate()
     return key
+
+
+def ensure_demo(rt: Runtime) -> tuple[str | None, bool]:
+    """Fill an empty database with the demo, or give a demo database a new key.
+
+    Returns (the key, whether the demo was generated now); (None, False) for a database that
+    holds other data, which is left alone.
+    """
+    with rt.read_engine.connect() as conn:
+        empty = is_empty(conn)
+        user_id = None if empty else demo_user_id(conn)
+    if empty:
+        return seed_demo(rt), True
+    if user_id is None:
+        return None, False
+    now_ms = to_ms(rt.clock.now())
+    return rt.writer.run_blocking(lambda conn: new_demo_key(conn, user_id, now_ms)), False

@@ -31,6 +31,8 @@ class CheckIn(msgspec.Struct, gc=False):
     # The version whose download the answer offered ("" when it offered none): the source
     # of release health's ``offered``.
     offered_version: str = ""
+    # Sent by a device to this server now (not imported): subject to the new-devices limit.
+    live: bool = False
 
 
 class Download(msgspec.Struct, gc=False):

@@ -101,8 +101,9 @@ class Importer:
         # Started by the caller (see ParsingPool); otherwise the import starts its own.
         self.pool = pool
 
-    def run(self, path: Path, progress: Callable[[int], None] | None = None) -> ImportSummary:
-        """Import the events file at ``path``; ``progress`` is told of lines as they are done."""
+    def run(self, path: Path, progress: Callable[[int, int], None] | None = None) -> ImportSummary:
+        """Import the events file at ``path``; ``progress(lines, bytes)`` is told of each slice
+        done."""
         summary = ImportSummary()
         latest_ms = to_ms(self.clock.now() + FUTURE_TOLERANCE)
         # An import allocates millions of objects and no cycles: the cyclic garbage collector
@@ -222,7 +223,7 @@ class _SliceStore:
         importer: Importer,
         folder: SliceFolder,
         summary: ImportSummary,
-        progress: Callable[[int], None] | None,
+        progress: Callable[[int, int], None] | None,
     ) -> None:
         self.importer = importer
         self.folder = folder
@@ -314,4 +315,4 @@ class _SliceStore:
 
     def _advance(self, folded: FoldedSlice) -> None:
         if self.progress:
-            self.progress(folded.line_count)
+            self.progress(folded.line_count, folded.piece.end - folded.piece.start)

@@ -8,7 +8,7 @@ bandwidth a sum), which is what makes replays and merged, unordered logs come ou
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date
 from operator import itemgetter
 from typing import Any
@@ -44,6 +44,12 @@ from .events import (
 )
 from .fold import DEVICE_FIELDS, LATEST_FIELDS, Fold, FoldedBatch, FoldedFacts, IpPredicate
 
+# Decides, in the writer transaction, which live check-ins may create devices (limits.py);
+# the others get their outcome set and are not stored.
+Admission = Callable[
+    [Connection, list[tuple[int, CheckIn]], list[Outcome | None]], list[tuple[int, CheckIn]]
+]
+
 
 def dialect_insert(conn: Connection, table: Table) -> Any:
     """INSERT with ON CONFLICT support for the connection's engine."""
@@ -58,6 +64,7 @@ class Pipeline:
     def __init__(self, is_google_ip: IpPredicate) -> None:
         self._is_google_ip = is_google_ip
         self._google_cache: dict[str, bool] = {}
+        self.admission: Admission | None = None
 
     @property
     def google_predicate(self) -> IpPredicate:
@@ -234,6 +241,8 @@ class Pipeline:
         checkins: list[tuple[int, CheckIn]],
         outcomes: list[Outcome | None],
     ) -> None:
+        if self.admission is not None:
+            checkins = self.admission(conn, checkins, outcomes)
         if not checkins:
             return
         fold = Fold(lambda app_id: self._upload_times(conn, app_id), self.is_google_ip)

@@ -526,8 +526,27 @@ SCHEMAS: dict[str, Schema] = {
                 "required": ["ratio", "threshold"],
                 "properties": {"ratio": {"type": "number"}, "threshold": {"type": "number"}},
             },
+            "refused_new_devices": {
+                **NONNEG,
+                "description": (
+                    "Check-ins of new devices refused this cycle by the new-devices-per-address "
+                    "limit: those devices were not counted."
+                ),
+            },
         },
         description="An org's usage in its current billing cycle against its plan.",
+    ),
+    "RefusedDevicesAnswer": obj(
+        ["data"],
+        {
+            "data": {
+                "type": "array",
+                "items": obj(
+                    ["date", "refused_new_devices"],
+                    {"date": DAY, "refused_new_devices": NONNEG},
+                ),
+            }
+        },
     ),
     "UsageMetric": obj(
         ["used", "limit", "percent"],
@@ -665,7 +684,8 @@ CSV_ANSWER = {
 }
 STATS_ERRORS = {
     "400": error(
-        "`Invalid date format. Use YYYY-MM-DD` (bad, impossible or missing date), "
+        "`Invalid date format. Use YYYY-MM-DD` (bad or impossible date; a missing one adds "
+        "`(the 'from' parameter is missing)` or `'to'`), "
         "`Date range cannot exceed 90 days`, an invalid range (`from` after `to`), or an "
         "invalid `format`, `breakdown` or `compare`."
     ),
@@ -718,7 +738,11 @@ def plugin_op(
         "security": [],
         "responses": {
             "200": answer("The answer, or a plugin error code (HTTP 200 on purpose).", ok),
-            "400": answer("A malformed request: a field failed validation.", ref("PluginError")),
+            "400": answer(
+                "A malformed request: a field failed validation (a control character in a "
+                "string or in the URL included).",
+                ref("PluginError"),
+            ),
             **(more or {}),
         },
         **extra,
@@ -726,6 +750,28 @@ def plugin_op(
     if body is not None:
         op["requestBody"] = json_body(body)
     return op
+
+
+TOO_LARGE = answer(
+    "`payload_too_large`: the body is over this route's bound (see README, Limits), or its "
+    "Content-Length says so; the connection is closed.",
+    ref("PluginError"),
+)
+RATE_LIMITED_BODY: Schema = {
+    "allOf": [
+        ref("PluginError"),
+        obj(["retryAfterSeconds"], {"retryAfterSeconds": {"type": "integer"}}),
+    ]
+}
+RATE_LIMITED = {
+    "description": (
+        "`too_many_requests`: the device is over its rate, or its address over its new "
+        "devices for this app this hour (see README, Limits). The plugin waits `Retry-After` "
+        "seconds (also in `retryAfterSeconds`)."
+    ),
+    "headers": {"Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 1}}},
+    "content": json_content(RATE_LIMITED_BODY),
+}
 
 
 DEVICE_QUERY = [
@@ -748,9 +794,53 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
     "/health": {
         "get": {
             "tags": ["server"],
-            "summary": "Liveness",
+            "summary": "Liveness (the same as /healthz)",
             "security": [],
             "responses": {"200": answer("Up.", obj(["status"], {"status": {"const": "ok"}}))},
+        }
+    },
+    "/healthz": {
+        "get": {
+            "tags": ["server"],
+            "summary": "Liveness",
+            "description": "200 while the process serves requests; nothing else is checked.",
+            "security": [],
+            "responses": {"200": answer("Up.", obj(["status"], {"status": {"const": "ok"}}))},
+        }
+    },
+    "/readyz": {
+        "get": {
+            "tags": ["server"],
+            "summary": "Readiness",
+            "description": "200 only when the database answers, its schema is the one this "
+            "server needs, the writer thread runs and the data directory is writable; "
+            "otherwise 503 with the reason.",
+            "security": [],
+            "responses": {
+                "200": answer("Ready.", obj(["status"], {"status": {"const": "ok"}})),
+                "503": error("Not ready; `error` says why."),
+            },
+        }
+    },
+    "/metrics": {
+        "get": {
+            "tags": ["server"],
+            "summary": "Prometheus metrics",
+            "description": "Prometheus text format: `otameter_http_requests_total` (route "
+            "template, method, status), `otameter_http_request_duration_seconds`, "
+            "`otameter_events_ingested_total` (kind), `otameter_group_commit_events`, "
+            "`otameter_group_commit_duration_seconds`, `otameter_writer_queue_depth`, "
+            "`otameter_rollup_lag_seconds`, `otameter_webhook_deliveries_total` (outcome). "
+            "With several workers the values of all of them. When `OTAMETER_METRICS_TOKEN` is "
+            "set, `authorization: Bearer <token>` is required.",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "The metrics.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                "401": error("`OTAMETER_METRICS_TOKEN` is set and the bearer token is not it."),
+            },
         }
     },
     "/openapi.json": {
@@ -775,11 +865,18 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             {"anyOf": [ref("UpdateAvailable"), ref("PluginError")]},
             body=ref("DeviceInfo"),
             more={
+                "413": TOO_LARGE,
                 "429": {
-                    "description": "The app does not exist: retry after `Retry-After` seconds.",
-                    "headers": {"Retry-After": {"schema": INT}},
-                    "content": json_content(ref("UnknownApp")),
-                }
+                    "description": (
+                        "The app does not exist (`app_not_found`: the device backs off for an "
+                        "hour), or the device is over its rate, or its address over its new "
+                        "devices for this app this hour (`too_many_requests`, see README, "
+                        "Limits). The plugin waits `Retry-After` seconds (also in "
+                        "`retryAfterSeconds`)."
+                    ),
+                    "headers": {"Retry-After": {"required": True, "schema": INT}},
+                    "content": json_content({"anyOf": [ref("UnknownApp"), RATE_LIMITED_BODY]}),
+                },
             },
         )
     },
@@ -787,7 +884,8 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
         "post": {
             **plugin_op(
                 "Plugin events",
-                "One event object or an array of them (at most 1000). An array answers "
+                "One event object or an array of them (at most 200, the plugin's queue; "
+                "`OTAMETER_STATS_MAX_EVENTS`). An array answers "
                 "`results`, one per element; a single object answers `{status: ok}` or its "
                 "own error.",
                 {
@@ -805,14 +903,16 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                 body={
                     "anyOf": [
                         ref("StatsEvent"),
-                        {"type": "array", "maxItems": 1000, "items": ref("StatsEvent")},
+                        {"type": "array", "maxItems": 200, "items": ref("StatsEvent")},
                     ]
                 },
                 more={
                     "413": answer(
-                        "An array of more than 1000 events (`too_many_events`).",
+                        "An array of more than 200 events (`too_many_events`), or a body over "
+                        "1 MB (`payload_too_large`).",
                         ref("PluginError"),
-                    )
+                    ),
+                    "429": RATE_LIMITED,
                 },
             ),
         }
@@ -837,6 +937,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             "their platform's public one.",
             {"anyOf": [ref("ChannelSetOk"), ref("PluginError")]},
             body=ref("ChannelRequest"),
+            more={"413": TOO_LARGE},
         ),
         "put": plugin_op(
             "Get the device's channel",
@@ -844,6 +945,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             "else its platform's public channel.",
             {"anyOf": [ref("ChannelGet"), ref("PluginError")]},
             body=ref("ChannelRequest"),
+            more={"413": TOO_LARGE},
         ),
         "delete": plugin_op(
             "Unset the device's channel (plugins before 7.34 / 8.2)",
@@ -1365,6 +1467,24 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             },
         }
     },
+    "/statistics/app/{app_id}/refused_devices/": {
+        "get": {
+            "tags": ["statistics"],
+            "summary": "New devices refused by the per-address limit",
+            "description": (
+                "Per day, the check-ins of devices the app had not seen that were refused "
+                "because their address had added its allowance of new devices to the app that "
+                "hour (`OTAMETER_NEW_DEVICES_PER_IP_HOUR`). Those devices were not counted; a "
+                "device refused twice counts twice."
+            ),
+            "security": AUTH,
+            "parameters": [app_id_param(), *STATS_DATE_PARAMS],
+            "responses": {
+                "200": answer("One row per day.", ref("RefusedDevicesAnswer")),
+                **STATS_ERRORS,
+            },
+        }
+    },
     "/app/{app_id}/devices": {
         "get": {
             "tags": ["devices"],
@@ -1660,6 +1780,18 @@ def operation_id(method: str, path: str) -> str:
     return "_".join([method, *(word.lower() for word in words)])
 
 
+def with_bounds(op: dict[str, Any]) -> dict[str, Any]:
+    """The operation with the answers every route may give (api/bounds.py)."""
+    responses = dict(op["responses"])
+    responses.setdefault("400", error("A control character in the URL."))
+    if "requestBody" in op:
+        responses.setdefault(
+            "413",
+            error("The body is over this route's bound (see README, Limits); connection closed."),
+        )
+    return {**op, "responses": responses}
+
+
 def _with_auth_limit(op: dict[str, Any]) -> dict[str, Any]:
     if not op.get("security") or "429" in op["responses"]:
         return op
@@ -1673,7 +1805,7 @@ def build_document(
     paths: dict[str, dict[str, Any]] = {}
     for path, operations in OPERATIONS.items():
         kept = {
-            method: {"operationId": operation_id(method, path), **_with_auth_limit(op)}
+            method: {"operationId": operation_id(method, path), **with_bounds(_with_auth_limit(op))}
             for method, op in operations.items()
             if served is None or (path, method) in served
         }
@@ -1687,7 +1819,11 @@ def build_document(
             "description": (
                 "Usage metering and statistics for Capacitor live updates. Every error is "
                 '`{"error": message, "status": "KO"}`, except on the plugin endpoints, which '
-                "answer the plugin protocol's `{error, message, kind}`."
+                "answer the plugin protocol's `{error, message, kind}`. Before any route, the "
+                "server answers (and closes the connection) 431 to a request head over "
+                "`OTAMETER_MAX_HEADER_BYTES`, 408 to one not complete within "
+                "`OTAMETER_HEADER_TIMEOUT` seconds, and 503 to a connection over "
+                "`OTAMETER_MAX_CONNECTIONS`."
             ),
         },
         "paths": paths,

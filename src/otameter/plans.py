@@ -36,6 +36,7 @@ from .catalog import Catalog
 from .clock import Clock, day_of_ms, to_ms
 from .ingest import dialect_insert
 from .rollups import devices_by_app
+from .units import format_bytes
 from .webhooks import enqueue_event
 from .writer import Writer
 
@@ -356,7 +357,7 @@ def load_org(conn: Connection, org_id: str) -> Any:
 def _fmt(metric: str, value: int) -> str:
     if metric == "mau":
         return f"{value:,} devices"
-    return f"{value:,} bytes"
+    return format_bytes(value)
 
 
 def lock_decision(usage: Usage, now_ms: int) -> tuple[str | None, str | None]:

@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from .text import has_control
+
 __all__ = [
     "BLOCKED_CODES",
     "KIND_BLOCKED",
@@ -256,6 +258,10 @@ class _Fields:
             raise ProtocolError(
                 _invalid(key), f"{key} must be at most {max_len} characters", field=key
             )
+        if has_control(value):
+            raise ProtocolError(
+                _invalid(key), f"{key} must not contain control characters", field=key
+            )
         return value
 
     def required_str(self, key: str, max_len: int = _MAX_TEXT, allow_empty: bool = False) -> str:
@@ -452,21 +458,25 @@ def parse_channel_query(params: Mapping[str, str]) -> ChannelRequest:
     )
 
 
-def parse_stats_body(data: Any) -> list[StatsEvent | ProtocolError]:
+def parse_stats_body(
+    data: Any, max_events: int = MAX_STATS_BATCH
+) -> list[StatsEvent | ProtocolError]:
     """Validate a stats POST: one event object, or an array of them (plugin >= 8.42.0).
 
     Array elements are validated independently, so the result has one entry per element, in
     order: a :class:`StatsEvent` or the :class:`ProtocolError` for that element. A body that
     is neither an object nor an array, or an array longer than :data:`MAX_STATS_BATCH`,
-    raises instead. The caller knows which shape it got from ``isinstance(data, list)``.
+    raises instead (``max_events`` lowers that bound: the server's is the plugin's queue cap).
+    The caller knows which shape it got from ``isinstance(data, list)``.
     """
     if isinstance(data, dict):
         return [_parse_stats_item(data)]
     if isinstance(data, list):
-        if len(data) > MAX_STATS_BATCH:
+        cap = min(max_events, MAX_STATS_BATCH)
+        if len(data) > cap:
             raise ProtocolError(
                 "too_many_events",
-                f"A stats batch may hold at most {MAX_STATS_BATCH} events, got {len(data)}",
+                f"A stats batch may hold at most {cap} events, got {len(data)}",
                 413,
             )
         return [_parse_stats_item(item) for item in data]
@@ -544,6 +554,12 @@ def _metadata(value: Any) -> dict[str, str] | None:
         )
     result: dict[str, str] = {}
     for key, item in value.items():
+        if has_control(key):
+            raise ProtocolError(
+                "invalid_metadata",
+                "metadata keys must not contain control characters",
+                field="metadata",
+            )
         if len(key) > MAX_METADATA_KEY_LENGTH:
             raise ProtocolError(
                 "invalid_metadata",
@@ -558,6 +574,13 @@ def _metadata(value: Any) -> dict[str, str] | None:
             raise ProtocolError(
                 "invalid_metadata",
                 f"metadata.{key} must be at most {MAX_METADATA_VALUE_LENGTH} characters",
+                field="metadata",
+            )
+        # Free text (an error message may span lines), but never NUL or other controls.
+        if has_control(item, free_text=True):
+            raise ProtocolError(
+                "invalid_metadata",
+                f"metadata.{key} must not contain control characters but tab and line breaks",
                 field="metadata",
             )
         result[key] = item

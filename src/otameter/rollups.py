@@ -25,7 +25,7 @@ from pyroaring import BitMap
 from sqlalchemy import Connection, delete, func, select, text
 
 from . import schema as s
-from .clock import Clock, day_start_ms, month_start
+from .clock import Clock, day_start_ms, month_start, to_ms
 from .ingest import dialect_insert
 from .writer import Writer
 
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 MAU_WINDOW_DAYS = 30
 MATERIALIZED_KEY = "rollup_materialized_through"
+# When the last rollup left nothing waiting (epoch ms): the base of the rollup lag metric.
+COMPLETED_KEY = "rollup_completed_at"
 # Arbitrary constant naming the rollup's advisory lock on PostgreSQL.
 ROLLUP_LOCK_ID = 0x07A3E7E4
 # Kinds of activity rows that are release-health outcomes (releases.OUTCOMES).
@@ -111,6 +113,10 @@ class Rollups:
             report.days_recomputed += len(rows)
         for hook in self.hooks:
             hook(conn, set(ranges))
+        if not report.more_pending:
+            now = str(to_ms(self.clock.now()))
+            stmt = dialect_insert(conn, s.server_state).values(key=COMPLETED_KEY, value=now)
+            conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": now}))
         if touched:
             for release_hook in self.release_hooks:
                 release_hook(conn, touched)
@@ -308,3 +314,16 @@ def upsert_daily_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
         set_={name: getattr(stmt.excluded, name) for name in figures},
     )
     conn.execute(stmt, rows)
+
+
+def rollup_lag_seconds(conn: Connection, now_ms: int) -> float:
+    """How long acknowledged facts may have waited for the rollup (0 when none waits)."""
+    waiting = conn.scalar(select(s.activity_deltas.c.id).limit(1)) is not None
+    waiting = waiting or conn.scalar(select(s.rollup_queue.c.id).limit(1)) is not None
+    if not waiting:
+        return 0.0
+    state = s.server_state.c
+    done = conn.scalar(select(state.value).where(state.key == COMPLETED_KEY))
+    if done is None:
+        return 0.0  # no rollup has finished yet on this database: the first one is due now
+    return max(0.0, (now_ms - int(done)) / 1000)

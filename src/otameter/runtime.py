@@ -20,6 +20,7 @@ from .db import create_db_engine, sqlite_write_lock
 from .events import Event, Outcome
 from .google_ranges import load_google_ranges
 from .ingest import Pipeline, dialect_insert
+from .limits import Limits, prune
 from .periodic import Periodic
 from .plans import PlanEnforcer
 from .release_guard import ReleaseGuard
@@ -64,6 +65,16 @@ class Runtime:
         self.release_guard = ReleaseGuard(settings, self.clock, self.catalog.invalidate)
         self.rollups.release_hooks.append(self.release_guard.on_rollup)
         self.prune_worker = Periodic("otameter-prune", self.prune_stats_events, 60.0)
+        self.limits = Limits(
+            checkins_per_minute=settings.checkins_per_device_minute,
+            stats_per_minute=settings.stats_per_device_minute,
+            new_devices_per_hour=settings.new_devices_per_ip_hour,
+            clock=self.clock,
+            run=self.writer.run,
+        )
+        self.pipeline.admission = self.limits.new_devices.admit
+        # Counters whose windows are over are dropped now and then.
+        self.limits_worker = Periodic("otameter-limits", self._prune_limits, 60.0)
         self.webhook_policy = TargetPolicy(settings.webhook_allow_private)
         self.webhooks = WebhookDispatcher(self.writer, self.clock, policy=self.webhook_policy)
         self.webhook_worker = Periodic("otameter-webhooks", self.webhooks.deliver_due, 1.0)
@@ -91,6 +102,7 @@ class Runtime:
             self.plan_worker.start()
             self.webhook_worker.start()
             self.prune_worker.start()
+            self.limits_worker.start()
         self.started = True
 
     def stop(self) -> None:
@@ -98,6 +110,7 @@ class Runtime:
         self.plan_worker.stop()
         self.webhook_worker.stop()
         self.prune_worker.stop()
+        self.limits_worker.stop()
         self.webhooks.close()
         self.writer.stop()
         if self._write_lock is not None:
@@ -116,6 +129,10 @@ class Runtime:
             total += pruned
             if pruned < PRUNE_BATCH:
                 return total
+
+    def _prune_limits(self) -> None:
+        now_ms = to_ms(self.clock.now())
+        self.writer.run_blocking(lambda conn: prune(conn, now_ms))
 
     async def submit(self, events: Sequence[Event]) -> list[Outcome]:
         return await self.writer.submit(events)

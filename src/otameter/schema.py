@@ -350,6 +350,29 @@ daily_usage = Table(
     Column("storage", BigInteger, nullable=False, server_default="0"),
 )
 
+# Rate-limit counters shared by every process (limits.py): one row per limited subject, the
+# hits of its current window and of the window before (for a sliding estimate).
+rate_counters = Table(
+    "rate_counters",
+    metadata,
+    Column("scope", String(16), primary_key=True),
+    Column("app_id", String(255), primary_key=True),
+    Column("subject", String(64), primary_key=True),
+    Column("window_start", BigInteger, nullable=False),
+    Column("hits", Integer, nullable=False),
+    Column("prev_hits", Integer, nullable=False),
+)
+
+# Check-ins of new devices refused by the new-devices-per-address limit, per app and day:
+# those devices were not counted, and their org can see how many were turned away.
+refused_devices = Table(
+    "refused_devices",
+    metadata,
+    Column("app_id", String(255), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("checkins", BigInteger, nullable=False),
+)
+
 server_state = Table(
     "server_state",
     metadata,

@@ -38,7 +38,14 @@ TRUE_VALUES = {"true", "1", "yes"}
 FALSE_VALUES = {"false", "0", "no", ""}
 
 
-def parse_day(value: str | None) -> date:
+def missing_parameter(name: str) -> str:
+    """The seed's message, naming the parameter that was not given."""
+    return f"{INVALID_DATE} (the '{name}' parameter is missing)"
+
+
+def parse_day(value: str | None, name: str | None = None) -> date:
+    if value is None and name is not None:
+        raise ApiError(400, missing_parameter(name))
     if value is None or not DATE_RE.match(value):
         raise ApiError(400, INVALID_DATE)
     try:
@@ -49,7 +56,7 @@ def parse_day(value: str | None) -> date:
 
 def parse_range(start_raw: str | None, end_raw: str | None) -> tuple[date, date]:
     """Validate ``from``/``to``: inclusive, at most 90 days counted inclusively."""
-    start, end = parse_day(start_raw), parse_day(end_raw)
+    start, end = parse_day(start_raw, "from"), parse_day(end_raw, "to")
     if start > end:
         raise ApiError(400, INVALID_RANGE)
     if (end - start).days + 1 > MAX_RANGE_DAYS:

@@ -42,6 +42,7 @@ import httpx
 import orjson
 from sqlalchemy import Connection, select, update
 
+from . import metrics
 from . import schema as s
 from .clock import Clock, to_ms
 from .config import Network
@@ -407,6 +408,15 @@ class WebhookDispatcher:
                 return total
             results = [self._send(item) for item in claimed]
             self.writer.run_blocking(partial_record(results, to_ms(self.clock.now())))
+            for r in results:
+                outcome = (
+                    "delivered"
+                    if r.ok
+                    else "failed"
+                    if r.final or r.attempts >= MAX_ATTEMPTS
+                    else "retry"
+                )
+                metrics.WEBHOOK_DELIVERIES.labels(outcome).inc()
             total += len(claimed)
             if len(claimed) < self.batch:
                 return total

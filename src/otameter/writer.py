@@ -13,6 +13,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -20,13 +21,33 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 
-from .events import Event, Outcome
+from . import metrics
+from .events import (
+    BundleDelete,
+    BundleUpload,
+    CheckIn,
+    Download,
+    DownloadCorrection,
+    Event,
+    Outcome,
+    PluginStat,
+)
 from .ingest import Pipeline
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 Waiter = asyncio.Future[Any] | concurrent.futures.Future[Any]
+
+# The ``kind`` label of otameter_events_ingested_total.
+EVENT_KINDS: dict[type, str] = {
+    CheckIn: "checkin",
+    Download: "download",
+    DownloadCorrection: "download_correction",
+    BundleUpload: "upload",
+    BundleDelete: "delete",
+    PluginStat: "stat",
+}
 
 
 @dataclass(slots=True)
@@ -112,6 +133,11 @@ class Writer:
         self._put(_Job(None, call, waiter))
         return waiter
 
+    @property
+    def alive(self) -> bool:
+        """The writer thread runs and takes jobs (readiness)."""
+        return self._thread is not None and self._thread.is_alive() and not self._stopping
+
     def _put(self, job: _Job) -> None:
         if self._thread is None or self._stopping:
             raise WriterStopped("the writer is not running")
@@ -138,6 +164,7 @@ class Writer:
                     break
                 batch.append(job)
                 size += job.size
+            metrics.QUEUE_DEPTH.set(self._queue.qsize())
             self._execute(batch)
             if stop_after:
                 break
@@ -170,6 +197,8 @@ class Writer:
     def _transaction(self, batch: list[_Job]) -> list[Any]:
         conn = self._connection()
         results: list[Any] = []
+        kinds: list[str] = []
+        started = time.perf_counter()
         with self.lock, conn.begin():
             pending: list[tuple[_Job, Sequence[Event]]] = []
 
@@ -183,6 +212,7 @@ class Writer:
                     results.append(outcomes[offset : offset + len(events)])
                     offset += len(events)
                 self.events_written += len(flat)
+                kinds.extend(EVENT_KINDS.get(type(event), "other") for event in flat)
                 pending.clear()
 
             for job in batch:
@@ -194,6 +224,10 @@ class Writer:
                     results.append(job.call(conn))
             flush()
         self.commits += 1
+        metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
+        if kinds:
+            metrics.COMMIT_EVENTS.observe(len(kinds))
+            metrics.count_events(kinds)
         return results
 
     def _reset_connection(self) -> None:

@@ -16,6 +16,7 @@ from ..clock import to_ms
 from ..config import Network
 from ..errors import TOO_MANY_FAILURES, UNAUTHORIZED, ApiError, bad_request
 from ..runtime import Runtime
+from ..text import has_control, json_control_path
 
 T = TypeVar("T")
 
@@ -98,6 +99,9 @@ async def json_object(request: Request) -> dict[str, Any]:
         raise bad_request("Request body must be valid JSON") from None
     if not isinstance(data, dict):
         raise bad_request("Request body must be a JSON object")
+    where = json_control_path(body, data)
+    if where is not None:
+        raise bad_request(f"'{where}' must not contain control characters")
     return data
 
 
@@ -131,7 +135,29 @@ def require_str(data: dict[str, Any], key: str, *, max_len: int = 255) -> str:
         raise bad_request(f"'{key}' is required and must be a non-empty string")
     if len(value) > max_len:
         raise bad_request(f"'{key}' must be at most {max_len} characters")
+    if has_control(value):
+        raise bad_request(f"'{key}' must not contain control characters")
     return value.strip()
+
+
+def optional_str(data: dict[str, Any], key: str, default: str, *, max_len: int = 200) -> str:
+    """An optional text field (``default`` when absent or empty), cut to ``max_len``."""
+    value = data.get(key)
+    if value is None or value == "":
+        return default
+    text = str(value)
+    if has_control(text):
+        raise bad_request(f"'{key}' must not contain control characters")
+    return text[:max_len]
+
+
+def text_fields(form: Any) -> dict[str, str]:
+    """The text fields of a submitted form; none may hold a control character."""
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    for key, value in fields.items():
+        if has_control(value):
+            raise bad_request(f"'{key}' must not contain control characters")
+    return fields
 
 
 def optional_bool(data: dict[str, Any], key: str, default: bool | None) -> bool | None:

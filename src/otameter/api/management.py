@@ -24,15 +24,18 @@ from ..clock import to_ms
 from ..errors import ApiError, bad_request, not_found
 from ..events import BundleDelete, BundleUpload, Outcome
 from ..sessions import end_key_sessions
+from ..text import has_control
 from .common import (
     JSONResponse,
     caller,
     json_object,
     optional_bool,
+    optional_str,
     query_page,
     read_db,
     require_str,
     runtime,
+    text_fields,
 )
 
 APP_ID_RE = re.compile(r"^[a-z0-9]+(\.[\w-]+)+$", re.IGNORECASE | re.ASCII)
@@ -313,7 +316,7 @@ def _key_json(row: Any, now_ms: int) -> dict[str, Any]:
 async def create_key(request: Request) -> Response:
     principal = await caller(request)
     data = await json_object(request)
-    name = str(data.get("name") or "")[:200]
+    name = optional_str(data, "name", "")
     mode = data.get("mode", "read")
     if not isinstance(mode, str) or mode not in KEY_MODES:
         raise bad_request(f"'mode' must be one of {', '.join(KEY_MODES)}")
@@ -415,7 +418,7 @@ async def create_app(request: Request) -> Response:
     app_id = require_str(data, "app_id")
     if not APP_ID_RE.match(app_id):
         raise bad_request("'app_id' must be a reverse-domain id like com.example.app")
-    name = str(data.get("name") or app_id)[:200]
+    name = optional_str(data, "name", app_id)
     owner_org = require_str(data, "owner_org", max_len=36)
     rt = runtime(request)
     now_ms = to_ms(rt.clock.now())
@@ -501,7 +504,7 @@ async def upload_bundle(request: Request) -> Response:
     stored: tuple[str, int, str] | None = None
     if content_type.startswith("multipart/form-data"):
         async with request.form(max_files=1, max_fields=10) as form:
-            fields = {k: v for k, v in form.items() if isinstance(v, str)}
+            fields = text_fields(form)
             app_id = require_str(fields, "app_id")
             version = require_str(fields, "version")
             channel = (fields.get("channel") or "production").strip()
@@ -543,7 +546,7 @@ async def upload_bundle(request: Request) -> Response:
             or not 0 <= size_value < 2**63
         ):
             raise bad_request("'size' must be a non-negative integer")
-        channel = str(data.get("channel") or "production")
+        channel = optional_str(data, "channel", "production", max_len=255)
         app = await read_db(request, app_access, principal, app_id, Level.UPLOAD)
         await read_db(request, _check_unlocked, app.owner_org)
         event = BundleUpload(
@@ -679,6 +682,8 @@ async def upsert_channel(request: Request) -> Response:
     version = data.get("version")
     if version is not None and not isinstance(version, str):
         raise bad_request("'version' must be a string")
+    if version is not None and has_control(version):
+        raise bad_request("'version' must not contain control characters")
     flags = {key: optional_bool(data, key, None) for key in CHANNEL_FLAGS}
     rule = data.get("disable_auto_update")
     if rule is not None and rule not in AUTO_UPDATE_RULES:

@@ -18,6 +18,7 @@ from .. import schema as s
 from ..auth import Level
 from ..clock import to_ms
 from ..errors import ApiError, bad_request, not_found
+from ..limits import refused_by_day
 from ..plans import compute_usage, list_plans
 from ..release_guard import THRESHOLDS
 from ..webhooks import MIN_SECRET_LENGTH, TargetError, delivery_json, parse_target
@@ -45,7 +46,12 @@ async def get_usage(request: Request) -> Response:
         if principal.limited_apps is not None:
             # Usage covers every app of the org, more than this key may read.
             raise ApiError(403, INSUFFICIENT)
-        return compute_usage(conn, org, now.date()).as_json(to_ms(now))
+        usage = compute_usage(conn, org, now.date())
+        body = usage.as_json(to_ms(now))
+        # Check-ins of new devices refused this cycle by the new-devices-per-address limit.
+        refused = refused_by_day(conn, usage.app_ids, usage.cycle_start, usage.cycle_end)
+        body["refused_new_devices"] = sum(refused.values())
+        return body
 
     return JSONResponse(await read_db(request, read))
 

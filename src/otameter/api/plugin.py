@@ -23,6 +23,7 @@ from ..clock import to_ms
 from ..download import MeteredFileResponse
 from ..events import CheckIn, Download, DownloadCorrection, PluginStat
 from ..ingest import dialect_insert
+from ..limits import TOO_MANY_NEW_DEVICES
 from ..protocol import ProtocolError
 from ..releases import parse_duration, stat_metadata
 from ..runtime import Runtime
@@ -84,10 +85,13 @@ async def updates(request: Request) -> Response:
     snapshot = await app_snapshot(rt, req.app_id)
     if snapshot is None:
         return unknown_app_backoff(req.app_id)
+    wait = await rt.limits.checkins.admit(req.app_id, req.device_id)
+    if wait is not None:
+        return rate_limited(wait, "Too many update checks from this device")
     # The answer is decided first: the check-in records the version it offers (release
     # health's ``offered``).
     answer = update_answer(rt, request, snapshot, req)
-    await rt.submit(
+    (outcome,) = await rt.submit(
         [
             CheckIn(
                 app_id=req.app_id,
@@ -102,11 +106,23 @@ async def updates(request: Request) -> Response:
                 plugin_version=req.plugin_version,
                 custom_id=req.custom_id,
                 ip=client_ip(request, rt.settings.trusted_proxies),
+                live=True,
                 offered_version=answer["version"] if "url" in answer else "",
             )
         ]
     )
+    if outcome.reason == TOO_MANY_NEW_DEVICES:
+        return rate_limited(outcome.value, "Too many new devices from this address")
     return JSONResponse(answer)
+
+
+def rate_limited(wait: int, message: str) -> JSONResponse:
+    """429 with ``Retry-After``, which the plugin honours (it also reads retryAfterSeconds)."""
+    return JSONResponse(
+        {**protocol.no_update("too_many_requests", message), "retryAfterSeconds": wait},
+        status_code=429,
+        headers={"retry-after": str(wait)},
+    )
 
 
 def update_answer(
@@ -219,7 +235,7 @@ async def stats(request: Request) -> Response:
     rt = runtime(request)
     try:
         data = protocol.decode_json(await request.body())
-        parsed = protocol.parse_stats_body(data)
+        parsed = protocol.parse_stats_body(data, rt.settings.stats_max_events)
     except ProtocolError as exc:
         return JSONResponse(exc.body(), status_code=exc.http_status)
     now_ms = to_ms(rt.clock.now())
@@ -255,6 +271,11 @@ async def stats(request: Request) -> Response:
             )
         )
         results.append(protocol.stats_result(index))
+    devices = {(event.app_id, event.device_id) for event in events}
+    waits = [await rt.limits.stats.admit(app_id, device_id) for app_id, device_id in devices]
+    longest = max((wait for wait in waits if wait is not None), default=None)
+    if longest is not None:
+        return rate_limited(longest, "Too many stats posts from this device")
     if events:
         await rt.submit(events)
     if isinstance(data, list):

@@ -14,6 +14,7 @@ Access rules (no existence oracle, contract.md "Authentication"):
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -25,6 +26,7 @@ from .. import schema as s
 from ..auth import Level, Principal, lookup_key, org_role, readable_org_ids
 from ..clock import to_ms
 from ..errors import ApiError
+from ..limits import refused_by_day
 from ..release_stats import release_rows, release_rows_to_csv
 from ..statistics import (
     StatsQuery,
@@ -176,6 +178,34 @@ async def bundle_usage(request: Request) -> Response:
     return JSONResponse({"data": rows})
 
 
+async def refused_devices(request: Request) -> Response:
+    """Check-ins refused per day by the new-devices-per-address limit (limits.py)."""
+    key = request_key(request)
+    rt = runtime(request)
+    now_ms = to_ms(rt.clock.now())
+    today = rt.clock.now().date()
+    app_id = request.path_params["app_id"]
+
+    def read(conn: Connection) -> list[dict[str, Any]] | None:
+        principal = _principal(conn, request, key, now_ms)
+        if principal is None:
+            return None
+        query = parse_query(request.query_params, options=False)
+        app_ids_for_app(conn, principal, app_id)
+        last = min(query.end, today)
+        refused = refused_by_day(conn, [app_id], query.start, last)
+        days = (last - query.start).days + 1
+        return [
+            {"date": day.isoformat(), "refused_new_devices": refused.get(day, 0)}
+            for day in (query.start + timedelta(days=n) for n in range(max(0, days)))
+        ]
+
+    rows = await read_db(request, read)
+    if rows is None:
+        await refuse(request, key)
+    return JSONResponse({"data": rows})
+
+
 INVALID_BY = "Invalid by. Use day"
 
 
@@ -216,6 +246,7 @@ routes = [
     Route("/statistics/app/{app_id}/releases/", releases, methods=["GET"]),
     Route("/statistics/app/{app_id}/", app_statistics, methods=["GET"]),
     Route("/statistics/app/{app_id}/bundle_usage/", bundle_usage, methods=["GET"]),
+    Route("/statistics/app/{app_id}/refused_devices/", refused_devices, methods=["GET"]),
     Route("/statistics/org/{org_id}/", org_statistics, methods=["GET"]),
     Route("/statistics/user/", user_statistics, methods=["GET"]),
 ]

@@ -219,6 +219,7 @@ def app_page(
 <div class="title"><h1>{esc(app["name"])}</h1>
 <p class="sub">App <code>{esc(app["app_id"])}</code> in
 <a href="/dashboard/org/{quote(org_id, safe="")}">{esc(org_name)}</a></p></div>
+<div id="org-lock" aria-live="polite"></div>
 {_range_and_charts(start, end, today, compare)}
 <section aria-labelledby="releases-h" class="card" id="releases-section">
 <h2 id="releases-h">Releases</h2>

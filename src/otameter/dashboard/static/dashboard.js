@@ -42,16 +42,20 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// Bytes, one way everywhere (otameter/units.py format_bytes): decimal units, as plan limits
+// are written (5GB is 5 * 10^9 bytes), one decimal dropped when zero: 999 B, 1.5 kB, 100 MB.
+const BYTE_UNITS = ["kB", "MB", "GB", "TB", "PB"];
 function bytes(n) {
   if (n === null || n === undefined) return "–";
-  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
   let value = Number(n);
+  if (Math.abs(value) < 1000) return `${Math.trunc(value)} B`;
   let unit = 0;
-  while (Math.abs(value) >= 1024 && unit < units.length - 1) {
-    value /= 1024;
+  value /= 1000;
+  while (Math.abs(value) >= 999.95 && unit < BYTE_UNITS.length - 1) {
+    value /= 1000;
     unit += 1;
   }
-  return unit === 0 ? `${NUM.format(value)} B` : `${DEC.format(value)} ${units[unit]}`;
+  return `${value.toFixed(1).replace(/\.0$/, "")} ${BYTE_UNITS[unit]}`;
 }
 
 const count = (n) => (n === null || n === undefined ? "–" : NUM.format(n));
@@ -258,7 +262,8 @@ function baseOptions(yFormat, extra = {}) {
     },
     scales: {
       x: { ticks: { maxRotation: 0, autoSkipPadding: 12 }, grid: { display: false } },
-      y: { beginAtZero: true, ticks: { callback: (v) => yFormat(v) } },
+      // Whole steps (no 0.5 device); with decimal byte units the steps land on round values.
+      y: { beginAtZero: true, ticks: { precision: 0, callback: (v) => yFormat(v) } },
     },
     ...extra,
   };
@@ -481,6 +486,19 @@ function usageBar(metric, label, figure, format) {
     bar);
 }
 
+// The app page says when the app's organization is locked: its devices get no updates.
+async function loadOrgLock() {
+  const target = document.getElementById("org-lock");
+  const answer = await getJSON(`/dashboard/api/organization/${encodeURIComponent(cfg.org)}/usage`);
+  // A key that may not read the org's usage sees no notice rather than an error.
+  if (!answer.ok || !answer.body || !answer.body.locked) return;
+  const reason = (answer.body.lock_reason || "It is over its plan").replace(/[.!]?\s*$/, ".");
+  target.replaceChildren(el("div", { class: "banner banner-locked", role: "alert", id: "lock-banner" },
+    el("strong", {}, "⚠ This app's organization is locked. "),
+    `${reason} Devices of this app receive no updates and uploads are refused until this is fixed. `,
+    el("a", { href: `/dashboard/org/${encodeURIComponent(cfg.org)}` }, "See the organization's plan usage")));
+}
+
 async function loadUsage() {
   const target = document.getElementById("usage-body");
   const answer = await getJSON(`/dashboard/api/organization/${encodeURIComponent(ID)}/usage`);
@@ -517,6 +535,10 @@ async function loadUsage() {
       u.emulator_dev.enforced === false ? ", not enforced yet" : "", ")",
       over ? el("strong", {}, " — over the allowed share") : ""));
   }
+  if (u.refused_new_devices) {
+    parts.push(el("p", { class: "hint", id: "refused-devices" },
+      `New devices refused this cycle (too many from one address): ${count(u.refused_new_devices)}. They were not counted.`));
+  }
   target.dataset.cycleStart = u.cycle_start;
   target.dataset.cycleEnd = u.cycle_end;
   target.replaceChildren(...parts);
@@ -532,7 +554,7 @@ function renderApps() {
     el("td", { class: "num" }, bytes(total("bandwidth"))));
   target.replaceChildren(rows.length ? sortableTable({
     id: "apps",
-    caption: `Billing cycle ${longDay(orgApps.cycle_start)} – ${longDay(orgApps.cycle_end)}. MAU counts each device seen since the cycle started (device table); storage is now; bandwidth is this cycle's.`,
+    caption: `Billing cycle ${longDay(orgApps.cycle_start)} – ${longDay(orgApps.cycle_end)}. MAU counts each device seen at least once since the cycle started; storage is now; bandwidth is this cycle's.`,
     columns: [
       { key: "name", label: "App", render: (a) => el("a", { href: `/dashboard/app/${encodeURIComponent(a.app_id)}` }, a.name) },
       { key: "app_id", label: "App ID", render: (a) => el("code", {}, a.app_id) },
@@ -848,7 +870,7 @@ function buildFigures() {
   const container = document.getElementById("charts");
   const what = PAGE === "org" ? "the organization's apps" : "this app";
   figs.activity = figure("activity", "Active devices",
-    `Rolling MAU (unique counted devices in the 30 days to each day) and the seed's daily counter of new devices (first check-in of their calendar month), summed over ${what}.`);
+    `Rolling MAU (unique counted devices in the 30 days to each day) and new devices (devices seen for the first time in their calendar month), summed over ${what}.`);
   figs.storage = figure("storage", "Storage per day", "Bytes of bundles stored at the end of each day (external bundles are not counted).");
   figs.bandwidth = figure("bandwidth", "Bandwidth per day", "Bytes of bundles downloaded each day.");
   const nodes = [figs.activity.node, figs.storage.node, figs.bandwidth.node];
@@ -929,6 +951,7 @@ async function start() {
   const appsAnswer = getJSON(`/dashboard/data/org/${encodeURIComponent(orgId)}/apps`);
   const jobs = [];
   if (PAGE === "org") jobs.push(loadUsage().catch((e) => console.error(e)));
+  if (PAGE === "app") jobs.push(loadOrgLock().catch((e) => console.error(e)));
   if (PAGE === "app") {
     setupDeviceSearch();
     jobs.push(loadBundles().then((all) => { bundles = all; renderBundles(); }).catch((e) => {

@@ -1,7 +1,7 @@
 """release health: stats event dedupe and pruning, launch-time histograms, release alerts
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0006
 Create Date: 2026-12-01 23:20:00
 
 Orgs get ``release_guard`` (their own thresholds: NULL, the server's). Existing device events
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0004"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

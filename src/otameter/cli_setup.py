@@ -1,0 +1,202 @@
+"""Client commands that set a server up: ``otameter org create|list``, ``otameter app ...``.
+
+Like ``bundle``, they talk to a running server (``--server``/``--apikey`` or their variables),
+so that a new user goes from an empty database to a first app with the command line alone.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from .cli_client import (
+    EXIT_ERROR,
+    EXIT_HELP,
+    ApikeyOption,
+    JsonOption,
+    Problem,
+    ServerOption,
+    connect,
+    err,
+    human_time,
+    out,
+    print_json,
+    reporting,
+)
+from .cli_plans import org_app
+
+app_app = typer.Typer(
+    help="Create, list and delete apps on a running otameter server.", no_args_is_help=True
+)
+
+
+def register(root: typer.Typer) -> None:
+    """Add ``app`` to the command line; ``org create|list`` join the existing ``org`` group."""
+    root.add_typer(app_app, name="app")
+
+
+# -- organizations ---------------------------------------------------------------------------
+
+
+@org_app.command("create", epilog=EXIT_HELP)
+def org_create(
+    name: Annotated[str, typer.Argument(help="The organization's name.")],
+    as_json: JsonOption = False,
+    server: ServerOption = None,
+    apikey: ApikeyOption = None,
+) -> None:
+    """Create an organization; the API key's user becomes its super_admin."""
+    with reporting():
+        if not name.strip():
+            raise Problem("the name must not be empty")
+        with connect(server, apikey) as client:
+            org = client.create_org(name.strip())
+    if as_json:
+        print_json({"id": org["id"], "name": org["name"]})
+        return
+    out.print(
+        f"Created organization [bold]{escape(org['name'])}[/bold] with id {escape(org['id'])}",
+        soft_wrap=True,
+    )
+    err.print(
+        f"[dim]next:[/dim] otameter app create com.example.app --org {escape(org['id'])}",
+        soft_wrap=True,
+    )
+
+
+@org_app.command("list", epilog=EXIT_HELP)
+def org_list(
+    as_json: JsonOption = False,
+    server: ServerOption = None,
+    apikey: ApikeyOption = None,
+) -> None:
+    """List the organizations of the API key's user."""
+    with reporting(), connect(server, apikey) as client:
+        orgs = client.list_orgs()
+    if as_json:
+        print_json(orgs)
+        return
+    if not orgs:
+        out.print("No organizations yet.")
+        err.print('[dim]next:[/dim] otameter org create "My company"', soft_wrap=True)
+        return
+    table = Table(title=f"{len(orgs)} organization{'s' if len(orgs) != 1 else ''}")
+    for column in ("Id", "Name", "Your role", "Plan", "Created (UTC)"):
+        table.add_column(column, no_wrap=column != "Name")
+    for org in orgs:
+        table.add_row(
+            escape(str(org.get("id"))),
+            escape(str(org.get("name"))),
+            escape(str(org.get("role") or "-")),
+            escape(str(org.get("plan") or "-")),
+            human_time(org.get("created_at")),
+        )
+    out.print(table)
+
+
+# -- apps ------------------------------------------------------------------------------------
+
+
+@app_app.command("create", epilog=EXIT_HELP)
+def app_create(
+    app_id: Annotated[str, typer.Argument(help="Reverse-domain id, like com.example.app.")],
+    org: Annotated[str, typer.Option("--org", "-o", help="Id of the organization that owns it.")],
+    name: Annotated[str | None, typer.Option("--name", help="Display name.")] = None,
+    as_json: JsonOption = False,
+    server: ServerOption = None,
+    apikey: ApikeyOption = None,
+) -> None:
+    """Create an app in an organization."""
+    with reporting(), connect(server, apikey) as client:
+        created = client.create_app(app_id, org, name)
+    if as_json:
+        print_json(created)
+        return
+    out.print(
+        f"Created app [bold]{escape(created['app_id'])}[/bold] "
+        f"({escape(str(created.get('name')))}) in organization {escape(org)}",
+        soft_wrap=True,
+    )
+    err.print(
+        f"[dim]next:[/dim] otameter bundle upload --app {escape(created['app_id'])} "
+        "--version 1.0.0 ./dist",
+        soft_wrap=True,
+    )
+
+
+def _org_names(orgs: list[dict[str, Any]]) -> dict[str, str]:
+    return {str(o.get("id")): str(o.get("name")) for o in orgs}
+
+
+@app_app.command("list", epilog=EXIT_HELP)
+def app_list(
+    org: Annotated[
+        str | None, typer.Option("--org", "-o", help="Only this organization's apps.")
+    ] = None,
+    as_json: JsonOption = False,
+    server: ServerOption = None,
+    apikey: ApikeyOption = None,
+) -> None:
+    """List the apps the API key can see."""
+    with reporting(), connect(server, apikey) as client:
+        apps = client.list_apps()
+        names = {} if as_json else _org_names(client.list_orgs())
+    if org is not None:
+        apps = [a for a in apps if a.get("owner_org") == org]
+    if as_json:
+        print_json(apps)
+        return
+    if not apps:
+        out.print("No apps yet." if org is None else f"No apps in organization {escape(org)}.")
+        err.print(
+            "[dim]next:[/dim] otameter app create com.example.app --org ORG_ID "
+            "(otameter org list shows the ids)",
+            soft_wrap=True,
+        )
+        return
+    table = Table(title=f"{len(apps)} app{'s' if len(apps) != 1 else ''}")
+    for column in ("App id", "Name", "Organization", "Created (UTC)"):
+        table.add_column(column, no_wrap=column in {"App id", "Created (UTC)"})
+    for a in apps:
+        owner = str(a.get("owner_org"))
+        table.add_row(
+            escape(str(a.get("app_id"))),
+            escape(str(a.get("name"))),
+            escape(names.get(owner, owner)),
+            human_time(a.get("created_at")),
+        )
+    out.print(table)
+
+
+@app_app.command("delete", epilog=EXIT_HELP)
+def app_delete(
+    app_id: Annotated[str, typer.Argument(help="The app to delete.")],
+    force: Annotated[bool, typer.Option("--force", "-f", help="Do not ask for confirmation.")] = (
+        False
+    ),
+    as_json: JsonOption = False,
+    server: ServerOption = None,
+    apikey: ApikeyOption = None,
+) -> None:
+    """Delete an app and its bundles (their storage is freed; statistics stay)."""
+    with reporting(), connect(server, apikey) as client:
+        client.get_app(app_id)  # an unknown app fails here, before any question
+        if not force:
+            try:
+                confirmed = typer.confirm(
+                    f"Delete {app_id} and all its bundles?", default=False, err=True
+                )
+            except typer.Abort:
+                confirmed = False
+            if not confirmed:
+                raise Problem(
+                    "not confirmed: nothing deleted", EXIT_ERROR, hint="use --force in scripts"
+                )
+        client.delete_app(app_id)
+    if as_json:
+        print_json({"app_id": app_id, "deleted": True})
+        return
+    out.print(f"Deleted app [bold]{escape(app_id)}[/bold]", soft_wrap=True)

@@ -1,0 +1,223 @@
+"""uvicorn's httptools protocol with the bounds it lacks: header size, header time, connections.
+
+What uvicorn 0.54 enforces by itself (checked with real sockets, see tests/test_bounds.py):
+
+- httptools: no bound on the request head at all (a 16 MB header is parsed and answered), no
+  timer on a connection until its first response is sent (a client that connects and sends
+  half a header, or nothing, holds the connection forever), ``timeout_keep_alive`` only
+  between requests, ``limit_concurrency`` answers 503 but still accepts every connection;
+- h11: ``h11_max_incomplete_event_size`` (16 KiB) ends an oversized head with a 400, not a
+  431, and has no header timer either.
+
+So the server keeps httptools (the faster parser) and adds, per connection:
+
+- the request head (request line and headers) is at most ``max_header_bytes``: a longer one
+  is answered 431 and the connection closed, having read at most that much plus one read;
+- the head must be complete within ``header_timeout`` seconds of the connection opening or
+  of its first byte (for a later request on a kept-alive connection): otherwise 408, closed;
+- a request body must keep arriving: ``body_timeout`` seconds without a byte of it (while the
+  server is reading) end the request with a 408 (or a plain close once the answer has
+  begun), as nginx's ``client_body_timeout`` does;
+- at most ``max_connections`` connections per process: one more is answered 503 and closed
+  at once, before it can hold anything.
+
+Answers are written by the protocol itself (the app never sees these requests) in the API's
+error shape, with ``Connection: close``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import httptools
+import orjson
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+# uvloop reads at most this much per call: a head is over its bound at most one read late.
+_READ_SIZE = 256 * 1024
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    max_header_bytes: int = 16 * 1024
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connections: int = 1000
+
+
+_limits = ConnectionLimits()
+
+
+def configure(limits: ConnectionLimits) -> None:
+    """Set the bounds for the connections this process accepts (before it serves)."""
+    global _limits
+    _limits = limits
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """``HttpToolsProtocol`` that bounds the request head in size and time."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = _limits
+        self._in_head = True
+        # Raw bytes read while a head was incomplete (memory bound, checked per read) and the
+        # exact size of the head as parsed (checked when the head is complete).
+        self._head_read = 0
+        self._head_size = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._refused = False
+
+    # -- connection ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            self._refuse(503, "Too many connections")
+            return
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        self._cancel_body_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if self._in_head and self._head_timer is None:
+            # The first bytes of a request on a kept-alive connection start its head's clock.
+            self._arm_head_timer()
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError:
+            # Raised by on_headers_complete for a head over the bound (see below).
+            if not self._refused:
+                self._refuse(400, "Invalid HTTP request received")
+            return
+        except httptools.HttpParserError:
+            self._refuse(400, "Invalid HTTP request received")
+            return
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        if self._in_head and not self._refused:
+            self._head_read += len(data)
+            if self._head_read > self.limits.max_header_bytes + _READ_SIZE:
+                self._refuse(431, "Request header fields too large")
+
+    # -- parser callbacks ------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._head_size = 0
+        if self._head_timer is None:
+            self._arm_head_timer()
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._head_size += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        self._head_size += len(name) + len(value) + 4  # ": " and CRLF
+
+    def on_headers_complete(self) -> None:
+        if self._head_size > self.limits.max_header_bytes:
+            self._refuse(431, "Request header fields too large")
+            # Stops the parser: data_received sees HttpParserCallbackError.
+            raise _HeadTooLarge
+        self._in_head = False
+        self._head_read = 0
+        self._cancel_head_timer()
+        super().on_headers_complete()
+        self._arm_body_timer()
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        self._arm_body_timer()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._cancel_body_timer()
+        # The next bytes on this connection begin another head.
+        self._in_head = True
+        self._head_read = 0
+
+    # -- refusing --------------------------------------------------------------------------
+
+    def _arm_head_timer(self) -> None:
+        self._cancel_head_timer()
+        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._in_head and not self._refused:
+            self._refuse(408, "Request header not received in time")
+
+    def _arm_body_timer(self) -> None:
+        self._cancel_body_timer()
+        self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
+
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        if self._refused or self._in_head:
+            return
+        if self.flow is not None and self.flow.read_paused:
+            # The server stopped reading (its handler is busy): not the client's silence.
+            self._arm_body_timer()
+            return
+        self._refuse(408, "Request body not received in time")
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer ``status`` (unless a response is under way) and close the connection."""
+        self._refused = True
+        self._cancel_head_timer()
+        self._cancel_body_timer()
+        self._unset_keepalive_if_required()
+        if self.transport is None or self.transport.is_closing():
+            return
+        cycle = self.cycle
+        busy = cycle is not None and not cycle.response_complete
+        if busy and not cycle.response_started:
+            # A request whose body stalled: its handler, waiting for the body, is told the
+            # client left and writes nothing; this protocol answers for it.
+            cycle.disconnected = True
+            cycle.message_event.set()
+            busy = False
+        if not busy:
+            body = orjson.dumps({"error": message, "status": "KO"})
+            self.transport.write(
+                b"".join(
+                    [
+                        STATUS_LINE[status],
+                        b"content-type: application/json\r\n",
+                        b"content-length: %d\r\n" % len(body),
+                        b"connection: close\r\n\r\n",
+                        body,
+                    ]
+                )
+            )
+        self.transport.close()
+
+
+class _HeadTooLarge(Exception):
+    pass

@@ -1,0 +1,413 @@
+"""Rate limits on the plugin endpoints: requests per device, new devices per address.
+
+Every limit must hold however requests are spread over processes (``--workers N``, or several
+machines on one PostgreSQL), which share only the database. So the counts that decide live
+in the database (``rate_counters``), written in writer transactions, and each check on the
+hot path stays as cheap as the traffic it meets allows:
+
+- **Requests per device and minute** (check-ins, ``/stats`` posts). Each process counts every
+  device's requests in memory over a sliding minute. A device that sends no more than
+  ``SHARE_AFTER`` requests a minute to this process (nearly every device: the plugin checks
+  for an update when the app comes to the foreground) is served on that count alone. A busier
+  device is counted in the database from then on, its requests so far in this minute
+  included, through a writer transaction, and refused once its count over the sliding minute
+  reaches the limit. A device can thus slip at most ``SHARE_AFTER - 1`` requests a minute per
+  process past the shared count, and the count never exceeds what the device really sent, so
+  a device within the limit is never refused.
+- **New devices per client address, app and hour.** Decided in the writer transaction that
+  would create the device rows (``Pipeline`` calls :meth:`NewDeviceLimit.admit` before it
+  folds a batch's check-ins): the check-ins of devices the app has not seen, counted against
+  the address's allowance of the clock hour; the check-ins over it are refused, so those
+  devices are never stored and never counted. An IPv6 address is limited by its /64, which
+  one subscriber usually holds whole. The refusals are added up per app and day in
+  ``refused_devices``, which the statistics API and the dashboard show to the app's org.
+
+The sliding minute is the usual two-window estimate (the previous fixed window's count,
+weighted by how much of it still lies within the last minute, plus the current window's).
+A library such as ``limits`` offers it but keeps its state in memory, Redis or Memcached,
+and PyRateLimiter's SQL buckets store one row per hit over their own connections; neither
+fits counters written inside the single writer's transactions.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Final
+
+import orjson
+from sqlalchemy import Connection, bindparam, func, select, update
+
+from . import schema as s
+from .clock import Clock, day_of_ms, to_ms
+from .events import CheckIn, Outcome
+from .ingest import dialect_insert
+
+# Local requests a minute a device may send to one process before it is counted in the
+# database (see the module's docstring).
+SHARE_AFTER: Final = 3
+MINUTE_MS: Final = 60_000
+HOUR_MS: Final = 3_600_000
+TOO_MANY_NEW_DEVICES: Final = "too_many_new_devices"
+# Local counts kept in memory before the previous window's are dropped early.
+_LOCAL_CAP: Final = 200_000
+
+Run = Callable[[Callable[[Connection], Any]], Any]
+
+
+def address_key(ip: str) -> str:
+    """The part of a client address that is limited: an IPv4 address, an IPv6 /64."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip[:64]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """What :func:`take` granted: hits allowed, and the window's counts after it."""
+
+    allowed: int
+    current: int
+    previous: int
+
+
+def take(
+    conn: Connection,
+    scope: str,
+    app_id: str,
+    subject: str,
+    window: int,
+    *,
+    served: int,
+    asking: int,
+    limit: int,
+    previous_weight: float,
+) -> Taken:
+    """Count hits of a subject in its window, in a writer transaction.
+
+    ``served`` hits were already answered and are counted whatever the limit; of ``asking``
+    more, as many are allowed as keep ``previous * previous_weight + current`` within
+    ``limit``. The row is locked (PostgreSQL) from the read to the write, so concurrent
+    writers of several processes add up.
+    """
+    rc = s.rate_counters.c
+    conn.execute(
+        dialect_insert(conn, s.rate_counters)
+        .values(
+            scope=scope,
+            app_id=app_id,
+            subject=subject,
+            window_start=window,
+            hits=0,
+            prev_hits=0,
+        )
+        .on_conflict_do_nothing(index_elements=["scope", "app_id", "subject"])
+    )
+    where = (rc.scope == scope, rc.app_id == app_id, rc.subject == subject)
+    row = conn.execute(
+        select(rc.window_start, rc.hits, rc.prev_hits).where(*where).with_for_update()
+    ).one()
+    if row.window_start == window:
+        current, previous = row.hits, row.prev_hits
+    elif row.window_start == window - 1:
+        current, previous = 0, row.hits
+    else:
+        current, previous = 0, 0
+    current += served
+    room = math.floor(limit - previous * previous_weight - current + 1e-9)
+    allowed = max(0, min(asking, room))
+    current += allowed
+    conn.execute(
+        update(s.rate_counters)
+        .where(*where)
+        .values(window_start=window, hits=current, prev_hits=previous)
+    )
+    return Taken(allowed, current, previous)
+
+
+def count_fixed_windows(
+    conn: Connection, scope: str, asking: dict[tuple[str, str, int], int], limit: int
+) -> dict[tuple[str, str, int], int]:
+    """Count hits of many subjects (app, subject, window) at once; returns how many each may.
+
+    One upsert adds every subject's hits and returns the totals; only the subjects it put
+    over ``limit`` are written again, down to the limit (refused hits are not counted). On
+    PostgreSQL the upsert locks the rows, in key order (no deadlock between processes),
+    until the transaction ends.
+    """
+    rc = s.rate_counters.c
+    # One statement text whatever the number of subjects (the rows as one JSON parameter):
+    # building a multi-row INSERT anew for each batch cost more than running it.
+    rows = [[app_id, subject, window, n] for (app_id, subject, window), n in sorted(asking.items())]
+    sql = _COUNT_POSTGRESQL if conn.dialect.name == "postgresql" else _COUNT_SQLITE
+    result = conn.exec_driver_sql(sql, (scope, orjson.dumps(rows).decode()))
+    allowed: dict[tuple[str, str, int], int] = {}
+    over: list[dict[str, Any]] = []
+    for app_id, subject, window, hits in result:
+        n = asking[(app_id, subject, window)]
+        allowed[(app_id, subject, window)] = max(0, n - max(0, hits - limit))
+        if hits > limit:
+            over.append({"a": app_id, "s": subject})
+    if over:
+        conn.execute(
+            update(s.rate_counters)
+            .where(rc.scope == scope, rc.app_id == bindparam("a"), rc.subject == bindparam("s"))
+            .values(hits=limit),
+            over,
+        )
+    return allowed
+
+
+_COUNT_SET = (
+    " ON CONFLICT (scope, app_id, subject) DO UPDATE SET"
+    " hits = CASE WHEN rate_counters.window_start = excluded.window_start"
+    " THEN rate_counters.hits + excluded.hits ELSE excluded.hits END,"
+    " prev_hits = CASE WHEN rate_counters.window_start = excluded.window_start"
+    " THEN rate_counters.prev_hits"
+    " WHEN rate_counters.window_start = excluded.window_start - 1 THEN rate_counters.hits"
+    " ELSE 0 END,"
+    " window_start = excluded.window_start"
+    " RETURNING app_id, subject, window_start, hits"
+)
+_COUNT_SQLITE = (
+    "INSERT INTO rate_counters (scope, app_id, subject, window_start, hits, prev_hits)"
+    " SELECT ?, value->>0, value->>1, value->>2, value->>3, 0 FROM json_each(?)"
+    " WHERE true ORDER BY key" + _COUNT_SET
+)
+_COUNT_POSTGRESQL = (
+    "INSERT INTO rate_counters (scope, app_id, subject, window_start, hits, prev_hits)"
+    " SELECT %s, e.v->>0, e.v->>1, (e.v->>2)::bigint, (e.v->>3)::integer, 0"
+    " FROM json_array_elements(%s::json) WITH ORDINALITY AS e(v, n)"
+    " ORDER BY e.n" + _COUNT_SET
+)
+
+
+def sliding_retry_after(current: int, previous: int, fraction: float, limit: int) -> int:
+    """Seconds until a sliding minute at ``fraction`` of its window has room for one more."""
+    need = limit - 1  # the estimate must fall to this for one more hit
+    if current <= need:
+        if previous <= 0:
+            return 1
+        # Within this window: previous * (1 - g) + current <= need.
+        g = 1 - (need - current) / previous
+        return max(1, math.ceil((g - fraction) * MINUTE_MS / 1000))
+    # In the next window, this one's count is the previous: current * (1 - h) <= need.
+    h = 1 - need / current
+    return max(1, math.ceil((1 - fraction + h) * MINUTE_MS / 1000))
+
+
+class DeviceRate:
+    """Requests of one kind per device over a sliding minute, shared by every process."""
+
+    def __init__(self, scope: str, limit: int, clock: Clock, run: Run) -> None:
+        self.scope = scope
+        self.limit = limit
+        self._clock = clock
+        self._run = run
+        self._share_after = min(SHARE_AFTER, limit)
+        self._window = -1
+        self._current: dict[str, int] = {}
+        self._previous: dict[str, int] = {}
+        # Hits of this window already counted in the database, per device counted there.
+        self._reported: dict[str, int] = {}
+
+    def _roll(self, window: int) -> None:
+        self._previous = self._current if window == self._window + 1 else {}
+        self._current = {}
+        self._reported = {}
+        self._window = window
+
+    async def admit(self, app_id: str, device_id: str) -> int | None:
+        """None when the request may be served, else the seconds to wait (Retry-After)."""
+        now_ms = to_ms(self._clock.now())
+        window, offset = divmod(now_ms, MINUTE_MS)
+        if window != self._window:
+            self._roll(window)
+        fraction = offset / MINUTE_MS
+        key = f"{app_id}\x1f{device_id}"
+        current = self._current.get(key, 0)
+        local = self._previous.get(key, 0) * (1 - fraction) + current
+        if local + 1 <= self._share_after and key not in self._reported:
+            if len(self._current) >= _LOCAL_CAP:
+                self._previous = {}
+            self._current[key] = current + 1
+            return None
+        served = current - self._reported.get(key, 0)
+        # Claimed before waiting: a concurrent request of the device does not count them again.
+        self._reported[key] = current
+
+        def count(conn: Connection) -> Taken:
+            return take(
+                conn,
+                self.scope,
+                app_id,
+                device_id,
+                window,
+                served=served,
+                asking=1,
+                limit=self.limit,
+                previous_weight=1 - fraction,
+            )
+
+        taken: Taken = await self._run(count)
+        if window != self._window:  # the minute turned while the writer counted
+            return None if taken.allowed else 1
+        if taken.allowed:
+            self._current[key] = self._current.get(key, 0) + 1
+            self._reported[key] = self._reported.get(key, 0) + 1
+            return None
+        return sliding_retry_after(taken.current, taken.previous, fraction, self.limit)
+
+
+class NewDeviceLimit:
+    """New devices per client address, app and clock hour; decided in the writer."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def admit(
+        self,
+        conn: Connection,
+        checkins: list[tuple[int, CheckIn]],
+        outcomes: list[Outcome | None],
+    ) -> list[tuple[int, CheckIn]]:
+        """The check-ins to store; the others get a refusal outcome (with Retry-After).
+
+        Only check-ins devices send now are limited, not imported ones.
+        """
+        live = [c for _, c in checkins if c.live and c.ip]
+        if not live:
+            return checkins
+        unseen = _unseen_devices(conn, live)
+        if not unseen:
+            return checkins
+        # One hour for the batch (its check-ins arrived within moments): one counter row per
+        # (app, address) in the counting statement.
+        hour = max(c.at_ms for c in live) // HOUR_MS
+        # The new devices of each (app, address, hour), in arrival order.
+        groups: dict[tuple[str, str, int], dict[str, None]] = {}
+        for c in live:
+            if (c.app_id, c.device_id) in unseen:
+                assert c.ip is not None
+                group = (c.app_id, address_key(c.ip), hour)
+                groups.setdefault(group, {})[c.device_id] = None
+        allowed = count_fixed_windows(
+            conn,
+            "new_devices",
+            {group: len(devices) for group, devices in groups.items()},
+            self.limit,
+        )
+        refused: dict[tuple[str, str], int] = {}
+        for (app_id, address, hour), devices in groups.items():
+            hour_ends_s = (hour + 1) * HOUR_MS // 1000
+            for device_id in list(devices)[allowed[(app_id, address, hour)] :]:
+                refused[(app_id, device_id)] = hour_ends_s
+        if not refused:
+            return checkins
+        kept: list[tuple[int, CheckIn]] = []
+        per_day: dict[tuple[str, date], int] = {}
+        for i, c in checkins:
+            end_s = refused.get((c.app_id, c.device_id)) if c.live else None
+            if end_s is None:
+                kept.append((i, c))
+                continue
+            wait = max(1, end_s - c.at_ms // 1000)
+            outcomes[i] = Outcome("rejected", reason=TOO_MANY_NEW_DEVICES, value=wait)
+            day = day_of_ms(c.at_ms)
+            per_day[(c.app_id, day)] = per_day.get((c.app_id, day), 0) + 1
+        _count_refused(conn, per_day)
+        return kept
+
+
+def _unseen_devices(conn: Connection, live: list[CheckIn]) -> set[tuple[str, str]]:
+    """The (app, device) pairs of these check-ins that have no device row yet."""
+    by_app: dict[str, set[str]] = {}
+    for c in live:
+        by_app.setdefault(c.app_id, set()).add(c.device_id)
+    postgres = conn.dialect.name == "postgresql"
+    sql = _KNOWN_POSTGRESQL if postgres else _KNOWN_SQLITE
+    unseen: set[tuple[str, str]] = set()
+    for app_id, device_ids in by_app.items():
+        ids = orjson.dumps(sorted(device_ids)).decode()
+        known = {row[0] for row in conn.exec_driver_sql(sql, (app_id, ids))}
+        unseen.update((app_id, device_id) for device_id in device_ids - known)
+    return unseen
+
+
+# The devices of one app, among a JSON array of ids, that have a row (its unique index).
+# ORDER BY e.key keeps SQLite's planner driving the join from the array, not the table.
+_KNOWN_SQLITE = (
+    "SELECT d.device_id FROM json_each(?2) AS e"
+    " JOIN devices AS d ON d.app_id = ?1 AND d.device_id = e.value ORDER BY e.key"
+)
+_KNOWN_POSTGRESQL = (
+    "SELECT device_id FROM devices WHERE app_id = %s"
+    " AND device_id IN (SELECT json_array_elements_text(%s::json))"
+)
+
+
+def _count_refused(conn: Connection, per_day: dict[tuple[str, date], int]) -> None:
+    table = s.refused_devices
+    for (app_id, day), count in sorted(per_day.items()):
+        stmt = dialect_insert(conn, table).values(app_id=app_id, day=day, checkins=count)
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["app_id", "day"],
+                set_={"checkins": table.c.checkins + stmt.excluded.checkins},
+            )
+        )
+
+
+def refused_by_day(conn: Connection, app_ids: list[str], lo: date, hi: date) -> dict[date, int]:
+    """Check-ins refused by the new-devices limit, per day of ``lo..hi``, summed over apps."""
+    if not app_ids:
+        return {}
+    r = s.refused_devices.c
+    rows = conn.execute(
+        select(r.day, func.sum(r.checkins))
+        .where(r.app_id.in_(app_ids), r.day >= lo, r.day <= hi)
+        .group_by(r.day)
+    )
+    return {day: int(total) for day, total in rows}
+
+
+def prune(conn: Connection, now_ms: int) -> int:
+    """Delete counters whose windows are over (run now and then; returns rows deleted)."""
+    rc = s.rate_counters.c
+    minute_done = conn.execute(
+        s.rate_counters.delete().where(
+            rc.scope != "new_devices", rc.window_start < now_ms // MINUTE_MS - 1
+        )
+    ).rowcount
+    hour_done = conn.execute(
+        s.rate_counters.delete().where(
+            rc.scope == "new_devices", rc.window_start < now_ms // HOUR_MS
+        )
+    ).rowcount
+    return int(minute_done or 0) + int(hour_done or 0)
+
+
+class Limits:
+    """The rate limits of one process."""
+
+    def __init__(
+        self,
+        *,
+        checkins_per_minute: int,
+        stats_per_minute: int,
+        new_devices_per_hour: int,
+        clock: Clock,
+        run: Run,
+    ) -> None:
+        self.checkins = DeviceRate("checkins", checkins_per_minute, clock, run)
+        self.stats = DeviceRate("stats", stats_per_minute, clock, run)
+        self.new_devices = NewDeviceLimit(new_devices_per_hour)

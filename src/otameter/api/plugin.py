@@ -11,7 +11,6 @@ from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
-import orjson
 from sqlalchemy import delete, select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -28,6 +27,7 @@ from ..events import CheckIn, Download, DownloadCorrection, PluginStat
 from ..ingest import dialect_insert
 from ..limits import TOO_MANY_NEW_DEVICES
 from ..protocol import ProtocolError
+from ..releases import parse_duration, stat_metadata
 from ..runtime import Runtime
 from .common import JSONResponse, client_ip, runtime
 
@@ -90,6 +90,9 @@ async def updates(request: Request) -> Response:
     wait = await rt.limits.checkins.admit(req.app_id, req.device_id)
     if wait is not None:
         return rate_limited(wait, "Too many update checks from this device")
+    # The answer is decided first: the check-in records the version it offers (release
+    # health's ``offered``).
+    answer = update_answer(rt, request, snapshot, req)
     (outcome,) = await rt.submit(
         [
             CheckIn(
@@ -106,12 +109,13 @@ async def updates(request: Request) -> Response:
                 custom_id=req.custom_id,
                 ip=client_ip(request, rt.settings.trusted_proxies),
                 live=True,
+                offered_version=answer["version"] if "url" in answer else "",
             )
         ]
     )
     if outcome.reason == TOO_MANY_NEW_DEVICES:
         return rate_limited(outcome.value, "Too many new devices from this address")
-    return JSONResponse(update_answer(rt, request, snapshot, req))
+    return JSONResponse(answer)
 
 
 def rate_limited(wait: int, message: str) -> JSONResponse:
@@ -264,7 +268,15 @@ async def stats(request: Request) -> Response:
                 # The device's clock is not trusted for ordering; keep it in metadata only.
                 at_ms=now_ms,
                 old_version_name=item.old_version_name,
-                metadata=_stat_metadata(item),
+                metadata=stat_metadata(item.metadata, item.timestamp),
+                platform=item.platform,
+                is_emulator=item.is_emulator,
+                is_prod=item.is_prod,
+                custom_id=item.custom_id or "",
+                version_build=item.version_build or "",
+                plugin_version=item.plugin_version or "",
+                device_ts=item.timestamp,
+                duration_ms=parse_duration(item.metadata),
             )
         )
         results.append(protocol.stats_result(index))
@@ -284,13 +296,6 @@ async def stats(request: Request) -> Response:
     if results[0]["status"] != "ok":
         return app_not_found(only.app_id)
     return JSONResponse(protocol.stats_ok())
-
-
-def _stat_metadata(item: protocol.StatsEvent) -> str | None:
-    extra: dict[str, Any] = dict(item.metadata or {})
-    if item.timestamp is not None:
-        extra["device_timestamp"] = item.timestamp
-    return orjson.dumps(extra).decode() if extra else None
 
 
 # -- channel_self ------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -620,6 +621,63 @@ def test_sparkline() -> None:
     assert sparkline([5, 5]) == "▄▄"
     assert sparkline([0, 7]) == "▁█"
     assert len(sparkline(list(range(90)))) == 60
+
+
+def test_release_health_table_json_and_csv(live: Live, tmp_path: Path) -> None:
+    upload(live, "1.0.0", tmp_path)
+    devices = [str(uuid.uuid4()) for _ in range(2)]
+    for n, device in enumerate(devices):
+        r = live.http.post("/updates", json=device_body(APP_ID, device))
+        assert r.status_code == 200 and r.json()["version"] == "1.0.0", r.text
+        actions = ["download_complete", "set", *(["app_crash"] if n else [])]
+        batch = [
+            device_body(APP_ID, device, action=action, version_name="1.0.0", timestamp=1 + i)
+            for i, action in enumerate(actions)
+        ]
+        batch.append(
+            device_body(
+                APP_ID,
+                device,
+                action="app_launch_ready",
+                version_name="1.0.0",
+                timestamp=10,
+                metadata={"duration_ms": str(40 + n * 20)},
+            )
+        )
+        assert live.http.post("/stats", json=batch).status_code == 200
+    live.rt.rollups.run_blocking()
+    today = live.today()
+
+    as_json = run(live, "stats", "releases", APP_ID, "--from", today, "--to", today, "--json")
+    assert as_json.exit_code == 0, as_json.output
+    rows = json.loads(as_json.stdout)["data"]
+    assert rows[0] == {
+        "version": "1.0.0",
+        "active": 0,
+        "offered": 2,
+        "downloaded": 2,
+        "installed": 2,
+        "failed": 0,
+        "rolled_back": 0,
+        "crashed": 1,
+        "launches": 2,
+        "launch_ms_p50": 40,
+        "launch_ms_p95": 60,
+    }
+    as_csv = run(live, "stats", "releases", APP_ID, "--from", today, "--csv")
+    assert as_csv.exit_code == 0, as_csv.output
+    lines = as_csv.stdout.splitlines()
+    assert lines[0] == (
+        "version,active,offered,downloaded,installed,failed,rolled_back,crashed,launches,"
+        "launch_ms_p50,launch_ms_p95"
+    )
+    assert lines[1] == "1.0.0,0,2,2,2,0,0,1,2,40,60"
+    table = run(live, "stats", "releases", APP_ID, "--from", today)
+    assert table.exit_code == 0, table.output
+    assert "releases of com.example.cli" in table.stdout
+    assert "1.0.0" in table.stdout and "50.0%" in table.stdout  # crash-free: 1 of 2
+    missing = run(live, "stats", "releases", "com.missing.app")
+    assert missing.exit_code == 5 and "App/Organization not found" in missing.stderr
 
 
 # -- key create, list, revoke ----------------------------------------------------------------

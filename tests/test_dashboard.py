@@ -32,7 +32,7 @@ from otameter.db import migrate
 from otameter.demo import DEMO_APPS, seed_demo
 from otameter.runtime import Runtime
 from otameter.units import format_bytes
-from tests.harness import Harness, running
+from tests.harness import Harness, device_body, running
 
 COOKIE = session.COOKIE
 
@@ -772,6 +772,115 @@ def test_locked_org_shows_the_reason(page: Any, live: LiveServer, tmp_path: Path
         assert notice.get_by_role("link").get_attribute("href") == f"/dashboard/org/{live.org_id}"
     finally:
         lock(None, None)
+
+
+def test_app_page_releases_and_device_log(page: Any, live: LiveServer) -> None:
+    import dataclasses
+    import uuid
+
+    from tests.harness import device_body, zip_bytes
+
+    app_id = DEMO_APPS[1][0]
+    # A new bundle on production; three devices take it, one rolls back, one crashes.
+    uploaded = httpx.post(
+        live.url + "/bundle",
+        data={"app_id": app_id, "version": "9.9.0", "channel": "production"},
+        files={"file": ("bundle.zip", zip_bytes(), "application/zip")},
+        headers={"authorization": live.key},
+        timeout=30,
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    live.rt.catalog.invalidate()
+    devices = [str(uuid.uuid4()) for _ in range(3)]
+    offered = "9.9.0"
+    for n, device in enumerate(devices):
+        answer = httpx.post(live.url + "/updates", json=device_body(app_id, device), timeout=30)
+        assert answer.json()["version"] == offered
+        actions = ["download_complete", "set", *[["update_fail"], ["app_crash"], []][n]]
+        batch = [
+            device_body(app_id, device, action=a, version_name=offered, timestamp=100 + i)
+            for i, a in enumerate(actions)
+        ]
+        batch.append(
+            device_body(
+                app_id,
+                device,
+                action="app_launch_ready",
+                version_name=offered,
+                timestamp=200,
+                metadata={"duration_ms": str(800 + 100 * n)},
+            )
+        )
+        assert httpx.post(live.url + "/stats", json=batch, timeout=30).status_code == 200
+    guard = live.rt.release_guard
+    saved = guard.settings
+    guard.settings = dataclasses.replace(
+        saved, release_min_devices=3, release_max_rollback_rate=0.3
+    )
+    try:
+        live.rt.rollups.run_blocking()
+    finally:
+        guard.settings = saved
+
+    _sign_in(page, live)
+    span = _range(TODAY - timedelta(days=6), TODAY)
+    page.goto(f"{live.url}/dashboard/app/{app_id}{span}")
+    _wait_ready(page, (TODAY - timedelta(days=6)).isoformat(), TODAY.isoformat())
+    page.wait_for_selector('main[data-complete="true"]')
+
+    api = live.api(f"/statistics/app/{app_id}/releases/{span}")["data"]
+    funnel = {r["version"]: r for r in _table(page, "table-releases")}
+    assert set(funnel) == {r["version"] for r in api}
+    for row in api:
+        for key in ("offered", "downloaded", "installed", "failed", "rolled_back"):
+            assert int(funnel[row["version"]][key]) == row[key]
+    quality = {r["version"]: r for r in _table(page, "table-release-quality")}
+    mine = next(r for r in api if r["version"] == offered)
+    assert (mine["installed"], mine["rolled_back"], mine["crashed"]) == (3, 1, 1)
+    assert int(quality[offered]["launch_ms_p50"]) == mine["launch_ms_p50"]
+    # Crash-free: of the devices that ran it (the demo's too) or installed it.
+    users = max(mine["active"], mine["installed"], mine["crashed"])
+    assert float(quality[offered]["crash_free"]) == round(1000 * (users - 1) / users) / 10
+
+    # The CSV has the rows of the table.
+    with page.expect_download() as info:
+        page.locator('button.csv[data-chart="releases"]').click()
+    lines = list(csv.DictReader(io.StringIO(Path(info.value.path()).read_text())))
+    assert {line["version"]: int(line["installed"]) for line in lines} == {
+        r["version"]: r["installed"] for r in api
+    }
+
+    # The alert the guard raised (1 of 3 rolled back, over 30%) is on the page.
+    alert = page.locator(f'.release-alert[data-version="{offered}"]')
+    assert alert.count() == 1 and "regressed" in alert.inner_text()
+
+    # Device search, then the device's log, newest first.
+    page.get_by_label("Device id or custom id").fill(devices[1][:13])
+    page.get_by_role("button", name="Search").click()
+    page.wait_for_selector('#device-results[data-count="1"]')
+    page.locator(f'button[data-device="{devices[1]}"]').click()
+    page.wait_for_selector("#device-events")
+    actions = [r["action"] for r in _table(page, "device-events")]
+    assert actions == ["app_launch_ready", "app_crash", "set", "download_complete"]
+
+
+def test_csv_downloads_neutralise_formulas(page: Any, live: LiveServer) -> None:
+    """A device's version name that looks like a formula is text in the dashboard's CSV."""
+    app_id = "com.otameter.demo.csv"
+    versions = ['=HYPERLINK("http://evil.example/","x")', "-2+3", "1.0.0"]
+    with httpx.Client(base_url=live.url, headers={"authorization": live.key}) as http:
+        r = http.post("/app", json={"app_id": app_id, "name": "CSV", "owner_org": live.org_id})
+        assert r.status_code == 201, r.text
+        for version in versions:
+            for _ in range(2):
+                r = http.post("/updates", json=device_body(app_id, version_name=version))
+                assert r.status_code == 200, r.text
+    live.rt.rollups.run_blocking()
+
+    _sign_in(page, live)
+    page.goto(f"{live.url}/dashboard/app/{app_id}{_range(TODAY, TODAY)}")
+    _wait_ready(page, TODAY.isoformat(), TODAY.isoformat())
+
     page.goto(f"{live.url}/dashboard/app/{DEMO_APPS[0][0]}")
     page.wait_for_selector('main[data-complete="true"]')
     assert page.locator("#lock-banner").count() == 0

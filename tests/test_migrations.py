@@ -296,3 +296,41 @@ def test_the_rate_limit_tables_go_and_come_back(db_url: str) -> None:
             assert kept.scalar() == "yes"
     finally:
         engine.dispose()
+
+
+def test_release_health_migration_keeps_rows_both_ways(db_url: str) -> None:
+    # 0007 adds device_events.device_ts (and its unique index), channels' auto_rollback and
+    # previous_bundle_id, release_launches and release_alerts; rows already there stay.
+    from sqlalchemy import text
+
+    config = alembic_config(db_url)
+    command.upgrade(config, "0006")
+    engine = create_db_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO device_events (app_id, device_id, action, version_name, at)"
+                    " VALUES ('a', 'd', 'set', '1.0.0', 5), ('a', 'd', 'set', '1.0.0', 5)"
+                )
+            )
+        migrate(db_url)
+        with engine.begin() as conn:
+            rows = conn.execute(
+                text("SELECT action, at, device_ts FROM device_events ORDER BY id")
+            ).all()
+            assert [tuple(r) for r in rows] == [("set", 5, None), ("set", 5, None)]
+            tables = set(inspect(conn).get_table_names())
+            assert {"release_launches", "release_alerts"} <= tables
+            columns = {c["name"] for c in inspect(conn).get_columns("channels")}
+            assert {"auto_rollback", "previous_bundle_id"} <= columns
+        command.downgrade(config, "0006")
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT COUNT(*) FROM device_events")).scalar() == 2
+            assert "release_launches" not in set(inspect(conn).get_table_names())
+            columns = {c["name"] for c in inspect(conn).get_columns("device_events")}
+            assert "device_ts" not in columns
+        migrate(db_url)
+        assert schema_revision(db_url) == HEAD_REVISION
+    finally:
+        engine.dispose()

@@ -114,6 +114,8 @@ def world(harness: Harness) -> Iterator[dict[str, str]]:
         "webhook_id": str(uuid.uuid4()),
         # A key of its own: revoking it leaves the caller's key alone.
         "key_id": spare.json()["id"],
+        # A device the app knows (its event log route).
+        "device_id": DEVICE,
         "path": f"statistics/app/{APP}/",
         "expires": link.params["expires"],
         "sig": link.params["sig"],

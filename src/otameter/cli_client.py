@@ -928,6 +928,88 @@ def stats_user_command(
     show_statistics("user", None, start, end, as_json, as_csv, server, apikey)
 
 
+RELEASE_FIELDS = (
+    "version",
+    "active",
+    "offered",
+    "downloaded",
+    "installed",
+    "failed",
+    "rolled_back",
+    "crashed",
+    "launches",
+    "launch_ms_p50",
+    "launch_ms_p95",
+)
+
+
+@stats_app.command("releases", epilog=EXIT_HELP)
+def stats_releases_command(
+    app_id: Annotated[str, typer.Argument(help="App id.")],
+    start: FromOption = None,
+    end: ToOption = None,
+    as_json: JsonOption = False,
+    as_csv: CsvOption = False,
+    server: ServerOption = None,
+    apikey: ApikeyOption = None,
+) -> None:
+    """Release health of an app: per bundle version, the devices that were offered it,
+    downloaded, installed, failed, rolled back or crashed, and its launch times."""
+    with reporting():
+        _one_format(as_json, as_csv)
+        first, last = date_range(start, end)
+        with connect(server, apikey) as client:
+            rows = client.releases(app_id, first, last)
+    if as_json:
+        print_json({"data": rows})
+        return
+    if as_csv:
+        writer = CsvWriter(sys.stdout, lineterminator="\n")
+        writer.writerow(RELEASE_FIELDS)
+        for r in rows:
+            writer.writerow(["" if r.get(f) is None else r.get(f) for f in RELEASE_FIELDS])
+        return
+    title = f"releases of {escape(app_id)}, {first} to {last}"
+    if not rows:
+        out.print(f"{title}: no data")
+        return
+    table = Table(title=title, title_justify="left")
+    headers = (
+        "Version",
+        "Active",
+        "Offered",
+        "Downloaded",
+        "Installed",
+        "Failed",
+        "Rolled back",
+        "Crashed",
+        "Crash-free",
+        "Launches",
+        "p50 ms",
+        "p95 ms",
+    )
+    for name in headers:
+        table.add_column(name, justify="left" if name == "Version" else "right", no_wrap=True)
+
+    def count(value: Any) -> str:
+        return "-" if value is None else f"{int(value):,}"
+
+    for r in rows:
+        # Crash-free devices: of those that ran or installed it, the share that never crashed.
+        crashed = int(r.get("crashed") or 0)
+        users = max(int(r.get("active") or 0), int(r.get("installed") or 0), crashed)
+        crash_free = f"{100 * (users - crashed) / users:.1f}%" if users else "-"
+        table.add_row(
+            escape(str(r["version"])),
+            *(count(r.get(f)) for f in RELEASE_FIELDS[1:8]),
+            crash_free,
+            count(r.get("launches")),
+            count(r.get("launch_ms_p50")),
+            count(r.get("launch_ms_p95")),
+        )
+    out.print(table)
+
+
 def _percent(meter: dict[str, Any]) -> str:
     value = meter.get("percent")
     return "-" if value is None else f"{float(value):.1f}%"

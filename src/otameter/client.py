@@ -312,6 +312,13 @@ class OtameterClient:
         body = self._expect(self._request("GET", path, params=params), dict, path)
         return cast(list[StatRow], self._expect(body.get("data"), list, path))
 
+    def releases(self, app_id: str, start: date, end: date) -> list[dict[str, Any]]:
+        """Release health per bundle version (``GET /statistics/app/:app_id/releases/``)."""
+        path = f"/statistics/app/{quote(app_id, safe='')}/releases/"
+        params = {"from": start.isoformat(), "to": end.isoformat()}
+        body = self._expect(self._request("GET", path, params=params), dict, path)
+        return cast(list[dict[str, Any]], self._expect(body.get("data"), list, path))
+
     def usage(self, org_id: str) -> Usage:
         path = f"/organization/{quote(org_id, safe='')}/usage"
         return cast(Usage, self._expect(self._request("GET", path), dict, path))

@@ -29,6 +29,14 @@ def parse_networks(
         raise ValueError(f"invalid {what}: {exc}") from None
 
 
+# Numeric settings read from OTAMETER_<NAME>.
+_NUMBERS: dict[str, type[int] | type[float]] = {
+    "stats_retention_days": float,
+    "release_min_devices": int,
+    "release_max_rollback_rate": float,
+    "release_max_failure_rate": float,
+    "release_max_crash_rate": float,
+}
 # Integer settings read from OTAMETER_<NAME>, e.g. OTAMETER_AUTH_FAILURE_LIMIT.
 _INT_SETTINGS = (
     "auth_failure_limit",
@@ -60,6 +68,16 @@ class Settings:
     trial_days: int = 14
     # Largest bundle zip an upload may store (413 past it).
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES
+    # How long raw plugin stats events are kept for the device log (their release-health
+    # aggregates are kept like the other statistics).
+    stats_retention_days: float = 7.0
+    # Release regression (release_guard.py): once at least ``release_min_devices`` devices
+    # installed (or failed to install) a version, a rollback, failure or crash rate above its
+    # maximum raises ``release_regression`` (and rolls back channels with auto_rollback).
+    release_min_devices: int = 20
+    release_max_rollback_rate: float = 0.05
+    release_max_failure_rate: float = 0.10
+    release_max_crash_rate: float = 0.05
     # -- bounds on what a client may send (see README "Limits") --------------------------
     # Request head (request line and headers) in bytes: 431 above.
     max_header_bytes: int = 16 * 1024
@@ -124,6 +142,13 @@ class Settings:
                 raise ValueError(f"OTAMETER_MAX_BUNDLE_SIZE: {exc}") from None
         if "OTAMETER_TRIAL_DAYS" in env:
             values["trial_days"] = int(env["OTAMETER_TRIAL_DAYS"])
+        for name, kind in _NUMBERS.items():
+            raw = env.get(f"OTAMETER_{name.upper()}")
+            if raw:
+                try:
+                    values[name] = kind(raw)
+                except ValueError:
+                    raise ValueError(f"OTAMETER_{name.upper()} must be a number") from None
         for name, (var, kind) in LIMIT_VARIABLES.items():
             if env.get(var):
                 try:

@@ -33,6 +33,9 @@ class CheckIn(msgspec.Struct, gc=False, array_like=True):
     custom_id: str = ""
     ip: str | None = None
     event_id: str | None = None
+    # The version whose download the answer offered ("" when it offered none): the source
+    # of release health's ``offered``.
+    offered_version: str = ""
     # Sent by a device to this server now (not imported): subject to the new-devices limit.
     live: bool = False
 
@@ -88,6 +91,18 @@ class PluginStat(msgspec.Struct, gc=False):
     at_ms: int
     old_version_name: str | None = None
     metadata: str | None = None
+    # The device's attributes, as the plugin sends them with every stats event.
+    platform: str = ""
+    is_emulator: bool = False
+    is_prod: bool = True
+    custom_id: str = ""
+    version_build: str = ""
+    plugin_version: str = ""
+    # The device's own timestamp (epoch ms), when sent: repeated when a queue is sent again.
+    device_ts: int | None = None
+    # The launch time of an ``app_launch_ready`` (metadata.duration_ms), when valid.
+    duration_ms: int | None = None
+    event_id: str | None = None
 
 
 Event = CheckIn | Download | DownloadCorrection | BundleUpload | BundleDelete | PluginStat

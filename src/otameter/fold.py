@@ -23,7 +23,8 @@ from .clock import day_of_ms
 from .counting import Verdict, classify, device_verdict
 from .events import CheckIn, Download
 
-# (app_id, day, verdict, version_name): one activity delta of the batch.
+# (app_id, day, verdict, version_name): one activity delta of the batch (verdict may also be
+# "offered", a release-health outcome: see releases.py).
 ActivityKey = tuple[str, date, str, str]
 # app_id, device_id, version, at, day, bytes
 DownloadRow = tuple[str, str, str, int, date, int]
@@ -168,6 +169,14 @@ class Fold:
                 self.activity[group] = [row[_POSITION]]
             else:
                 members.append(row[_POSITION])
+            # Release health: the counted devices this check-in offered a version to.
+            if c.offered_version and verdict is _COUNTED:
+                offered = (app_id, day, "offered", c.offered_version)
+                members = self.activity.get(offered)
+                if members is None:
+                    self.activity[offered] = [row[_POSITION]]
+                else:
+                    members.append(row[_POSITION])
         return verdict
 
     def add_download(self, d: Download) -> None:

@@ -24,8 +24,10 @@ import msgspec
 import orjson
 
 from .clock import EPOCH, ONE_MS
-from .events import BundleDelete, BundleUpload, CheckIn, Download, Event
+from .events import BundleDelete, BundleUpload, CheckIn, Download, Event, PluginStat
 from .fold import Fold, FoldedBatch, IpPredicate
+from .releases import ACTION_RE as STAT_ACTION_RE
+from .releases import parse_duration, stat_metadata
 
 # What a device id may hold: hex digits and dashes (its length is checked apart).
 UUID_CHARS = "0123456789abcdefABCDEF-"
@@ -115,7 +117,51 @@ def _parse_in_full(line: bytes, latest_ms: int) -> Event:
         return BundleDelete(
             app_id=app_id, version=_str(data, "version"), at_ms=at_ms, event_id=event_id
         )
-    raise LineError("'type' must be checkin, download, upload or delete")
+    if kind == "stat":
+        return _stat(data, app_id, at_ms, event_id)
+    raise LineError("'type' must be checkin, download, upload, delete or stat")
+
+
+def _stat(data: dict[str, Any], app_id: str, at_ms: int, event_id: str | None) -> PluginStat:
+    """A plugin stats event (plugin-protocol.md §3), as ``POST /stats`` records it."""
+    device_id = _str(data, "device_id", max_len=36)
+    if device_id.strip(UUID_CHARS):
+        raise LineError("'device_id' must be a UUID")
+    platform = _str(data, "platform", max_len=16)
+    if platform not in PLATFORMS:
+        raise LineError("'platform' must be ios, android or electron")
+    action = _str(data, "action", max_len=64)
+    if not STAT_ACTION_RE.fullmatch(action):
+        raise LineError("'action' must be a snake_case identifier")
+    metadata = data.get("metadata")
+    if metadata is not None and not (
+        isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
+    ):
+        raise LineError("'metadata' must be an object of strings")
+    timestamp = data.get("timestamp")
+    if timestamp is not None:
+        timestamp = _int(data, "timestamp")
+    old = data.get("old_version_name")
+    if old is not None and not isinstance(old, str):
+        raise LineError("'old_version_name' must be a string")
+    return PluginStat(
+        app_id=app_id,
+        device_id=device_id.lower(),
+        action=action,
+        version_name=_str(data, "version_name", required=False),
+        at_ms=at_ms,
+        old_version_name=old,
+        metadata=stat_metadata(metadata, timestamp),
+        platform=platform,
+        is_emulator=_bool(data, "is_emulator"),
+        is_prod=_bool(data, "is_prod"),
+        custom_id=_str(data, "custom_id", required=False, max_len=36),
+        version_build=_str(data, "version_build", required=False),
+        plugin_version=_str(data, "plugin_version", required=False, max_len=64),
+        device_ts=timestamp,
+        duration_ms=parse_duration(metadata),
+        event_id=event_id,
+    )
 
 
 def _checkin(data: dict[str, Any], app_id: str, at_ms: int, event_id: str | None) -> CheckIn:
@@ -407,7 +453,8 @@ class SliceFolder:
         if type(event) is CheckIn:
             ip = event.ip
             return ip is not None and ip != "" and self.is_google_ip(ip)
-        return type(event) is BundleUpload or type(event) is BundleDelete
+        # Stats events are few beside check-ins: the writer applies them one batch at a time.
+        return type(event) in _WAITING
 
     def events(self, piece: Slice) -> Iterator[tuple[int, Event | LineError]]:
         """(index in the slice, event or the reason it was refused) of every line of the
@@ -458,7 +505,7 @@ class SliceFolder:
                     rejected.append((index, str(event)))
                     continue
                 else:
-                    assert kind is BundleUpload or kind is BundleDelete, f"unexpected {event!r}"
+                    assert kind in _WAITING, f"unexpected {event!r}"
                     deferred.append((index, event))  # type: ignore[arg-type]
                     continue
                 event_id = event.event_id
@@ -481,6 +528,9 @@ class SliceFolder:
             latest_at=latest_at,
         )
         return result
+
+
+_WAITING = (BundleUpload, BundleDelete, PluginStat)
 
 
 def _no_uploads(app_id: str) -> tuple[int, ...]:

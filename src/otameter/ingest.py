@@ -339,21 +339,13 @@ class Pipeline:
         fresh: list[int],
         outcomes: list[Outcome | None],
     ) -> None:
-        rows = [
-            {
-                "app_id": e.app_id,
-                "device_id": e.device_id,
-                "action": e.action,
-                "version_name": e.version_name,
-                "old_version_name": e.old_version_name,
-                "at": e.at_ms,
-                "metadata": e.metadata,
-            }
-            for i in fresh
-            if outcomes[i] is None and isinstance(e := events[i], PluginStat)
-        ]
-        if rows:
-            conn.execute(s.device_events.insert(), rows)
+        # Imported here: release_ingest builds on this module's helpers.
+        from .release_ingest import store_stats
+
+        store_stats(
+            conn,
+            [e for i in fresh if outcomes[i] is None and isinstance(e := events[i], PluginStat)],
+        )
 
 
 def store_facts(conn: Connection, facts: FoldedFacts) -> None:
@@ -378,7 +370,7 @@ def store_facts(conn: Connection, facts: FoldedFacts) -> None:
         marks = ", ".join([_placeholder(conn)] * 6)
         conn.exec_driver_sql(
             f"INSERT INTO downloads ({columns}) VALUES ({marks})",
-            [(*row[:4], _date_param(conn, row[4]), row[5]) for row in facts.downloads],
+            [(*row[:4], date_param(conn, row[4]), row[5]) for row in facts.downloads],
         )
         days = {(row[0], row[4], "bandwidth") for row in facts.downloads}
         conn.execute(
@@ -387,7 +379,7 @@ def store_facts(conn: Connection, facts: FoldedFacts) -> None:
         )
 
 
-def _date_param(conn: Connection, day: date) -> Any:
+def date_param(conn: Connection, day: date) -> Any:
     # SQLAlchemy stores a Date as ISO text on SQLite; statements run with exec_driver_sql
     # bypass its type handling, so the text is passed as is.
     return day if conn.dialect.name == "postgresql" else day.isoformat()
@@ -551,7 +543,12 @@ def link_channel(conn: Connection, app_id: str, name: str, bundle_id: str, at_ms
     updated = conn.execute(
         update(s.channels)
         .where(and_(c.app_id == app_id, c.name == name))
-        .values(bundle_id=bundle_id, updated_at=at_ms)
+        # The bundle it served before is what auto_rollback goes back to.
+        .values(
+            previous_bundle_id=func.coalesce(c.bundle_id, c.previous_bundle_id),
+            bundle_id=bundle_id,
+            updated_at=at_ms,
+        )
     )
     if updated.rowcount:
         return

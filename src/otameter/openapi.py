@@ -303,12 +303,127 @@ SCHEMAS: dict[str, Schema] = {
                 **BOOL,
                 "description": "Never offer a bundle below the device's native version.",
             },
+            "auto_rollback": {
+                **BOOL,
+                "description": (
+                    "Release guard: when a `release_regression` is raised for the channel's "
+                    "bundle, the channel goes back to the bundle it served before (default "
+                    "false)."
+                ),
+            },
         },
     },
     "ChannelPublic": obj(
         ["public_ios", "public_android", "public_electron", "disable_auto_update"],
         {"public_ios": BOOL, "public_android": BOOL, "public_electron": BOOL},
         description="Which platforms the channel is the public (default) channel of.",
+    ),
+    "ReleaseRow": obj(
+        [
+            "version",
+            "active",
+            "offered",
+            "downloaded",
+            "installed",
+            "failed",
+            "rolled_back",
+            "crashed",
+            "launches",
+            "launch_ms_p50",
+            "launch_ms_p95",
+        ],
+        {
+            "date": {**DAY, "description": "With `by=day` only."},
+            "version": STR,
+            "active": {**NONNEG, "description": "Devices whose update checks ran it."},
+            "offered": {**NONNEG, "description": "Devices `/updates` offered its download."},
+            "downloaded": {**NONNEG, "description": "Devices that sent `download_complete`."},
+            "installed": {**NONNEG, "description": "Devices that sent `set`."},
+            "failed": {**NONNEG, "description": "Devices that sent a download or install failure."},
+            "rolled_back": {**NONNEG, "description": "Devices that sent `update_fail`."},
+            "crashed": {**NONNEG, "description": "Devices that crashed while running it."},
+            "launches": {**NONNEG, "description": "`app_launch_ready` events (not devices)."},
+            "launch_ms_p50": {
+                **nullable(NONNEG),
+                "description": "Median launch time (ms), within 1%; null without launches.",
+            },
+            "launch_ms_p95": {
+                **nullable(NONNEG),
+                "description": "95th percentile launch time (ms), within 1%; null if none.",
+            },
+        },
+    ),
+    "Device": obj(
+        [
+            "device_id",
+            "custom_id",
+            "platform",
+            "version_name",
+            "version_build",
+            "plugin_version",
+            "channel",
+            "is_emulator",
+            "is_prod",
+            "first_seen",
+            "last_seen",
+        ],
+        {
+            "device_id": STR,
+            "custom_id": STR,
+            "platform": STR,
+            "version_name": {**STR, "description": "The version it runs (latest check-in)."},
+            "version_build": STR,
+            "plugin_version": STR,
+            "channel": {
+                **nullable(STR),
+                "description": "The channel the server keeps for it (plugins before 7.34).",
+            },
+            "is_emulator": BOOL,
+            "is_prod": BOOL,
+            "first_seen": DATETIME,
+            "last_seen": DATETIME,
+        },
+    ),
+    "DeviceEvent": obj(
+        ["id", "action", "version_name", "old_version_name", "at", "metadata"],
+        {
+            "id": INT,
+            "action": STR,
+            "version_name": STR,
+            "old_version_name": nullable(STR),
+            "at": DATETIME,
+            "metadata": nullable({"type": "object"}),
+        },
+    ),
+    "ReleaseGuard": obj(
+        [
+            "org_id",
+            "min_devices",
+            "max_rollback_rate",
+            "max_failure_rate",
+            "max_crash_rate",
+            "overrides",
+        ],
+        {
+            "org_id": STR,
+            "min_devices": NONNEG,
+            "max_rollback_rate": {"type": "number"},
+            "max_failure_rate": {"type": "number"},
+            "max_crash_rate": {"type": "number"},
+            "overrides": {"type": "object", "description": "The org's own values."},
+        },
+    ),
+    "ReleaseAlert": obj(
+        ["version", "channel", "reason", "devices", "rates", "rolled_back_to", "created_at"],
+        {
+            "version": STR,
+            "channel": nullable(STR),
+            "reason": {"enum": ["rollback", "crash", "failure"]},
+            "devices": NONNEG,
+            "rates": {"type": "object"},
+            "rolled_back_to": nullable(STR),
+            "created_at": DATETIME,
+        },
     ),
     "StatsRow": obj(
         ["date", "mau", "storage", "bandwidth"],
@@ -1328,6 +1443,44 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             },
         }
     },
+    "/statistics/app/{app_id}/releases/": {
+        "get": {
+            "tags": ["statistics"],
+            "summary": "Release health per bundle version",
+            "description": (
+                "What the plugin's stats events say happened to each bundle version over the "
+                "range: unique counted devices (emulators and dev builds never count; a device "
+                "that retries counts once) that ran it, were offered it, downloaded, installed, "
+                "failed, rolled back, crashed; its launches and their p50/p95 launch time. "
+                "`by=day`: one row per version per day, with `date`. Live within 10 seconds."
+            ),
+            "security": AUTH,
+            "parameters": [
+                app_id_param(),
+                *STATS_DATE_PARAMS,
+                FORMAT_PARAM,
+                {
+                    "name": "by",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"enum": ["day", "version"]},
+                    "description": "`day`: a row per version and day (default: per version).",
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "One row per version (newest bundle first).",
+                    "content": {
+                        **json_content(
+                            obj(["data"], {"data": {"type": "array", "items": ref("ReleaseRow")}})
+                        ),
+                        **CSV_ANSWER,
+                    },
+                },
+                **STATS_ERRORS,
+            },
+        }
+    },
     "/statistics/app/{app_id}/refused_devices/": {
         "get": {
             "tags": ["statistics"],
@@ -1343,6 +1496,108 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             "responses": {
                 "200": answer("One row per day.", ref("RefusedDevicesAnswer")),
                 **STATS_ERRORS,
+            },
+        }
+    },
+    "/app/{app_id}/devices": {
+        "get": {
+            "tags": ["devices"],
+            "summary": "An app's devices",
+            "description": "Most recently seen first; `search` matches the start of a device "
+            "id or a custom id.",
+            "security": AUTH,
+            "parameters": [
+                app_id_param(),
+                {
+                    "name": "search",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "maxLength": 64},
+                },
+                PAGE_PARAM,
+            ],
+            "responses": {
+                "200": answer(
+                    "A page of 50 devices.",
+                    obj(
+                        ["data", "page", "next_page"],
+                        {
+                            "data": {"type": "array", "items": ref("Device")},
+                            "page": NONNEG,
+                            "next_page": nullable(NONNEG),
+                        },
+                    ),
+                ),
+                "400": BAD_REQUEST,
+                "401": UNAUTHORIZED,
+                "404": error("App not found (or not visible to the key)."),
+            },
+        }
+    },
+    "/app/{app_id}/devices/{device_id}/events": {
+        "get": {
+            "tags": ["devices"],
+            "summary": "A device's recent plugin events",
+            "description": (
+                "Its stats events, newest first, kept for `OTAMETER_STATS_RETENTION_DAYS` "
+                "(default 7). `before` (the `next_before` of a page) pages on."
+            ),
+            "security": AUTH,
+            "parameters": [
+                app_id_param(),
+                {
+                    "name": "device_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 36},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+                },
+                {
+                    "name": "before",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 0, "maximum": 999999999999999999},
+                },
+            ],
+            "responses": {
+                "200": answer(
+                    "Events.",
+                    obj(
+                        ["data", "next_before"],
+                        {
+                            "data": {"type": "array", "items": ref("DeviceEvent")},
+                            "next_before": nullable(INT),
+                        },
+                    ),
+                ),
+                "400": BAD_REQUEST,
+                "401": UNAUTHORIZED,
+                "404": error("App not found (or not visible to the key), or device not found."),
+            },
+        }
+    },
+    "/app/{app_id}/release_alerts": {
+        "get": {
+            "tags": ["devices"],
+            "summary": "Release regressions raised for the app",
+            "description": (
+                "Each `release_regression` the release guard raised (once per version and "
+                "channel), newest first, with what auto_rollback did."
+            ),
+            "security": AUTH,
+            "parameters": [app_id_param()],
+            "responses": {
+                "200": answer(
+                    "Alerts.",
+                    obj(["data"], {"data": {"type": "array", "items": ref("ReleaseAlert")}}),
+                ),
+                "401": UNAUTHORIZED,
+                "404": error("App not found (or not visible to the key)."),
             },
         }
     },
@@ -1371,6 +1626,52 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                 "401": UNAUTHORIZED,
             },
         }
+    },
+    "/organization/{org_id}/release_guard": {
+        "get": {
+            "tags": ["plans"],
+            "summary": "The org's release-guard thresholds",
+            "description": (
+                "When a `release_regression` is raised: the server's thresholds "
+                "(`OTAMETER_RELEASE_*`) with the org's own `overrides`."
+            ),
+            "security": AUTH,
+            "parameters": [org_id_param()],
+            "responses": {
+                "200": answer("The thresholds in effect.", ref("ReleaseGuard")),
+                "401": UNAUTHORIZED,
+                "404": error("Organization not found (or not visible to the key)."),
+            },
+        },
+        "put": {
+            "tags": ["plans"],
+            "summary": "Set the org's release-guard thresholds",
+            "description": "Sets the thresholds given; `null` goes back to the server's value.",
+            "security": AUTH,
+            "parameters": [org_id_param()],
+            "requestBody": json_body(
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "min_devices": nullable(
+                            {"type": "integer", "minimum": 1, "maximum": 1000000000}
+                        ),
+                        **{
+                            name: nullable({"type": "number", "minimum": 0, "maximum": 1})
+                            for name in ("max_rollback_rate", "max_failure_rate", "max_crash_rate")
+                        },
+                    },
+                }
+            ),
+            "responses": {
+                "200": answer("The thresholds in effect.", ref("ReleaseGuard")),
+                "400": BAD_REQUEST,
+                "401": UNAUTHORIZED,
+                "403": error("Needs `admin`, with a key not limited to some apps."),
+                "404": error("Organization not found (or not visible to the key)."),
+            },
+        },
     },
     "/organization/{org_id}/usage": {
         "get": {

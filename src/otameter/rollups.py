@@ -44,6 +44,10 @@ MATERIALIZED_KEY = "rollup_materialized_through"
 COMPLETED_KEY = "rollup_completed_at"
 # Arbitrary constant naming the rollup's advisory lock on PostgreSQL.
 ROLLUP_LOCK_ID = 0x07A3E7E4
+# Kinds of activity rows that are release-health outcomes (releases.OUTCOMES).
+RELEASE_KINDS = frozenset(
+    ("offered", "downloaded", "installed", "failed", "rolled_back", "crashed")
+)
 
 
 def month_end(day: date) -> date:
@@ -92,6 +96,9 @@ class Rollups:
         self.new_devices: NewDeviceLimit | None = None
         # Called inside each rollup transaction with the apps whose figures it recomputed.
         self.hooks: list[Callable[[Connection, set[str]], None]] = []
+        # Called in the same transaction with the (app, version) pairs whose release-health
+        # device sets it folded.
+        self.release_hooks: list[Callable[[Connection, set[tuple[str, str]]], None]] = []
 
     def run_blocking(self) -> RollupReport:
         """Run until nothing is pending (used by import, tests and the worker)."""
@@ -182,7 +189,8 @@ class Rollups:
 
         self._fold_log(conn, prepared, report)
         self._new_days(conn, today, dirty)
-        report.deltas_folded = self._fold_deltas(conn, dirty)
+        touched: set[tuple[str, str]] = set()
+        report.deltas_folded = self._fold_deltas(conn, dirty, touched)
         report.queue_items = self._drain_queue(conn, today, dirty)
         report.more_pending |= max(report.deltas_folded, report.queue_items) >= self.max_rows
         for app_id, (lo, hi) in sorted(ranges.items()):
@@ -195,6 +203,9 @@ class Rollups:
             now = str(to_ms(self.clock.now()))
             stmt = dialect_insert(conn, s.server_state).values(key=COMPLETED_KEY, value=now)
             conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": now}))
+        if touched:
+            for release_hook in self.release_hooks:
+                release_hook(conn, touched)
         return report
 
     def _new_days(self, conn: Connection, today: date, dirty: Any) -> None:
@@ -211,7 +222,7 @@ class Rollups:
             stmt.on_conflict_do_update(index_elements=["key"], set_={"value": today.isoformat()})
         )
 
-    def _fold_deltas(self, conn: Connection, dirty: Any) -> int:
+    def _fold_deltas(self, conn: Connection, dirty: Any, touched: set[tuple[str, str]]) -> int:
         d = s.activity_deltas.c
         rows = conn.execute(
             select(d.id, d.app_id, d.day, d.kind, d.version_name, d.bitmap)
@@ -224,6 +235,10 @@ class Rollups:
         for row in rows:
             bitmap = BitMap.deserialize(row.bitmap)
             folded[(row.app_id, row.day, row.kind, row.version_name)] |= bitmap
+            if row.kind in RELEASE_KINDS:
+                # Release-health outcomes (releases.py): per version only, no daily figure.
+                touched.add((row.app_id, row.version_name))
+                continue
             # Version "" holds the day's devices over all versions.
             folded[(row.app_id, row.day, row.kind, "")] |= bitmap
             if row.kind == "counted":

@@ -24,6 +24,8 @@ from .ingest import Pipeline, dialect_insert
 from .limits import Limits, prune
 from .periodic import Periodic
 from .plans import PlanEnforcer
+from .release_guard import ReleaseGuard
+from .release_ingest import PRUNE_BATCH, prune_events
 from .rollups import Rollups
 from .webhooks import TargetPolicy, WebhookDispatcher
 from .writer import Writer
@@ -74,6 +76,9 @@ class Runtime:
         self.plan_worker = Periodic(
             "otameter-plans", self.plans.tick, max(1.0, settings.rollup_interval_seconds)
         )
+        self.release_guard = ReleaseGuard(settings, self.clock, self.catalog.invalidate)
+        self.rollups.release_hooks.append(self.release_guard.on_rollup)
+        self.prune_worker = Periodic("otameter-prune", self.prune_stats_events, 60.0)
         self.limits = Limits(
             checkins_per_minute=settings.checkins_per_device_minute,
             stats_per_minute=settings.stats_per_device_minute,
@@ -116,6 +121,7 @@ class Runtime:
             self.plan_worker.start()
             self.webhook_worker.start()
             self.bundle_sweeper.start()
+            self.prune_worker.start()
             self.limits_worker.start()
         self.started = True
 
@@ -132,6 +138,7 @@ class Runtime:
         self.plan_worker.stop()
         self.webhook_worker.stop()
         self.bundle_sweeper.stop()
+        self.prune_worker.stop()
         self.limits_worker.stop()
         self.webhooks.close()
         self.writer.stop()
@@ -140,6 +147,17 @@ class Runtime:
         self.read_engine.dispose()
         self.write_engine.dispose()
         self.started = False
+
+    def prune_stats_events(self) -> int:
+        """Delete raw stats events older than the retention; returns how many went."""
+        cutoff = to_ms(self.clock.now()) - int(self.settings.stats_retention_days * 86_400_000)
+        total = 0
+        while True:
+            # Bounded transactions: the writer stays free for live traffic between them.
+            pruned = self.writer.run_blocking(lambda conn: prune_events(conn, cutoff))
+            total += pruned
+            if pruned < PRUNE_BATCH:
+                return total
 
     def _prune_limits(self) -> None:
         now_ms = to_ms(self.clock.now())

@@ -58,6 +58,9 @@ orgs = Table(
     # Set while the org is locked (over its plan): the plugin answers with this code.
     Column("lock_code", String(64), nullable=True),
     Column("lock_reason", Text, nullable=True),
+    # The org's release-guard thresholds where they differ from the server's (a JSON object
+    # of release_guard.THRESHOLDS names; NULL: the server's settings).
+    Column("release_guard", Text, nullable=True),
 )
 
 org_members = Table(
@@ -205,6 +208,10 @@ channels = Table(
     # "none", "major", "minor" or "patch": the semver step a device may not auto-update over.
     Column("disable_auto_update", String(8), nullable=False, server_default="none"),
     Column("disable_auto_update_under_native", Boolean, nullable=False, server_default="1"),
+    # Opt-in: a release regression of the channel's bundle puts the previous one back.
+    Column("auto_rollback", Boolean, nullable=False, server_default="0"),
+    # The bundle the channel served before its current one (what auto_rollback goes back to).
+    Column("previous_bundle_id", String(36), nullable=True),
     UniqueConstraint("app_id", "name", name="uq_channels_app_name"),
 )
 
@@ -294,7 +301,9 @@ downloads = Table(
     Index("ix_downloads_app_day", "app_id", "day"),
 )
 
-# Plugin stats events (download progress, set, update_fail, ...), kept for device logs.
+# Plugin stats events (download progress, set, update_fail, ...), kept for device logs for
+# a bounded time (Settings.stats_retention_days); their release facts are kept in the
+# activity bitmaps and release_launches.
 device_events = Table(
     "device_events",
     metadata,
@@ -306,7 +315,50 @@ device_events = Table(
     Column("old_version_name", String(255), nullable=True),
     Column("at", BigInteger, nullable=False),
     Column("metadata", Text, nullable=True),
+    # The device's own timestamp (epoch ms) when it sent one: a queue sent again repeats it,
+    # so the unique index below keeps one row per event (NULLs never conflict).
+    Column("device_ts", BigInteger, nullable=True),
     Index("ix_device_events_app_device_at", "app_id", "device_id", "at"),
+    Index(
+        "ux_device_events_event",
+        "app_id",
+        "device_id",
+        "device_ts",
+        "action",
+        "version_name",
+        unique=True,
+    ),
+    # Pruning walks events by age.
+    Index("ix_device_events_at", "at"),
+)
+
+# Launch times of a bundle version per day (app_launch_ready's metadata.duration_ms), as a
+# histogram of log-scale buckets (releases.launch_bucket): counts add up, so any days and
+# any order merge exactly, and a quantile is read within a bounded relative error.
+release_launches = Table(
+    "release_launches",
+    metadata,
+    Column("app_id", String(255), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("version_name", String(255), primary_key=True),
+    Column("bucket", Integer, primary_key=True),
+    Column("launches", BigInteger, nullable=False),
+)
+
+# Release regressions already raised: one per (app, version, channel) ("" when no channel
+# served the version), with what the guard did.
+release_alerts = Table(
+    "release_alerts",
+    metadata,
+    Column("app_id", String(255), primary_key=True),
+    Column("version_name", String(255), primary_key=True),
+    Column("channel", String(255), primary_key=True),
+    Column("reason", String(32), nullable=False),
+    Column("devices", BigInteger, nullable=False),
+    Column("rates", Text, nullable=False),
+    # The version the channel went back to (auto_rollback), if it did.
+    Column("rolled_back_to", String(255), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
 )
 
 # Event ids already applied, so that a replayed import counts each event once.

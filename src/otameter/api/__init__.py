@@ -19,7 +19,7 @@ from .. import metrics, openapi
 from ..errors import ApiError
 from ..logs import log_request
 from ..runtime import Runtime
-from . import bounds, management, ops, plans, plugin, statistics
+from . import bounds, devices, management, ops, plans, plugin, statistics
 from .common import JSONResponse, client_ip, error_response
 
 log = logging.getLogger(__name__)
@@ -191,6 +191,7 @@ def create_app(rt: Runtime, *, manage_runtime: bool = True) -> Starlette:
             *ops.routes,
             *plugin.routes,
             *management.routes,
+            *devices.routes,
             *statistics.routes,
             *openapi.routes,
             *plans.routes,

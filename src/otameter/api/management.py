@@ -730,6 +730,8 @@ CHANNEL_FLAGS = {
     "android": True,
     "electron": True,
     "disable_auto_update_under_native": True,
+    # Release guard (release_guard.py): a regression of the bundle puts the previous one back.
+    "auto_rollback": False,
 }
 # Devices seen within this many days count in a channel's ``devices`` (the MAU window).
 CHANNEL_DEVICE_DAYS = 30
@@ -819,6 +821,9 @@ async def upsert_channel(request: Request) -> Response:
                 }
             if version is not None:
                 values["bundle_id"] = bundle_id
+                if bundle_id != existing.bundle_id and existing.bundle_id is not None:
+                    # What auto_rollback goes back to.
+                    values["previous_bundle_id"] = existing.bundle_id
             conn.execute(
                 update(s.channels).where(c.id == channel_id).values(updated_at=now_ms, **values)
             )

@@ -1,4 +1,5 @@
-"""Plan routes: plans, an org's usage against its plan, org webhooks and their deliveries."""
+"""Org routes: plans, an org's usage against its plan, org webhooks and their deliveries, and
+the org's release-guard thresholds."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import secrets
 import uuid
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, select, update
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -18,6 +20,7 @@ from ..clock import to_ms
 from ..errors import ApiError, bad_request, not_found
 from ..limits import refused_by_day
 from ..plans import compute_usage, list_plans
+from ..release_guard import THRESHOLDS
 from ..webhooks import MIN_SECRET_LENGTH, TargetError, delivery_json, parse_target
 from .common import JSONResponse, caller, json_object, query_page, read_db, runtime
 from .management import INSUFFICIENT, iso, org_access
@@ -171,7 +174,66 @@ async def list_deliveries(request: Request) -> Response:
     return JSONResponse(await read_db(request, read))
 
 
+# -- release guard thresholds (release_guard.py) ---------------------------------------------
+
+
+def _guard_json(rt: Any, org: Any) -> dict[str, Any]:
+    overrides = orjson.loads(org.release_guard) if org.release_guard else {}
+    return {
+        "org_id": org.id,
+        **rt.release_guard.thresholds(org.release_guard),
+        "overrides": overrides,
+    }
+
+
+async def get_release_guard(request: Request) -> Response:
+    """The org's release-guard thresholds: the server's, with the org's own overrides."""
+    principal = await caller(request)
+    rt = runtime(request)
+    org_id = request.path_params["org_id"]
+
+    def read(conn: Connection) -> dict[str, Any]:
+        return _guard_json(rt, org_access(conn, principal, org_id, Level.READ))
+
+    return JSONResponse(await read_db(request, read))
+
+
+async def put_release_guard(request: Request) -> Response:
+    """Set some of the org's thresholds; ``null`` goes back to the server's value."""
+    principal = await caller(request)
+    rt = runtime(request)
+    org_id = request.path_params["org_id"]
+    data = await json_object(request)
+    unknown = sorted(set(data) - set(THRESHOLDS))
+    if unknown:
+        raise bad_request(f"unknown threshold {unknown[0]!r}; use {', '.join(THRESHOLDS)}")
+    for name, value in data.items():
+        if value is None:
+            continue
+        if name == "min_devices":
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10**9:
+                raise bad_request("'min_devices' must be an integer from 1 to 1000000000")
+        elif not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
+            raise bad_request(f"'{name}' must be a rate from 0 to 1")
+
+    def write(conn: Connection) -> dict[str, Any]:
+        org = org_access(conn, principal, org_id, Level.ADMIN, whole_org=True)
+        overrides = orjson.loads(org.release_guard) if org.release_guard else {}
+        for name, value in data.items():
+            if value is None:
+                overrides.pop(name, None)
+            else:
+                overrides[name] = value
+        stored = orjson.dumps(overrides).decode() if overrides else None
+        conn.execute(update(s.orgs).where(s.orgs.c.id == org_id).values(release_guard=stored))
+        return _guard_json(rt, conn.execute(select(s.orgs).where(s.orgs.c.id == org_id)).one())
+
+    return JSONResponse(await rt.writer.run(write))
+
+
 routes = [
+    Route("/organization/{org_id}/release_guard", get_release_guard, methods=["GET"]),
+    Route("/organization/{org_id}/release_guard", put_release_guard, methods=["PUT"]),
     Route("/plans", get_plans, methods=["GET"]),
     Route("/organization/{org_id}/usage", get_usage, methods=["GET"]),
     Route("/organization/{org_id}/webhooks", create_webhook, methods=["POST"]),

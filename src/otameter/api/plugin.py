@@ -27,6 +27,7 @@ from ..download import MeteredFileResponse
 from ..events import CheckIn, Download, DownloadCorrection, PluginStat
 from ..ingest import dialect_insert
 from ..protocol import ProtocolError
+from ..releases import parse_duration, stat_metadata
 from ..runtime import Runtime
 from .common import JSONResponse, client_ip, runtime
 
@@ -99,6 +100,9 @@ async def update_check(rt: Runtime, request: Request, body: bytes) -> Response:
         return rate_limited(wait, "Too many update checks from this device")
     # The new-devices limit is applied when the rollup folds the log (checkin_log.py): the
     # answer does not wait for the device table, so a refused new device is answered 200.
+    # The answer is decided first: the check-in records the version it offers (release
+    # health's ``offered``).
+    answer = update_answer(rt, request, snapshot, req)
     await rt.writer.append(
         CheckIn(
             req.app_id,
@@ -114,9 +118,10 @@ async def update_check(rt: Runtime, request: Request, body: bytes) -> Response:
             req.custom_id,
             client_ip(request, rt.settings.trusted_proxies),
             live=True,
+            offered_version=answer["version"] if "url" in answer else "",
         )
     )
-    return EncodedJSON(orjson.dumps(update_answer(rt, request, snapshot, req)))
+    return EncodedJSON(orjson.dumps(answer))
 
 
 class EncodedJSON(Response):
@@ -284,7 +289,15 @@ async def stats(request: Request) -> Response:
                 # The device's clock is not trusted for ordering; keep it in metadata only.
                 at_ms=now_ms,
                 old_version_name=item.old_version_name,
-                metadata=_stat_metadata(item),
+                metadata=stat_metadata(item.metadata, item.timestamp),
+                platform=item.platform,
+                is_emulator=item.is_emulator,
+                is_prod=item.is_prod,
+                custom_id=item.custom_id or "",
+                version_build=item.version_build or "",
+                plugin_version=item.plugin_version or "",
+                device_ts=item.timestamp,
+                duration_ms=parse_duration(item.metadata),
             )
         )
         results.append(protocol.stats_result(index))
@@ -304,13 +317,6 @@ async def stats(request: Request) -> Response:
     if results[0]["status"] != "ok":
         return app_not_found(only.app_id)
     return JSONResponse(protocol.stats_ok())
-
-
-def _stat_metadata(item: protocol.StatsEvent) -> str | None:
-    extra: dict[str, Any] = dict(item.metadata or {})
-    if item.timestamp is not None:
-        extra["device_timestamp"] = item.timestamp
-    return orjson.dumps(extra).decode() if extra else None
 
 
 # -- channel_self ------------------------------------------------------------------------------

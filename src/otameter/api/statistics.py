@@ -27,6 +27,7 @@ from ..auth import Level, Principal, lookup_key, org_role, readable_org_ids
 from ..clock import to_ms
 from ..errors import ApiError
 from ..limits import refused_by_day
+from ..release_stats import release_rows, release_rows_to_csv
 from ..statistics import (
     StatsQuery,
     bundle_usage_rows,
@@ -205,7 +206,44 @@ async def refused_devices(request: Request) -> Response:
     return JSONResponse({"data": rows})
 
 
+INVALID_BY = "Invalid by. Use day"
+
+
+async def releases(request: Request) -> Response:
+    """Release health per bundle version (contract.md "Release health")."""
+    key = request_key(request)
+    rt = runtime(request)
+    now_ms = to_ms(rt.clock.now())
+    today = rt.clock.now().date()
+    app_id = request.path_params["app_id"]
+
+    def read(conn: Connection) -> tuple[StatsQuery, bool, list[dict[str, Any]]] | None:
+        principal = _principal(conn, request, key, now_ms)
+        if principal is None:
+            return None
+        query = parse_query(request.query_params, options=False)
+        by = request.query_params.get("by", "").strip().lower()
+        if by not in {"", "day", "version"}:
+            raise ApiError(400, INVALID_BY)
+        app_ids_for_app(conn, principal, app_id)
+        by_day = by == "day"
+        rows = release_rows(conn, app_id, query.start, query.end, today, by_day=by_day)
+        return query, by_day, rows
+
+    answer = await read_db(request, read)
+    if answer is None:
+        await refuse(request, key)
+    query, by_day, rows = answer
+    if query.csv:
+        suffix = "releases_by_day" if by_day else "releases"
+        return csv_response(
+            release_rows_to_csv(rows, by_day), _filename("app", app_id, query, suffix)
+        )
+    return JSONResponse({"data": rows})
+
+
 routes = [
+    Route("/statistics/app/{app_id}/releases/", releases, methods=["GET"]),
     Route("/statistics/app/{app_id}/", app_statistics, methods=["GET"]),
     Route("/statistics/app/{app_id}/bundle_usage/", bundle_usage, methods=["GET"]),
     Route("/statistics/app/{app_id}/refused_devices/", refused_devices, methods=["GET"]),

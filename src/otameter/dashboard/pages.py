@@ -221,6 +221,23 @@ def app_page(
 <a href="/dashboard/org/{quote(org_id, safe="")}">{esc(org_name)}</a></p></div>
 <div id="org-lock" aria-live="polite"></div>
 {_range_and_charts(start, end, today, compare)}
+<section aria-labelledby="releases-h" class="card" id="releases-section">
+<h2 id="releases-h">Releases</h2>
+<p class="hint">What the plugin reported for each bundle version over the range: unique
+devices, emulators and dev builds left out.</p>
+<div id="release-alerts" aria-live="polite"></div>
+<div id="release-charts" class="charts"><p class="loading">Loading releases…</p></div>
+</section>
+<section aria-labelledby="devices-h" class="card" id="devices-section">
+<h2 id="devices-h">Devices</h2>
+<form id="device-search" role="search">
+<label for="device-query">Device id or custom id</label>
+<input id="device-query" name="search" type="search" maxlength="64" autocomplete="off">
+<button type="submit">Search</button>
+</form>
+<div id="device-results" aria-live="polite"></div>
+<div id="device-log" aria-live="polite"></div>
+</section>
 <section aria-labelledby="channels-h" class="card">
 <h2 id="channels-h">Channels</h2>
 <div id="channels-table"><p class="loading">Loading channels…</p></div>

@@ -204,7 +204,7 @@ function figure(name, title, description) {
     "aria-label": `Download CSV: ${title}`,
     onclick: () => downloadCsv(name),
   }, "Download CSV");
-  const wide = name === "activity" || name === "versions";
+  const wide = name === "activity" || name === "versions" || name.startsWith("release");
   const node = el("figure", { class: `card chart${wide ? " chart-wide" : ""}`, id: `chart-${name}`, "aria-labelledby": titleId },
     el("div", { class: "chart-head" }, el("h2", { id: titleId }, title), button),
     el("p", { class: "hint" }, description),
@@ -228,7 +228,7 @@ function renderTable(fig, model) {
   }));
   fig.tableWrap.replaceChildren(sortableTable({
     id: `table-${model.name}`, caption: `${fig.title}, ${longDay(state.from)} to ${longDay(state.to)}`,
-    columns, rows: model.rows, sortKey: "date", sortDir: "ascending",
+    columns, rows: model.rows, sortKey: model.sortKey || "date", sortDir: "ascending",
   }));
 }
 
@@ -607,6 +607,158 @@ function renderBundles() {
     }));
 }
 
+// -- app page: release health and devices ----------------------------------------------------
+
+const OUTCOME_LABELS = [
+  ["offered", "Offered"], ["downloaded", "Downloaded"], ["installed", "Installed"],
+  ["failed", "Failed"], ["rolled_back", "Rolled back"],
+];
+
+// Crash-free devices: of those that ran or installed the version, the share that never crashed.
+function crashFree(row) {
+  const users = Math.max(row.active, row.installed, row.crashed);
+  return users ? Math.round(1000 * (users - row.crashed) / users) / 10 : null;
+}
+
+function drawReleaseFunnel(fig, rows) {
+  const columns = [
+    { key: "version", csv: "version", label: "Version", kind: "date", format: (v) => v },
+    ...OUTCOME_LABELS.map(([key, label]) => ({ key, csv: key, label: `${label} (devices)`, format: count })),
+  ];
+  const summary = rows.length
+    ? `Per bundle version, devices offered, that downloaded, installed, failed and rolled back: ${rows.map((r) => `${r.version} ${count(r.offered)} offered, ${count(r.installed)} installed, ${count(r.failed)} failed, ${count(r.rolled_back)} rolled back`).join("; ")}.`
+    : "No release data in this range.";
+  const model = { name: "releases", columns, rows, summary, sortKey: "version" };
+  const datasets = OUTCOME_LABELS.map(([key, label], n) => barSet(label, rows.map((r) => r[key]), n));
+  const options = baseOptions(count);
+  options.scales.y.title = { display: true, text: "Devices" };
+  drawChart(fig, model, { data: { labels: rows.map((r) => r.version), datasets }, options });
+}
+
+function drawReleaseQuality(fig, rows) {
+  const shown = rows.map((r) => ({ ...r, crash_free: crashFree(r) }));
+  const ms = (v) => (v === null || v === undefined ? "–" : `${NUM.format(v)} ms`);
+  const columns = [
+    { key: "version", csv: "version", label: "Version", kind: "date", format: (v) => v },
+    { key: "crash_free", csv: "crash_free_percent", label: "Crash-free devices (%)", format: percent },
+    { key: "crashed", csv: "crashed", label: "Crashed (devices)", format: count },
+    { key: "launches", csv: "launches", label: "Launches", format: count },
+    { key: "launch_ms_p50", csv: "launch_ms_p50", label: "Launch p50", format: ms },
+    { key: "launch_ms_p95", csv: "launch_ms_p95", label: "Launch p95", format: ms },
+  ];
+  const summary = shown.length
+    ? `Crash-free devices and launch times per version: ${shown.map((r) => `${r.version} ${percent(r.crash_free)} crash-free, p50 ${ms(r.launch_ms_p50)}, p95 ${ms(r.launch_ms_p95)}`).join("; ")}.`
+    : "No release data in this range.";
+  const model = { name: "release-quality", columns, rows: shown, summary, sortKey: "version" };
+  const labels = shown.map((r) => r.version);
+  const datasets = [
+    barSet("Crash-free devices (%)", shown.map((r) => r.crash_free), 2, { yAxisID: "y", format: percent, order: 2 }),
+    lineSet("Launch p50 (ms)", shown.map((r) => r.launch_ms_p50), 0, { yAxisID: "y1", format: ms, order: 0 }),
+    lineSet("Launch p95 (ms)", shown.map((r) => r.launch_ms_p95), 5, { yAxisID: "y1", format: ms, order: 1 }),
+  ];
+  const options = baseOptions(percent);
+  options.scales.y.max = 100;
+  options.scales.y.title = { display: true, text: "Crash-free devices (%)" };
+  options.scales.y1 = {
+    position: "right", beginAtZero: true, grid: { drawOnChartArea: false },
+    title: { display: true, text: "Launch time (ms)" }, ticks: { callback: (v) => ms(v) },
+  };
+  drawChart(fig, model, { data: { labels, datasets }, options });
+}
+
+function renderReleaseAlerts(answer) {
+  const target = document.getElementById("release-alerts");
+  if (!answer.ok) {
+    target.replaceChildren(el("p", { class: "banner banner-error", role: "alert" }, `Release alerts: ${errorText(answer)}`));
+    return;
+  }
+  const alerts = answer.body.data;
+  target.replaceChildren(...alerts.map((a) => el("p", {
+    class: "banner banner-error release-alert", role: "status",
+    dataset: { version: a.version, channel: a.channel ?? "", rolledBackTo: a.rolled_back_to ?? "" },
+  },
+  el("strong", {}, `⚠ Release ${a.version} regressed`),
+  ` on ${a.channel ? `channel ${a.channel}` : "no channel"}: ${a.reason} rate ${percent(100 * a.rates[a.reason])} of ${count(a.devices)} installing devices (${a.created_at.slice(0, 16).replace("T", " ")} UTC). `,
+  a.rolled_back_to ? el("strong", {}, `Channel ${a.channel} was rolled back to ${a.rolled_back_to}.`) : "No automatic rollback.")));
+}
+
+async function loadReleases(range) {
+  const id = encodeURIComponent(ID);
+  const [answer, alerts] = await Promise.all([
+    getJSON(`/dashboard/api/statistics/app/${id}/releases/?${range}`),
+    getJSON(`/dashboard/api/app/${id}/release_alerts`),
+  ]);
+  renderReleaseAlerts(alerts);
+  const container = document.getElementById("release-charts");
+  if (!answer.ok) {
+    container.replaceChildren(el("p", { class: "banner banner-error", role: "alert" }, `Releases: ${errorText(answer)}`));
+    return;
+  }
+  if (!figs.releases || !figs.releases.node.isConnected) {
+    figs.releases = figure("releases", "Release funnel", "Per bundle version: unique devices offered the download, that downloaded it, installed it, failed to download or install it, and rolled back (never called notifyAppReady). Emulators and dev builds are not counted.");
+    figs.quality = figure("release-quality", "Crash-free devices and launch time", "Per bundle version: the share of devices that ran or installed it without a crash report, and the median and 95th percentile of its launch times (app_launch_ready).");
+    container.replaceChildren(figs.releases.node, figs.quality.node);
+  }
+  const rows = answer.body.data;
+  drawReleaseFunnel(figs.releases, rows);
+  drawReleaseQuality(figs.quality, rows);
+}
+
+async function showDeviceLog(device) {
+  const target = document.getElementById("device-log");
+  const path = `/dashboard/api/app/${encodeURIComponent(ID)}/devices/${encodeURIComponent(device)}/events?limit=200`;
+  const answer = await getJSON(path);
+  if (!answer.ok) {
+    target.replaceChildren(el("p", { class: "banner banner-error", role: "alert" }, `Events: ${errorText(answer)}`));
+    return;
+  }
+  const rows = answer.body.data.map((e) => ({ ...e, when: e.at, details: e.metadata ? Object.entries(e.metadata).map(([k, v]) => `${k}=${v}`).join(", ") : "" }));
+  target.replaceChildren(el("h3", { id: "device-log-h" }, `Events of device ${device}`),
+    rows.length ? sortableTable({
+      id: "device-events", caption: "Recent plugin events of the device, newest first",
+      columns: [
+        { key: "when", label: "When (UTC)", render: (e) => e.when.slice(0, 19).replace("T", " ") },
+        { key: "action", label: "Action", render: (e) => el("code", {}, e.action) },
+        { key: "version_name", label: "Version" },
+        { key: "old_version_name", label: "Previous version", render: (e) => e.old_version_name || "–" },
+        { key: "details", label: "Details" },
+      ],
+      rows, sortKey: "when", sortDir: "descending",
+    }) : el("p", { class: "empty" }, "No recent events (they are kept for a few days)."));
+}
+
+async function searchDevices(query) {
+  const target = document.getElementById("device-results");
+  const answer = await getJSON(`/dashboard/api/app/${encodeURIComponent(ID)}/devices?search=${encodeURIComponent(query)}`);
+  if (!answer.ok) {
+    target.replaceChildren(el("p", { class: "banner banner-error", role: "alert" }, `Devices: ${errorText(answer)}`));
+    return;
+  }
+  const rows = answer.body.data.map((d) => ({ ...d, kind: d.is_emulator ? "emulator" : d.is_prod ? "production" : "dev build" }));
+  target.dataset.count = String(rows.length);
+  target.replaceChildren(rows.length ? sortableTable({
+    id: "devices", caption: `Devices${query ? ` matching “${query}”` : ""}, most recently seen first`,
+    columns: [
+      { key: "device_id", label: "Device", render: (d) => el("button", { type: "button", class: "link", dataset: { device: d.device_id }, onclick: () => showDeviceLog(d.device_id) }, d.device_id) },
+      { key: "custom_id", label: "Custom id", render: (d) => d.custom_id || "–" },
+      { key: "last_seen", label: "Last seen (UTC)", render: (d) => d.last_seen.slice(0, 16).replace("T", " ") },
+      { key: "platform", label: "Platform" },
+      { key: "version_name", label: "Version", render: (d) => el("code", {}, d.version_name) },
+      { key: "channel", label: "Channel", render: (d) => d.channel || "–" },
+      { key: "kind", label: "Build" },
+    ],
+    rows, sortKey: "last_seen", sortDir: "descending",
+  }) : el("p", { class: "empty" }, "No device matches."));
+}
+
+function setupDeviceSearch() {
+  const form = document.getElementById("device-search");
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    searchDevices(form.elements.search.value.trim()).catch((e) => console.error(e));
+  });
+}
+
 // -- app page: channels -----------------------------------------------------------------------
 
 const PLATFORMS = ["ios", "android", "electron"];
@@ -637,6 +789,7 @@ function renderChannels(channels) {
     public_for: names(c, "public_"),
     self_set: c.allow_device_self_set ? "yes" : "no",
     rule: autoUpdateText(c),
+    auto: c.auto_rollback ? "on" : "off",
     version: c.version || "",
   }));
   target.replaceChildren(
@@ -650,6 +803,7 @@ function renderChannels(channels) {
         { key: "public_for", label: "Public for" },
         { key: "self_set", label: "Devices may join" },
         { key: "rule", label: "Auto-update" },
+        { key: "auto", label: "Auto rollback" },
         { key: "devices", label: "Devices", num: true, format: count },
       ],
       rows, sortKey: "channel", sortDir: "ascending",
@@ -783,6 +937,7 @@ async function loadRange() {
       figs.versions.tableWrap.replaceChildren(el("p", {}, "Bundle usage is not available on this server."));
     } else figs.versions.tableWrap.replaceChildren(el("p", { role: "alert" }, errorText(versions)));
   }
+  if (PAGE === "app") await loadReleases(range);
   main.dataset.loadedFrom = state.from;
   main.dataset.loadedTo = state.to;
   main.dataset.state = "ready";
@@ -798,6 +953,7 @@ async function start() {
   if (PAGE === "org") jobs.push(loadUsage().catch((e) => console.error(e)));
   if (PAGE === "app") jobs.push(loadOrgLock().catch((e) => console.error(e)));
   if (PAGE === "app") {
+    setupDeviceSearch();
     jobs.push(loadBundles().then((all) => { bundles = all; renderBundles(); }).catch((e) => {
       document.getElementById("bundles-table").replaceChildren(el("p", { class: "banner banner-error", role: "alert" }, `Bundles: ${e.message}`));
     }));

@@ -1,0 +1,153 @@
+"""An app's devices and their recent plugin events (the device log), and its release alerts.
+
+Read access to the app is required; an app the key may not see answers exactly like a missing
+one (404 ``App not found``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, or_, select
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .. import schema as s
+from ..auth import Level
+from ..errors import bad_request, not_found
+from ..release_guard import release_alerts
+from .common import JSONResponse, caller, query_page, read_db
+from .management import app_access, iso
+
+PAGE_SIZE = 50
+MAX_EVENTS = 200
+
+
+def _limit(request: Request, default: int, most: int) -> int:
+    raw = request.query_params.get("limit", str(default))
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw[:6]) <= most:
+        raise bad_request(f"'limit' must be an integer from 1 to {most}")
+    return int(raw)
+
+
+async def list_devices(request: Request) -> Response:
+    """``?search=`` matches the start of a device id or a custom id; ``?page=`` (0-based)."""
+    principal = await caller(request)
+    app_id = request.path_params["app_id"]
+    page = query_page(request)
+    search = request.query_params.get("search", "").strip()
+    if len(search) > 64:
+        raise bad_request("'search' is longer than 64 characters")
+
+    def read(conn: Connection) -> dict[str, Any]:
+        app_access(conn, principal, app_id, Level.READ)
+        d, cd, c = s.devices.c, s.channel_devices.c, s.channels.c
+        query = (
+            select(s.devices, c.name.label("channel"))
+            .outerjoin(s.channel_devices, (cd.app_id == d.app_id) & (cd.device_id == d.device_id))
+            .outerjoin(s.channels, c.id == cd.channel_id)
+            .where(d.app_id == app_id)
+        )
+        if search:
+            query = query.where(
+                or_(
+                    d.device_id.startswith(search.lower(), autoescape=True),
+                    d.custom_id.startswith(search, autoescape=True),
+                )
+            )
+        rows = conn.execute(
+            query.order_by(d.last_seen.desc(), d.device_id)
+            .limit(PAGE_SIZE + 1)
+            .offset(page * PAGE_SIZE)
+        ).all()
+        return {
+            "data": [
+                {
+                    "device_id": r.device_id,
+                    "custom_id": r.custom_id,
+                    "platform": r.platform,
+                    "version_name": r.version_name,
+                    "version_build": r.version_build,
+                    "plugin_version": r.plugin_version,
+                    # The channel the server keeps for it (older plugins); newer plugins keep
+                    # theirs on the device.
+                    "channel": r.channel,
+                    "is_emulator": bool(r.is_emulator),
+                    "is_prod": bool(r.is_prod),
+                    "first_seen": iso(r.first_seen),
+                    "last_seen": iso(r.last_seen),
+                }
+                for r in rows[:PAGE_SIZE]
+            ],
+            "page": page,
+            "next_page": page + 1 if len(rows) > PAGE_SIZE else None,
+        }
+
+    return JSONResponse(await read_db(request, read))
+
+
+async def device_events(request: Request) -> Response:
+    """The device's stats events, newest first; ``?before=<id>`` pages on, ``?limit=``."""
+    principal = await caller(request)
+    app_id = request.path_params["app_id"]
+    device_id = request.path_params["device_id"].lower()
+    limit = _limit(request, 50, MAX_EVENTS)
+    before_raw = request.query_params.get("before")
+    if before_raw is not None and not (
+        before_raw.isascii() and before_raw.isdigit() and len(before_raw) <= 18
+    ):
+        raise bad_request("'before' must be an event id")
+    before = int(before_raw) if before_raw is not None else None
+
+    def read(conn: Connection) -> dict[str, Any]:
+        app_access(conn, principal, app_id, Level.READ)
+        e, d = s.device_events.c, s.devices.c
+        query = select(s.device_events).where(e.app_id == app_id, e.device_id == device_id)
+        if before is not None:
+            query = query.where(e.id < before)
+        rows = conn.execute(query.order_by(e.id.desc()).limit(limit + 1)).all()
+        if not rows and before is None:
+            known = conn.scalar(select(d.id).where(d.app_id == app_id, d.device_id == device_id))
+            if known is None:
+                raise not_found("Device not found")
+        shown = rows[:limit]
+        return {
+            "data": [
+                {
+                    "id": r.id,
+                    "action": r.action,
+                    "version_name": r.version_name,
+                    "old_version_name": r.old_version_name,
+                    "at": iso(r.at),
+                    "metadata": orjson.loads(r.metadata) if r.metadata else None,
+                }
+                for r in shown
+            ],
+            "next_before": shown[-1].id if len(rows) > limit else None,
+        }
+
+    return JSONResponse(await read_db(request, read))
+
+
+async def list_release_alerts(request: Request) -> Response:
+    """The release regressions raised for the app (release_guard.py), newest first."""
+    principal = await caller(request)
+    app_id = request.path_params["app_id"]
+
+    def read(conn: Connection) -> dict[str, Any]:
+        app_access(conn, principal, app_id, Level.READ)
+        alerts = release_alerts(conn, app_id)
+        for alert in alerts:
+            alert["created_at"] = iso(alert["created_at"])
+        return {"data": alerts}
+
+    return JSONResponse(await read_db(request, read))
+
+
+routes = [
+    Route("/app/{app_id}/devices", list_devices, methods=["GET"]),
+    Route("/app/{app_id}/devices/{device_id}/events", device_events, methods=["GET"]),
+    Route("/app/{app_id}/release_alerts", list_release_alerts, methods=["GET"]),
+]

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import msgspec
 import orjson
 
-from .text import has_control
+from .text import has_control, may_hold_control
 
 __all__ = [
     "BLOCKED_CODES",
@@ -426,7 +426,11 @@ def decode_update_request(body: bytes) -> UpdateRequest:
     Equal to ``parse_update_request(decode_json(body))``: a body msgspec refuses is read
     again by that path, which raises the protocol's error for the first faulty field (the
     constraints above accept exactly what it accepts; tests/test_protocol.py compares them).
+    A body that may hold a control character in a string (an escape, DEL, a C1 character) is
+    read by that path too, which refuses control characters field by field.
     """
+    if may_hold_control(body):
+        return parse_update_request(decode_json(body))
     try:
         b = _decode_update_body(body)
     except msgspec.DecodeError:

@@ -12,8 +12,9 @@ import json
 import secrets
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
-from sqlalchemy import Connection, or_, select
+from sqlalchemy import ColumnElement, Connection, Row, and_, or_, select
 
 from . import schema as s
 from .errors import ApiError
@@ -112,14 +113,28 @@ def lookup_key(conn: Connection, key: str, now_ms: int) -> Principal | None:
     """
     k = s.api_keys.c
     row = conn.execute(
-        select(k.id, k.user_id, k.mode, k.limited_to_orgs, k.limited_to_apps).where(
-            k.key_hash == hash_key(key),
-            k.revoked_at.is_(None),
-            or_(k.expires_at.is_(None), k.expires_at > now_ms),
-        )
+        select(*PRINCIPAL_COLUMNS).where(k.key_hash == hash_key(key), key_is_live(now_ms))
     ).first()
-    if row is None:
-        return None
+    return None if row is None else principal_from_row(row)
+
+
+# What a principal is read from: a key's row (directly, or through a dashboard session).
+PRINCIPAL_COLUMNS = (
+    s.api_keys.c.id,
+    s.api_keys.c.user_id,
+    s.api_keys.c.mode,
+    s.api_keys.c.limited_to_orgs,
+    s.api_keys.c.limited_to_apps,
+)
+
+
+def key_is_live(now_ms: int) -> ColumnElement[bool]:
+    """A key that is neither revoked nor expired at ``now_ms``."""
+    k = s.api_keys.c
+    return and_(k.revoked_at.is_(None), or_(k.expires_at.is_(None), k.expires_at > now_ms))
+
+
+def principal_from_row(row: Row[*tuple[Any, ...]]) -> Principal:
     return Principal(
         row.user_id, row.id, row.mode, id_set(row.limited_to_orgs), id_set(row.limited_to_apps)
     )

@@ -30,6 +30,7 @@ from rich.table import Table
 from .bundles import has_index_html
 from .clock import SystemClock
 from .csv_cells import CsvWriter
+from .releases import RELEASE_ROW_FIELDS
 from .units import format_bytes
 
 if TYPE_CHECKING:
@@ -928,21 +929,6 @@ def stats_user_command(
     show_statistics("user", None, start, end, as_json, as_csv, server, apikey)
 
 
-RELEASE_FIELDS = (
-    "version",
-    "active",
-    "offered",
-    "downloaded",
-    "installed",
-    "failed",
-    "rolled_back",
-    "crashed",
-    "launches",
-    "launch_ms_p50",
-    "launch_ms_p95",
-)
-
-
 @stats_app.command("releases", epilog=EXIT_HELP)
 def stats_releases_command(
     app_id: Annotated[str, typer.Argument(help="App id.")],
@@ -965,9 +951,9 @@ def stats_releases_command(
         return
     if as_csv:
         writer = CsvWriter(sys.stdout, lineterminator="\n")
-        writer.writerow(RELEASE_FIELDS)
+        writer.writerow(RELEASE_ROW_FIELDS)
         for r in rows:
-            writer.writerow(["" if r.get(f) is None else r.get(f) for f in RELEASE_FIELDS])
+            writer.writerow(["" if r.get(f) is None else r.get(f) for f in RELEASE_ROW_FIELDS])
         return
     title = f"releases of {escape(app_id)}, {first} to {last}"
     if not rows:
@@ -1001,7 +987,7 @@ def stats_releases_command(
         crash_free = f"{100 * (users - crashed) / users:.1f}%" if users else "-"
         table.add_row(
             escape(str(r["version"])),
-            *(count(r.get(f)) for f in RELEASE_FIELDS[1:8]),
+            *(count(r.get(f)) for f in RELEASE_ROW_FIELDS[1:8]),
             crash_free,
             count(r.get("launches")),
             count(r.get("launch_ms_p50")),

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from . import __version__ as VERSION
+from .releases import RELEASE_ROW_FIELDS
 
 JSON = "application/json"
 Schema = dict[str, Any]
@@ -319,19 +320,7 @@ SCHEMAS: dict[str, Schema] = {
         description="Which platforms the channel is the public (default) channel of.",
     ),
     "ReleaseRow": obj(
-        [
-            "version",
-            "active",
-            "offered",
-            "downloaded",
-            "installed",
-            "failed",
-            "rolled_back",
-            "crashed",
-            "launches",
-            "launch_ms_p50",
-            "launch_ms_p95",
-        ],
+        list(RELEASE_ROW_FIELDS),
         {
             "date": {**DAY, "description": "With `by=day` only."},
             "version": STR,

@@ -14,17 +14,10 @@ from sqlalchemy import Connection, select
 
 from . import schema as s
 from .csv_cells import CsvWriter
-from .releases import OUTCOMES, histogram_quantile
+from .releases import OUTCOMES, RELEASE_ROW_FIELDS, histogram_quantile
 
 ACTIVE = "active"
-FIELDS = (
-    "version",
-    ACTIVE,
-    *OUTCOMES,
-    "launches",
-    "launch_ms_p50",
-    "launch_ms_p95",
-)
+FIELDS = RELEASE_ROW_FIELDS
 _KINDS = ("counted", *OUTCOMES)
 
 

@@ -34,6 +34,16 @@ ROLLED_BACK = "rolled_back"
 CRASHED = "crashed"
 #: The outcomes kept as device sets, in the order of a release row (``active`` is MAU's).
 OUTCOMES = (OFFERED, DOWNLOADED, INSTALLED, FAILED, ROLLED_BACK, CRASHED)
+#: The fields of a release row, in order (contract.md "Release health"); the API, its
+#: OpenAPI schema and the CLI's table and CSV all read them from here.
+RELEASE_ROW_FIELDS = (
+    "version",
+    "active",
+    *OUTCOMES,
+    "launches",
+    "launch_ms_p50",
+    "launch_ms_p95",
+)
 LAUNCH_ACTION = "app_launch_ready"
 #: What an action may look like (as protocol.py checks it on ``POST /stats``).
 ACTION_RE = re.compile(r"[a-z][a-z0-9_]*", re.ASCII)

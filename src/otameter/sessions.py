@@ -12,10 +12,10 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from sqlalchemy import Connection, delete, or_, select
+from sqlalchemy import Connection, delete, select
 
 from . import schema as s
-from .auth import Principal, id_set
+from .auth import PRINCIPAL_COLUMNS, Principal, key_is_live, principal_from_row
 
 MAX_AGE_SECONDS = 12 * 3600
 
@@ -48,21 +48,16 @@ def session_principal(conn: Connection, session_id: str, now_ms: int) -> Princip
         return None
     d, k = s.dashboard_sessions.c, s.api_keys.c
     row = conn.execute(
-        select(k.id, k.user_id, k.mode, k.limited_to_orgs, k.limited_to_apps)
+        select(*PRINCIPAL_COLUMNS)
         .join(s.api_keys, k.id == d.key_id)
         .where(
             d.id_hash == _hash(session_id),
             d.expires_at > now_ms,
             k.user_id == d.user_id,
-            k.revoked_at.is_(None),
-            or_(k.expires_at.is_(None), k.expires_at > now_ms),
+            key_is_live(now_ms),
         )
     ).first()
-    if row is None:
-        return None
-    return Principal(
-        row.user_id, row.id, row.mode, id_set(row.limited_to_orgs), id_set(row.limited_to_apps)
-    )
+    return None if row is None else principal_from_row(row)
 
 
 def end_session(conn: Connection, session_id: str) -> None:

@@ -14,8 +14,9 @@ Access rules (no existence oracle, contract.md "Authentication"):
 from __future__ import annotations
 
 import re
-from datetime import timedelta
-from typing import Any
+from collections.abc import Callable
+from datetime import date, timedelta
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, select
 from starlette.requests import Request
@@ -152,46 +153,58 @@ async def user_statistics(request: Request) -> Response:
     return await _answer(request, "user")
 
 
-async def bundle_usage(request: Request) -> Response:
+T = TypeVar("T")
+
+
+async def _read_app_rows(
+    request: Request,
+    rows: Callable[[Connection, str, StatsQuery, date, str], T],
+    read_by: Callable[[str], str] = lambda by: by,
+) -> tuple[StatsQuery, str, T]:
+    """What a per-app statistics route reads, in the order every one of them checks it: the
+    key, the parameters (``read_by`` checks ``by``), the app's visibility, then its rows."""
     key = request_key(request)
     rt = runtime(request)
     now_ms = to_ms(rt.clock.now())
     today = rt.clock.now().date()
     app_id = request.path_params["app_id"]
 
-    def read(conn: Connection) -> tuple[StatsQuery, list[dict[str, Any]]] | None:
+    def read(conn: Connection) -> tuple[StatsQuery, str, T] | None:
         principal = _principal(conn, request, key, now_ms)
         if principal is None:
             return None
         query = parse_query(request.query_params, options=False)
+        by = read_by(request.query_params.get("by", "").strip().lower())
         app_ids_for_app(conn, principal, app_id)
-        return query, bundle_usage_rows(conn, app_id, query.start, query.end, today)
+        return query, by, rows(conn, app_id, query, today, by)
 
     answer = await read_db(request, read)
     if answer is None:
         await refuse(request, key)
-    query, rows = answer
+    return answer
+
+
+async def bundle_usage(request: Request) -> Response:
+    def rows(
+        conn: Connection, app_id: str, query: StatsQuery, today: date, by: str
+    ) -> list[dict[str, Any]]:
+        return bundle_usage_rows(conn, app_id, query.start, query.end, today)
+
+    query, _, data = await _read_app_rows(request, rows)
     if query.csv:
+        app_id = request.path_params["app_id"]
         return csv_response(
-            bundle_usage_to_csv(rows), _filename("app", app_id, query, "bundle_usage")
+            bundle_usage_to_csv(data), _filename("app", app_id, query, "bundle_usage")
         )
-    return JSONResponse({"data": rows})
+    return JSONResponse({"data": data})
 
 
 async def refused_devices(request: Request) -> Response:
     """Check-ins refused per day by the new-devices-per-address limit (limits.py)."""
-    key = request_key(request)
-    rt = runtime(request)
-    now_ms = to_ms(rt.clock.now())
-    today = rt.clock.now().date()
-    app_id = request.path_params["app_id"]
 
-    def read(conn: Connection) -> list[dict[str, Any]] | None:
-        principal = _principal(conn, request, key, now_ms)
-        if principal is None:
-            return None
-        query = parse_query(request.query_params, options=False)
-        app_ids_for_app(conn, principal, app_id)
+    def rows(
+        conn: Connection, app_id: str, query: StatsQuery, today: date, by: str
+    ) -> list[dict[str, Any]]:
         last = min(query.end, today)
         refused = refused_by_day(conn, [app_id], query.start, last)
         days = (last - query.start).days + 1
@@ -200,46 +213,36 @@ async def refused_devices(request: Request) -> Response:
             for day in (query.start + timedelta(days=n) for n in range(max(0, days)))
         ]
 
-    rows = await read_db(request, read)
-    if rows is None:
-        await refuse(request, key)
-    return JSONResponse({"data": rows})
+    _, _, data = await _read_app_rows(request, rows)
+    return JSONResponse({"data": data})
 
 
 INVALID_BY = "Invalid by. Use day"
 
 
+def _release_by(by: str) -> str:
+    if by not in {"", "day", "version"}:
+        raise ApiError(400, INVALID_BY)
+    return by
+
+
 async def releases(request: Request) -> Response:
     """Release health per bundle version (contract.md "Release health")."""
-    key = request_key(request)
-    rt = runtime(request)
-    now_ms = to_ms(rt.clock.now())
-    today = rt.clock.now().date()
-    app_id = request.path_params["app_id"]
 
-    def read(conn: Connection) -> tuple[StatsQuery, bool, list[dict[str, Any]]] | None:
-        principal = _principal(conn, request, key, now_ms)
-        if principal is None:
-            return None
-        query = parse_query(request.query_params, options=False)
-        by = request.query_params.get("by", "").strip().lower()
-        if by not in {"", "day", "version"}:
-            raise ApiError(400, INVALID_BY)
-        app_ids_for_app(conn, principal, app_id)
-        by_day = by == "day"
-        rows = release_rows(conn, app_id, query.start, query.end, today, by_day=by_day)
-        return query, by_day, rows
+    def rows(
+        conn: Connection, app_id: str, query: StatsQuery, today: date, by: str
+    ) -> list[dict[str, Any]]:
+        return release_rows(conn, app_id, query.start, query.end, today, by_day=by == "day")
 
-    answer = await read_db(request, read)
-    if answer is None:
-        await refuse(request, key)
-    query, by_day, rows = answer
+    query, by, data = await _read_app_rows(request, rows, _release_by)
+    by_day = by == "day"
     if query.csv:
+        app_id = request.path_params["app_id"]
         suffix = "releases_by_day" if by_day else "releases"
         return csv_response(
-            release_rows_to_csv(rows, by_day), _filename("app", app_id, query, suffix)
+            release_rows_to_csv(data, by_day), _filename("app", app_id, query, suffix)
         )
-    return JSONResponse({"data": rows})
+    return JSONResponse({"data": data})
 
 
 routes = [

@@ -3,6 +3,9 @@
 Generates a JSON-lines file (by default 1,000,000 check-ins of 100,000 devices over the first
 30 days of last month for one app, plus downloads and one bundle upload), runs
 ``otameter import`` as a subprocess, prints events/s, then checks the figures it produced.
+Then, as the storage ceiling of an import, it upserts the same device rows (one per check-in
+of the file) into a fresh SQLite file straight from Python: otameter's device UPSERT, batches
+of 10,000 rows a transaction, synchronous=FULL; and prints the import's ratio to it.
 
 Run with: python bench/bench_import.py [--events N] [--devices N] [--downloads N] [--keep DIR]
 """
@@ -160,6 +163,65 @@ def verify(url: str, devices: int, downloads: int, start: date) -> list[str]:
     return problems
 
 
+def raw_upsert_ceiling(events_file: Path, workdir: Path, batch: int = 10_000) -> float:
+    """Events/s of a raw batched UPSERT of each check-in's device row (no parsing, no fold)."""
+    import sqlite3
+
+    from otameter.ingest import _DEVICE_UPSERT_SQLITE
+
+    rows = []
+    # Ordinals given here, before the clock starts (the import draws them from the app's
+    # counter as it goes).
+    ordinals: dict[str, int] = {}
+    with open(events_file, "rb") as lines:
+        for line in lines:
+            e = orjson.loads(line)
+            if e["type"] != "checkin":
+                continue
+            at = to_ms(datetime.fromisoformat(e["time"]))
+            rows.append(
+                (
+                    e["app_id"],
+                    e["device_id"],
+                    at,
+                    at,
+                    at,
+                    e["platform"],
+                    e["version_name"],
+                    e["version_build"],
+                    "",
+                    e["plugin_version"],
+                    "",
+                    e["is_emulator"],
+                    e["is_prod"],
+                    ordinals.setdefault(e["device_id"], len(ordinals) + 1),
+                )
+            )
+    path = workdir / "raw.db"
+    for stale in workdir.glob("raw.db*"):
+        stale.unlink()
+    migrate(f"sqlite:///{path}")
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA cache_size=-65536")
+    t0 = time.perf_counter()
+    for at in range(0, len(rows), batch):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(_DEVICE_UPSERT_SQLITE, rows[at : at + batch])
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - t0
+    (stored,) = conn.execute("SELECT count(*) FROM devices").fetchone()
+    conn.close()
+    rate = len(rows) / elapsed
+    print(
+        f"raw batched UPSERT (SQLite FULL, {batch:,} rows a transaction, from Python):"
+        f" {len(rows):,} check-ins into {stored:,} device rows in {elapsed:.2f} s"
+        f" = {rate:,.0f} events/s"
+    )
+    return rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000, help="check-ins")
@@ -213,6 +275,8 @@ def main() -> None:
         f" (load average {os.getloadavg()[0]:.1f})"
     )
     problems = verify(url, args.devices, args.downloads, start)
+    ceiling = raw_upsert_ceiling(events_file, workdir)
+    print(f"import / raw UPSERT: {lines / elapsed / ceiling:.0%}")
     if summary["accepted"] != lines:
         problems.append(f"accepted {summary['accepted']} of {lines} lines")
     if problems:

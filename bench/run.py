@@ -79,6 +79,9 @@ class Row:
     kind: str = "otameter"  # ceiling | naive | otameter
     workers: int = 1
     note: str = ""
+    cpu_us: float | None = None
+    # Seconds from the end of the load until every logged check-in was folded.
+    fold_lag: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -109,6 +112,21 @@ def _tree_rss_kb(pgid: int) -> int:
         except (OSError, IndexError, ValueError):
             continue
     return total
+
+
+def _tree_cpu_seconds(pgid: int) -> float:
+    """User and system CPU time used so far by the live processes of a process group."""
+    ticks = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:
+                ticks += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 class Server:
@@ -198,7 +216,12 @@ def wrk(port: int, seconds: int, pool: int, rate: float = 0) -> dict[str, Any]:
 def load(row: Row, server: Server, cfg: Config) -> None:
     """Maximum rate, then latency at 80% of it."""
     wrk(server.port, 1 if cfg.quick else 3, cfg.pool)  # warm-up: caches, pools, JIT of plans
+    assert server.proc is not None
+    cpu = _tree_cpu_seconds(server.proc.pid)
     best = wrk(server.port, cfg.duration, cfg.pool)
+    # CPU time per request: what a request costs the server, however busy the machine is
+    # (the rates of a shared machine are not comparable from one row to the next).
+    row.cpu_us = (_tree_cpu_seconds(server.proc.pid) - cpu) / max(best["requests"], 1) * 1e6
     row.rps = best["rps"]
     row.errors = best["errors"]
     # wrk paces each connection with a delay between its requests; the achieved rate falls
@@ -252,7 +275,10 @@ def ceiling(cfg: Config, workers: int) -> Row:
         cfg.workdir / "ceiling.log",
     ) as server:
         wrk(port, 1, cfg.pool)
+        assert server.proc is not None
+        cpu = _tree_cpu_seconds(server.proc.pid)
         result = wrk(port, cfg.duration, cfg.pool)
+        row.cpu_us = (_tree_cpu_seconds(server.proc.pid) - cpu) / max(result["requests"], 1) * 1e6
         row.rps, row.errors = result["rps"], result["errors"]
         row.rss_mb = server.peak_rss_kb / 1024
     return row
@@ -327,6 +353,22 @@ def device_count(url: str, path: Path | None) -> int:
         return int(row[0])
 
 
+def log_backlog(url: str, path: Path | None) -> int:
+    """Check-ins logged and not folded yet."""
+    sql = "SELECT COALESCE(SUM(checkins), 0) FROM checkin_log"
+    if path is not None:
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            return int(conn.execute(sql).fetchone()[0])
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute(sql).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
 def otameter(cfg: Config, engine: str, workers: int, pg: PgCluster | None, sync: str) -> Row:
     label = "SQLite" if engine == "sqlite" else "PostgreSQL"
     if engine == "sqlite":
@@ -358,7 +400,13 @@ def otameter(cfg: Config, engine: str, workers: int, pg: PgCluster | None, sync:
         create_app(port, key)
         empty = database_size(url, path)
         load(row, server, cfg)
-        time.sleep(1.5)  # let the rollup worker fold the last deltas
+        # Check-ins are logged, then folded by the rollup: how long until the last one is
+        # in the device table (the contract allows 10 s for statistics).
+        t0 = time.monotonic()
+        while log_backlog(url, path) and time.monotonic() - t0 < 60:
+            time.sleep(0.05)
+        row.fold_lag = time.monotonic() - t0
+        time.sleep(2.5)  # let the rollup worker fold the last deltas
     row.devices = device_count(url, path)
     if row.devices:
         row.bytes_per_million = (database_size(url, path) - empty) / row.devices * 1e6
@@ -470,7 +518,7 @@ def print_table(rows: list[Row], cfg: Config) -> None:
     print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     header = (
         f"{'setup':<44} {'req/s':>8} {'%ceil':>6} {'xnaive':>6} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'@req/s':>7} {'RSS MB':>7} {'MB/1M dev':>9} {'errors':>6}"
+        f"{'@req/s':>7} {'RSS MB':>7} {'MB/1M dev':>9} {'errors':>6} {'fold s':>6} {'CPU µs':>6}"
     )
     print(header)
     print("-" * len(header))
@@ -483,7 +531,13 @@ def print_table(rows: list[Row], cfg: Config) -> None:
             f"{r.name:<44} {fmt(r.rps, '8.0f')} {fmt(pct, '5.0f')}% {fmt(ratio, '6.1f')} "
             f"{fmt(r.p50, '7.2f')} {fmt(r.p99, '7.2f')} {fmt(r.paced_rps, '7.0f')} "
             f"{fmt(r.rss_mb, '7.0f')} {fmt(per_m, '9.0f')} {r.errors:>6}"
+            f" {fmt(r.fold_lag, '6.1f')} {fmt(r.cpu_us, '6.0f')}"
         )
+    print(
+        "fold s: seconds from the end of the load until the rollup had folded every logged"
+        " check-in into the device table; CPU µs: CPU time of the server's processes per"
+        " request at the maximum rate (PostgreSQL's own processes not included)"
+    )
 
 
 def main() -> None:

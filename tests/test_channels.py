@@ -462,6 +462,7 @@ def test_channel_list_counts_the_devices_running_each_channel(harness: Harness) 
     harness.checkin(APP, str(uuid.uuid4()), platform="ios", version_name="1.5.0")
     # Android devices on 1.5.0 are not on the iOS-only channel.
     harness.checkin(APP, str(uuid.uuid4()), platform="android", version_name="1.5.0")
+    harness.rollup()  # check-ins reach the device table through the rollup
 
     listed = channels(harness, key)
 

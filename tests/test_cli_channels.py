@@ -80,6 +80,7 @@ def test_channel_list_table_and_errors(live: Live, tmp_path: Path) -> None:
     upload(live, "1.0.0", tmp_path)
     for _ in range(2):
         live.http.post("/updates", json=device_body(APP_ID, version_name="1.0.0"))
+    live.rt.rollups.run_blocking()  # check-ins reach the device table through the rollup
 
     table = run(live, "channel", "list", APP_ID)
     assert table.exit_code == 0, table.output

@@ -471,6 +471,7 @@ def test_parsing_in_a_separate_process_gives_the_same_result(
 def test_device_ordinals_come_back_in_row_order(harness: Harness, apps: list[str]) -> None:
     # Merged batches hold runs of key order, so an app's rows may come in several runs.
     h = harness
+    setup_app(h, *apps)  # a new device takes its ordinal from its app's counter
     rows = [
         [
             app,

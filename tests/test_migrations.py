@@ -97,6 +97,131 @@ def test_the_head_revision_is_the_newest_script(tmp_path: Path) -> None:
     assert schema_revision(url) == HEAD_REVISION
 
 
+def test_0008_numbers_devices_per_app_and_back(db_url: str) -> None:
+    # 0008 gives each app its own dense ordinals and rewrites the bitmaps through the same
+    # mapping; its downgrade numbers all devices in one sequence again, bitmaps too.
+    from pyroaring import BitMap
+    from sqlalchemy import text
+
+    config = alembic_config(db_url)
+    command.upgrade(config, "0004")
+    engine = create_db_engine(db_url)
+    apps = {"com.a.app": [1, 3, 5], "com.b.app": [2, 4]}  # global ids, interleaved
+
+    def bitmap(ids: list[int]) -> bytes:
+        return BitMap(ids).serialize()
+
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO users (id, email, created_at) VALUES ('u', 'u@example.com', 0)")
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO orgs (id, name, created_by, created_at) VALUES ('o', 'O', 'u', 0)"
+                )
+            )
+            for app_id, ids in apps.items():
+                conn.execute(
+                    text(
+                        "INSERT INTO apps (app_id, name, owner_org, created_at)"
+                        " VALUES (:a, :a, 'o', 0)"
+                    ),
+                    {"a": app_id},
+                )
+                for n in ids:
+                    conn.execute(
+                        text(
+                            "INSERT INTO devices (id, app_id, device_id, first_seen, last_seen,"
+                            " platform, version_name, is_emulator, is_prod)"
+                            " VALUES (:id, :a, :d, 0, 0, 'ios', '1', false, true)"
+                        ),
+                        {"id": n, "a": app_id, "d": f"device-{n}"},
+                    )
+            if engine.dialect.name == "postgresql":
+                conn.execute(text("SELECT setval('devices_id_seq', 5)"))
+            conn.execute(
+                text(
+                    "INSERT INTO activity_bitmaps (app_id, day, kind, version_name, bitmap,"
+                    " devices) VALUES ('com.a.app', '2024-05-01', 'counted', '', :b, 2),"
+                    " ('com.b.app', '2024-05-01', 'counted', '', :c, 2)"
+                ),
+                {"b": bitmap([3, 5]), "c": bitmap([2, 4])},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO activity_deltas (app_id, day, kind, version_name, bitmap)"
+                    " VALUES ('com.a.app', '2024-05-02', 'emudev', '', :b)"
+                ),
+                {"b": bitmap([1, 5])},
+            )
+
+        def state() -> tuple[dict[str, int], dict[str, set[int]], set[int]]:
+            with engine.connect() as conn:
+                devices = dict(conn.execute(text("SELECT device_id, id FROM devices")).all())
+                bitmaps = {
+                    app_id: set(BitMap.deserialize(bytes(blob)))
+                    for app_id, blob in conn.execute(
+                        text("SELECT app_id, bitmap FROM activity_bitmaps")
+                    )
+                }
+                (delta,) = conn.execute(text("SELECT bitmap FROM activity_deltas")).one()
+            return devices, bitmaps, set(BitMap.deserialize(bytes(delta)))
+
+        migrate(db_url)
+        devices, bitmaps, delta = state()
+        assert devices == {
+            "device-1": 1,
+            "device-3": 2,
+            "device-5": 3,
+            "device-2": 1,
+            "device-4": 2,
+        }
+        assert bitmaps == {"com.a.app": {2, 3}, "com.b.app": {1, 2}}
+        assert delta == {1, 3}
+        with engine.connect() as conn:
+            counters = dict(conn.execute(text("SELECT app_id, device_ordinals FROM apps")).all())
+        assert counters == {"com.a.app": 3, "com.b.app": 2}
+        # A new device of an app takes the next ordinal of that app.
+        from otameter.fold import DEVICE_FIELDS
+        from otameter.ingest import upsert_devices
+
+        def row(app_id: str, device_id: str) -> list[object]:
+            values = dict.fromkeys((name for name, _ in DEVICE_FIELDS), "")
+            values.update(app_id=app_id, device_id=device_id, first_seen=9, last_seen=9)
+            values.update(last_counted_at=9, is_emulator=False, is_prod=True)
+            return list(values.values())
+
+        with engine.begin() as conn:
+            assert upsert_devices(
+                conn, [row("com.b.app", "device-new"), row("com.a.app", "device-3")]
+            ) == [3, 2]
+
+        command.downgrade(config, "0004")
+        devices, bitmaps, delta = state()
+        assert devices == {
+            "device-1": 1,
+            "device-3": 2,
+            "device-5": 3,
+            "device-2": 4,
+            "device-4": 5,
+            "device-new": 6,
+        }
+        assert bitmaps == {"com.a.app": {2, 3}, "com.b.app": {4, 5}}
+        assert delta == {1, 3}
+        if engine.dialect.name == "postgresql":
+            with engine.begin() as conn:
+                drawn = conn.execute(text("SELECT nextval('devices_id_seq')")).scalar_one()
+            assert drawn == 7  # the sequence goes on after the highest id
+
+        migrate(db_url)
+        devices, bitmaps, _ = state()
+        assert devices["device-new"] == 3 and devices["device-2"] == 1
+        assert bitmaps == {"com.a.app": {2, 3}, "com.b.app": {1, 2}}
+    finally:
+        engine.dispose()
+
+
 def test_keys_sessions_and_invitations_go_down_and_up_keeping_keys(db_url: str) -> None:
     # 0005 adds api_keys.expires_at/revoked_at and three tables; its downgrade keeps the keys.
     from sqlalchemy import text

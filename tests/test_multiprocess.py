@@ -89,6 +89,7 @@ def roll_up_everything(*runtimes: Runtime) -> None:
             rt.rollups.run_blocking()
         with runtimes[0].read_engine.connect() as conn:
             left = conn.scalar(select(func.count()).select_from(s.activity_deltas))
+            left += conn.scalar(select(func.count()).select_from(s.checkin_log))
             queued = conn.scalar(select(func.count()).select_from(s.rollup_queue))
         if not left and not queued:
             return
@@ -207,11 +208,12 @@ def test_serve_with_two_workers_counts_exactly(db_url: str, tmp_path: Path) -> N
             assert sum(pool.map(send, range(48))) == 48 * 20
         engine = create_db_engine(db_url)
         try:
-            # The servers' rollup workers fold the deltas within a few seconds.
+            # The servers' rollup workers fold the log and the deltas within a few seconds.
             deadline = time.monotonic() + 60
             while True:
                 with engine.connect() as conn:
                     left = conn.scalar(select(func.count()).select_from(s.activity_deltas))
+                    left += conn.scalar(select(func.count()).select_from(s.checkin_log))
                     ids = ordinals(engine, APP)
                     today = datetime.now(UTC).date()
                     bitmaps = load_day_bitmaps(conn, APP, today - timedelta(days=1), today)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from otameter import checkin_log
 from otameter import schema as s
 from tests.harness import Harness, device_body, setup_app, zip_bytes
 
@@ -17,6 +18,7 @@ APP = "com.example.app"
 
 
 def device_rows(h: Harness) -> int:
+    h.rollup()  # check-ins reach the device table through the rollup's fold of their log
     with h.rt.read_engine.connect() as conn:
         return int(conn.scalar(select(func.count()).select_from(s.devices)) or 0)
 
@@ -146,11 +148,12 @@ def test_an_unexpected_failure_answers_500_in_the_error_shape(
     # POST /updates skips Starlette's middleware (OtameterApp): its errors are answered here.
     setup_app(harness)
 
-    async def broken(events: Any) -> Any:
+    def broken(checkins: Any) -> Any:
         raise RuntimeError("disk on fire")
 
     with monkeypatch.context() as patch:
-        patch.setattr(harness.rt, "submit", broken)
+        # The writer fails to log the check-in (both engines build the log rows here).
+        patch.setattr(checkin_log, "log_rows", broken)
         answer = harness.checkin(APP, str(uuid.uuid4()))
     assert answer.status_code == 500
     assert answer.json() == {"error": "Internal server error", "status": "KO"}

@@ -265,6 +265,98 @@ def test_invalid_update_fields(changes: dict[str, Any], code: str, field: str) -
     assert err.body() == {"error": code, "message": err.message, "kind": "failed"}
 
 
+# -- the one-pass decoder of /updates gives what the two-step reading gives ---------------------
+
+
+def _both_readings(raw: bytes) -> tuple[Any, Any]:
+    """(decode_update_request, parse_update_request(decode_json)) of a body: result or error."""
+
+    def outcome(read: Any) -> Any:
+        try:
+            return read(raw)
+        except ProtocolError as exc:
+            return (exc.code, exc.message, exc.http_status, exc.field)
+
+    return (
+        outcome(protocol.decode_update_request),
+        outcome(lambda b: parse_update_request(decode_json(b))),
+    )
+
+
+EDGE_BODIES = [
+    b"",
+    b" ",
+    b"null",
+    b"[]",
+    b'"body"',
+    b"{",
+    b"\xef\xbb\xbf" + orjson.dumps(ANDROID_BODY),
+    orjson.dumps(ANDROID_BODY) + b"\n",
+    orjson.dumps(ANDROID_BODY)[:-1] + b',"extra":1e400}',
+    orjson.dumps(ANDROID_BODY)[:-1] + b',"extra":[1,{"a":null}]}',
+    orjson.dumps(ANDROID_BODY)[:-1] + b',"version_name":"1.0.2"}',
+    orjson.dumps(ANDROID_BODY)[:-1] + b',"version_name":5}',
+    orjson.dumps(ANDROID_BODY).replace(b'"builtin"', b'"\\ud800"'),
+    orjson.dumps(ANDROID_BODY).replace(b'"builtin"', b'"\\u00e9\\ud83d\\ude00"'),
+    orjson.dumps(ANDROID_BODY).replace(b'"builtin"', b'"\xff"'),
+    orjson.dumps(IOS_BODY),
+    orjson.dumps(body(plugin_version="1.0.0-rc.1+build.5")),
+    orjson.dumps(body(plugin_version="1.0.0\n")),
+    orjson.dumps(body(device_id=DEVICE_ANDROID + "\n")),
+    orjson.dumps(body(app_id="com.example.app\n")),
+    orjson.dumps(body(app_id="COM.Example.APP_2-x")),
+    orjson.dumps(body(app_id="com.ex\u0661mple")),
+    orjson.dumps(body(app_id="a" * 250 + ".b")),
+    orjson.dumps(body(app_id="a" * 254 + ".b")),
+    orjson.dumps(body(device_id=DEVICE_ANDROID.replace("4", "\u0664"))),
+    orjson.dumps(body(version_name="v" * 255, version_build="b" * 255)),
+    orjson.dumps(body(is_emulator=None, is_prod=None, custom_id=None, key_id=None)),
+]
+
+
+@pytest.mark.parametrize("raw", EDGE_BODIES)
+def test_one_pass_decoder_agrees_on_edge_bodies(raw: bytes) -> None:
+    fast, full = _both_readings(raw)
+    assert fast == full
+
+
+@pytest.mark.parametrize(("changes", "code", "field"), INVALID_UPDATE_CASES)
+def test_one_pass_decoder_gives_the_same_errors(
+    changes: dict[str, Any], code: str, field: str
+) -> None:
+    fast, full = _both_readings(orjson.dumps(body(**changes)))
+    assert fast == full
+    assert fast[0] == code and fast[3] == field
+
+
+_field_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**64 - 1),
+    st.floats(allow_nan=False),
+    st.text(max_size=40),
+    st.sampled_from(["android", "ios", "electron", "", DEVICE_ANDROID, DEVICE_IOS, "8.51.14"]),
+    st.text(alphabet="abcdefABCDEF0123456789-.", min_size=30, max_size=40),
+    st.lists(st.integers(0, 9), max_size=2),
+)
+
+
+@given(
+    changes=st.dictionaries(
+        st.sampled_from([*ANDROID_BODY, "key_id", "other"]), _field_values, max_size=4
+    ),
+    dropped=st.sets(st.sampled_from(list(ANDROID_BODY)), max_size=2),
+)
+def test_one_pass_decoder_agrees_with_the_full_reading(
+    changes: dict[str, Any], dropped: set[str]
+) -> None:
+    data = body(**changes)
+    for key in dropped:
+        data.pop(key, None)
+    fast, full = _both_readings(orjson.dumps(data))
+    assert fast == full
+
+
 def test_key_id_boundary() -> None:
     assert parse_update_request(body(key_id="k" * 20)).key_id == "k" * 20
     assert parse_update_request(body(custom_id="c" * 36)).custom_id == "c" * 36

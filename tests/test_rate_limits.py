@@ -4,18 +4,27 @@ A device is always served 30 check-ins and 30 /stats posts a minute; more than 1
 minute from one device are refused; one address adds at most so many new devices to an app in
 an hour, and the refused ones are not counted but shown to the org. Every 429 carries
 Retry-After. The limits hold across processes (a live server with two workers).
+
+The new-devices limit is applied as the check-in log is folded into the device table, so a
+refused device is answered 200 and then neither stored nor counted; the tests fold (roll up)
+before they read.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
+from otameter import checkin_log
+from otameter import schema as s
+from otameter.db import create_db_engine
 from otameter.limits import address_key, sliding_retry_after
 from tests.harness import Harness, device_body, running, setup_app
 from tests.liveserver import LiveServer, create_app, create_user
@@ -102,6 +111,18 @@ def test_address_key() -> None:
     assert address_key("::ffff:203.0.113.7") == "203.0.113.7"
 
 
+def folded(h: Harness, device: str, ip: str) -> None:
+    """A check-in answered 200, then folded into the device table (where the limit acts)."""
+    assert checkin(h, device, ip=ip).status_code == 200
+    h.rollup()
+
+
+def stored(h: Harness, app_id: str = APP) -> set[str]:
+    with h.rt.read_engine.connect() as conn:
+        d = s.devices.c
+        return set(conn.scalars(select(d.device_id).where(d.app_id == app_id)))
+
+
 @pytest.fixture
 def limited(db_url: str, tmp_path: Path) -> Iterator[Harness]:
     with running(db_url, tmp_path / "data", new_devices_per_ip_hour=5) as h:
@@ -113,20 +134,26 @@ def test_new_devices_per_address_and_hour(limited: Harness) -> None:
     key = setup_app(h, APP, "com.example.other")
     org_id = h.client.get("/organization", headers=h.auth(key)).json()[0]["id"]
     devices = [str(uuid.uuid4()) for _ in range(8)]
-    codes = [checkin(h, d, ip="203.0.113.7").status_code for d in devices]
-    assert codes == [200] * 5 + [429] * 3
-    r = checkin(h, devices[6], ip="203.0.113.7")
-    # Refused until the clock hour ends (the clock stands at 12:00:00).
-    assert assert_429(r) == 3600
+    for d in devices:
+        folded(h, d, "203.0.113.7")
+    assert stored(h) == set(devices[:5])
+    # Refused again while the clock hour lasts (answered 200, not stored).
+    folded(h, devices[6], "203.0.113.7")
+    assert devices[6] not in stored(h)
     # Devices already known keep checking in from that address.
-    assert checkin(h, devices[0], ip="203.0.113.7").status_code == 200
+    folded(h, devices[0], "203.0.113.7")
     # Another address, and the same address for another app, have their own allowance.
-    assert checkin(h, devices[5], ip="198.51.100.1").status_code == 200
+    folded(h, devices[5], "198.51.100.1")
+    assert devices[5] in stored(h)
     other = h.client.post("/updates", json=device_body("com.example.other", devices[6]))
     assert other.status_code == 200
+    h.rollup()
+    assert devices[6] in stored(h, "com.example.other")
     # IPv6: one /64 is one address.
-    v6 = [checkin(h, str(uuid.uuid4()), ip=f"2001:db8:7:7::{n}").status_code for n in range(7)]
-    assert v6 == [200] * 5 + [429] * 2
+    v6 = [str(uuid.uuid4()) for _ in range(7)]
+    for n, d in enumerate(v6):
+        folded(h, d, f"2001:db8:7:7::{n}")
+    assert stored(h) & set(v6) == set(v6[:5])
     h.rollup()
     day = "2024-05-15"
     rows = h.stats(key, f"app/{APP}", day, day)
@@ -149,7 +176,8 @@ def test_new_devices_per_address_and_hour(limited: Harness) -> None:
     assert usage["refused_new_devices"] == 6
     # The next hour brings a new allowance.
     h.clock.advance(timedelta(hours=1))
-    assert checkin(h, devices[7], ip="203.0.113.7").status_code == 200
+    folded(h, devices[7], "203.0.113.7")
+    assert devices[7] in stored(h)
 
 
 def test_import_is_not_limited_by_address(limited: Harness) -> None:
@@ -179,7 +207,7 @@ def test_import_is_not_limited_by_address(limited: Harness) -> None:
         assert conn.exec_driver_sql("SELECT count(*) FROM devices").scalar() == 20
 
 
-def test_a_batch_across_an_hour_boundary(limited: Harness) -> None:
+def test_a_fold_across_an_hour_boundary(limited: Harness) -> None:
     from otameter.events import CheckIn
 
     h = limited
@@ -189,7 +217,7 @@ def test_a_batch_across_an_hour_boundary(limited: Harness) -> None:
         CheckIn(
             APP,
             str(uuid.uuid4()),
-            hour_end - 1000 + n * 200,
+            hour_end - 1400 + n * 200,
             "ios",
             "1.0.0",
             False,
@@ -197,11 +225,16 @@ def test_a_batch_across_an_hour_boundary(limited: Harness) -> None:
             ip="203.0.113.9",
             live=True,
         )
-        for n in range(8)
+        for n in range(10)
     ]
-    # One batch (one writer transaction), two clock hours, one address: counted together.
-    outcomes = h.rt.writer.submit_blocking(events)
-    assert [o.status for o in outcomes] == ["accepted"] * 5 + ["rejected"] * 3
+    # One log record, one fold, two clock hours and one address: 7 new devices in the first
+    # hour (5 allowed), 3 in the next (a new allowance).
+    h.rt.writer.run_blocking(lambda conn: checkin_log.append(conn, events))
+    h.rollup()
+    assert stored(h) == {c.device_id for c in events[:5] + events[7:]}
+    with h.rt.read_engine.connect() as conn:
+        refused = conn.scalar(select(func.sum(s.refused_devices.c.checkins)))
+    assert refused == 2
 
 
 # -- across processes ------------------------------------------------------------------------
@@ -227,6 +260,31 @@ def test_limits_hold_across_workers(db_url: str, tmp_path: Path) -> None:
             with httpx.Client(base_url=live.url, timeout=30) as c:
                 r = c.post("/updates", json=device_body(APP, str(uuid.uuid4())))
                 new.append(r.status_code)
-        # Decided in the writers' transactions: exact however requests are spread (the
+        assert new == [200] * 16
+        engine = create_db_engine(db_url)
+        try:
+            # The workers fold the log within a second or so.
+            deadline = time.monotonic() + 30
+            while True:
+                with engine.connect() as conn:
+                    left = conn.scalar(select(func.count()).select_from(s.checkin_log))
+                    devices = conn.scalar(select(func.count()).select_from(s.devices))
+                    refused = conn.scalar(select(func.sum(s.refused_devices.c.checkins)))
+                if not left or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+        finally:
+            engine.dispose()
+        # Decided in the folds' transactions: exact however requests are spread (the
         # address's first new device was the one above).
-        assert new.count(200) == 9 and new.count(429) == 7
+        assert left == 0
+        assert devices == 10 and refused == 7
+        # And the org sees them (the live server runs on the real clock).
+        today = datetime.now(UTC).date()
+        span = f"from={today - timedelta(days=1)}&to={today}"
+        r = httpx.get(
+            f"{live.url}/statistics/app/{APP}/refused_devices/?{span}",
+            headers={"authorization": key},
+        )
+        assert r.status_code == 200, r.text
+        assert sum(row["refused_new_devices"] for row in r.json()["data"]) == 7

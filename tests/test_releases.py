@@ -346,6 +346,7 @@ def test_device_search_and_event_log(harness: Harness) -> None:
     key, d = replay(harness)
     # Found by the start of its id, or by its custom id.
     checkin(harness, d["crash"], "1.0.1", custom_id="user-42")
+    harness.rollup()  # the check-in reaches the device table when the log is folded
     answer = harness.client.get(
         f"/app/{APP}/devices?search={d['crash'][:8]}", headers=harness.auth(key)
     )

@@ -12,8 +12,13 @@ from typing import Any, Literal
 import msgspec
 
 
-class CheckIn(msgspec.Struct, gc=False):
-    """An update check: the device was active (the MAU source)."""
+class CheckIn(msgspec.Struct, gc=False, array_like=True):
+    """An update check: the device was active (the MAU source).
+
+    Encoded as an array (``checkin_log`` stores batches of them): field names are not
+    repeated in each record. New fields go at the end with a default, so that records
+    written before they existed still decode.
+    """
 
     app_id: str
     device_id: str

@@ -8,9 +8,8 @@ bandwidth a sum), which is what makes replays and merged, unordered logs come ou
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date
-from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -46,12 +45,6 @@ from .events import (
 )
 from .fold import DEVICE_FIELDS, LATEST_FIELDS, Fold, FoldedBatch, FoldedFacts, IpPredicate
 
-# Decides, in the writer transaction, which live check-ins may create devices (limits.py);
-# the others get their outcome set and are not stored.
-Admission = Callable[
-    [Connection, list[tuple[int, CheckIn]], list[Outcome | None]], list[tuple[int, CheckIn]]
-]
-
 
 def dialect_insert(conn: Connection, table: Table) -> Any:
     """INSERT with ON CONFLICT support for the connection's engine."""
@@ -66,7 +59,6 @@ class Pipeline:
     def __init__(self, is_google_ip: IpPredicate) -> None:
         self._is_google_ip = is_google_ip
         self._google_cache: dict[str, bool] = {}
-        self.admission: Admission | None = None
 
     @property
     def google_predicate(self) -> IpPredicate:
@@ -86,7 +78,7 @@ class Pipeline:
     def apply(self, conn: Connection, events: Sequence[Event]) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(events)
         fresh = self._dedupe(conn, events, outcomes)
-        live_apps = self._existing_apps(conn, {getattr(e, "app_id", "") for e in events})
+        live_apps = self.existing_apps(conn, {getattr(e, "app_id", "") for e in events})
         queue: set[tuple[str, date, str]] = set()
 
         checkins: list[tuple[int, CheckIn]] = []
@@ -155,7 +147,7 @@ class Pipeline:
         return [i for i in range(len(events)) if outcomes[i] is None]
 
     @staticmethod
-    def _existing_apps(conn: Connection, app_ids: Iterable[str]) -> set[str]:
+    def existing_apps(conn: Connection, app_ids: Iterable[str]) -> set[str]:
         wanted = [a for a in app_ids if a]
         if not wanted:
             return set()
@@ -244,7 +236,7 @@ class Pipeline:
     # -- check-ins -------------------------------------------------------------------------
 
     @staticmethod
-    def _upload_times(conn: Connection, app_id: str) -> list[int]:
+    def upload_times(conn: Connection, app_id: str) -> list[int]:
         """Sorted upload times of the app's bundles (all of them: each opened a window)."""
         rows = conn.exec_driver_sql(
             "SELECT created_at FROM bundles WHERE app_id = "
@@ -259,45 +251,17 @@ class Pipeline:
         checkins: list[tuple[int, CheckIn]],
         outcomes: list[Outcome | None],
     ) -> None:
-        if self.admission is not None:
-            checkins = self.admission(conn, checkins, outcomes)
         if not checkins:
             return
-        fold = Fold(lambda app_id: self._upload_times(conn, app_id), self.is_google_ip)
+        fold = Fold(lambda app_id: self.upload_times(conn, app_id), self.is_google_ip)
         google = Verdict.GOOGLE_WINDOW
         for i, checkin in checkins:
             outcomes[i] = _GOOGLE_WINDOW if fold.add_checkin(checkin) is google else ACCEPTED
         self.store(conn, fold.seal())
 
     def store(self, conn: Connection, facts: FoldedFacts) -> None:
-        """Store a batch's folded facts: device rows, activity deltas and downloads."""
-        ordinals = upsert_devices(conn, facts.device_rows) if facts.device_rows else []
-        if facts.activity:
-            conn.execute(
-                s.activity_deltas.insert(),
-                [
-                    {
-                        "app_id": app_id,
-                        "day": day,
-                        "kind": kind,
-                        "version_name": version,
-                        "bitmap": BitMap([ordinals[i] for i in members]).serialize(),
-                    }
-                    for (app_id, day, kind, version), members in facts.activity.items()
-                ],
-            )
-        if facts.downloads:
-            columns = "app_id, device_id, version, at, day, bytes"
-            marks = ", ".join([_placeholder(conn)] * 6)
-            conn.exec_driver_sql(
-                f"INSERT INTO downloads ({columns}) VALUES ({marks})",
-                [(*row[:4], date_param(conn, row[4]), row[5]) for row in facts.downloads],
-            )
-            days = {(row[0], row[4], "bandwidth") for row in facts.downloads}
-            conn.execute(
-                s.rollup_queue.insert(),
-                [{"app_id": a, "day": d, "what": w} for a, d, w in sorted(days)],
-            )
+        """Store a batch's folded facts (see ``store_facts``)."""
+        store_facts(conn, facts)
 
     def apply_folded(self, conn: Connection, batch: FoldedBatch) -> bool:
         """Store a batch folded elsewhere; False (nothing written) if its assumptions fail.
@@ -305,7 +269,7 @@ class Pipeline:
         The fold assumed that its apps exist and that none of its event ids was applied
         before. The caller applies the events one by one (``apply``) when this answers False.
         """
-        if self._existing_apps(conn, batch.apps) != batch.apps:
+        if self.existing_apps(conn, batch.apps) != batch.apps:
             return False
         if batch.id_count:
             savepoint = conn.begin_nested()
@@ -384,6 +348,37 @@ class Pipeline:
         )
 
 
+def store_facts(conn: Connection, facts: FoldedFacts) -> None:
+    """Store a batch's folded facts: device rows, activity deltas and downloads."""
+    ordinals = upsert_devices(conn, facts.device_rows) if facts.device_rows else []
+    if facts.activity:
+        conn.execute(
+            s.activity_deltas.insert(),
+            [
+                {
+                    "app_id": app_id,
+                    "day": day,
+                    "kind": kind,
+                    "version_name": version,
+                    "bitmap": BitMap([ordinals[i] for i in members]).serialize(),
+                }
+                for (app_id, day, kind, version), members in facts.activity.items()
+            ],
+        )
+    if facts.downloads:
+        columns = "app_id, device_id, version, at, day, bytes"
+        marks = ", ".join([_placeholder(conn)] * 6)
+        conn.exec_driver_sql(
+            f"INSERT INTO downloads ({columns}) VALUES ({marks})",
+            [(*row[:4], date_param(conn, row[4]), row[5]) for row in facts.downloads],
+        )
+        days = {(row[0], row[4], "bandwidth") for row in facts.downloads}
+        conn.execute(
+            s.rollup_queue.insert(),
+            [{"app_id": a, "day": d, "what": w} for a, d, w in sorted(days)],
+        )
+
+
 def date_param(conn: Connection, day: date) -> Any:
     # SQLAlchemy stores a Date as ISO text on SQLite; statements run with exec_driver_sql
     # bypass its type handling, so the text is passed as is.
@@ -396,59 +391,74 @@ def _placeholder(conn: Connection) -> str:
 
 
 def upsert_devices(conn: Connection, rows: list[list[Any]]) -> list[int]:
-    """Upsert device rows; returns their ordinals, in row order."""
-    if conn.dialect.name == "postgresql":
+    """Upsert device rows; returns their ordinals (within their app), in row order.
+
+    A known device keeps its ordinal; a new one takes the next of its app's counter
+    (``apps.device_ordinals``, raised in this transaction), so each app's ordinals stay
+    dense and no sequence is shared by all apps.
+    """
+    postgres = conn.dialect.name == "postgresql"
+    ordinals = _known_ordinals(conn, rows, postgres)
+    fresh: dict[str, list[int]] = {}
+    for i, ordinal in enumerate(ordinals):
+        if ordinal is None:
+            fresh.setdefault(rows[i][0], []).append(i)
+    take = _TAKE_ORDINALS_POSTGRESQL if postgres else _TAKE_ORDINALS_SQLITE
+    for app_id, indexes in fresh.items():
+        # The app's row stays locked until the commit: concurrent writers take turns here.
+        last = int(conn.exec_driver_sql(take, (len(indexes), app_id)).scalar_one())
+        for ordinal, i in enumerate(indexes, start=last - len(indexes) + 1):
+            ordinals[i] = ordinal
+    if postgres:
         # One JSON array parameter: the statement text is the same for every batch and no
-        # per-row work happens in the driver. Merged import batches hold runs of key order,
-        # so the rows are sorted here: concurrent writers lock rows in the same order.
-        ordered = sorted(rows, key=_device_key)
-        result = conn.exec_driver_sql(_DEVICE_UPSERT_POSTGRESQL, (orjson.dumps(ordered).decode(),))
+        # per-row work happens in the driver. Rows are sent in key order (merged import
+        # batches hold runs of it): concurrent writers lock rows in the same order. A device
+        # another process added meanwhile keeps that process's ordinal (RETURNING says which).
+        ordered = sorted(range(len(rows)), key=lambda i: (rows[i][0], rows[i][1]))
+        payload = orjson.dumps([[*rows[i], ordinals[i]] for i in ordered]).decode()
+        result = conn.exec_driver_sql(_DEVICE_UPSERT_POSTGRESQL, (payload,))
         by_key = {(app_id, device_id): ordinal for ordinal, app_id, device_id in result}
         return [by_key[(row[0], row[1])] for row in rows]
-    # SQLite: executemany binds each row directly, cheaper than extracting every column
-    # from JSON; the ordinals are then read in row order in one statement. The driver's
-    # cursor takes the rows as they are, where SQLAlchemy would want each one as a tuple.
+    # SQLite has one writer at a time: the ordinals given are the ordinals stored. The
+    # driver's cursor binds each row directly, cheaper than SQLAlchemy's executemany.
     driver = conn.connection.driver_connection
     assert driver is not None
     cursor = driver.cursor()
     try:
-        cursor.executemany(_DEVICE_UPSERT_SQLITE, rows)
+        cursor.executemany(
+            _DEVICE_UPSERT_SQLITE, [[*row, ordinals[i]] for i, row in enumerate(rows)]
+        )
     finally:
         cursor.close()
+    return [int(ordinal) for ordinal in ordinals if ordinal is not None]
+
+
+def _known_ordinals(conn: Connection, rows: list[list[Any]], postgres: bool) -> list[int | None]:
+    """The stored ordinal of each row's device (None for a new device), in row order."""
     app_id = rows[0][0]
-    if all(row[0] == app_id for row in rows):
+    if not postgres and all(row[0] == app_id for row in rows):
         # One app (an import, most batches): the app as a parameter and plain device ids.
         # Extracting two fields from a JSON array of pairs cost three times as much a row.
-        keys, statement = [row[1] for row in rows], _APP_DEVICE_ORDINALS_SQLITE
-        result = conn.exec_driver_sql(statement, (orjson.dumps(keys).decode(), app_id))
+        keys = orjson.dumps([row[1] for row in rows]).decode()
+        result = conn.exec_driver_sql(_APP_DEVICE_ORDINALS_SQLITE, (keys, app_id))
     else:
         pairs = orjson.dumps([row[:2] for row in rows]).decode()
-        result = conn.exec_driver_sql(_DEVICE_ORDINALS_SQLITE, (pairs,))
+        sql = _DEVICE_ORDINALS_POSTGRESQL if postgres else _DEVICE_ORDINALS_SQLITE
+        result = conn.exec_driver_sql(sql, (pairs,))
     return [ordinal for (ordinal,) in result]
 
 
-_device_key = itemgetter(0, 1)
-
-
 def _device_upsert_sql(postgres: bool) -> str:
-    names = [name for name, _ in DEVICE_FIELDS]
+    fields = [*DEVICE_FIELDS, ("id", "bigint")]
+    names = [name for name, _ in fields]
     if postgres:
-        values = [f"(e.v->>{i})::{kind}" for i, (_, kind) in enumerate(DEVICE_FIELDS)]
-        # An INSERT .. ON CONFLICT takes a sequence number even when it ends as an update:
-        # every check-in would burn an ordinal, making ordinals sparse (bigger bitmaps) and
-        # reaching 2**32 (the bitmap limit) after 4 billion check-ins. So a known device is
-        # upserted with its own id and only a new one draws from the sequence.
-        names.insert(0, "id")
-        # The sequence of the BIGSERIAL column (named by PostgreSQL as table_column_seq).
-        values.insert(0, "COALESCE(known.id, nextval('devices_id_seq'))")
+        values = [f"(e.v->>{i})::{kind}" for i, (_, kind) in enumerate(fields)]
         source = (
-            " SELECT {values} FROM json_array_elements(%s::json) WITH ORDINALITY AS e(v, n)"
-            " LEFT JOIN devices AS known"
-            " ON known.app_id = e.v->>0 AND known.device_id = e.v->>1"
+            f" SELECT {', '.join(values)} FROM json_array_elements(%s::json)"
             # Rows locked in the order given, which is key order (see upsert_devices):
             # writers in several processes never deadlock.
-            " WHERE true ORDER BY e.n"
-        ).format(values=", ".join(values))
+            " WITH ORDINALITY AS e(v, n) ORDER BY e.n"
+        )
     else:
         source = f" VALUES ({', '.join(['?'] * len(names))})"
 
@@ -480,17 +490,28 @@ def _device_upsert_sql(postgres: bool) -> str:
 
 _DEVICE_UPSERT_SQLITE = _device_upsert_sql(postgres=False)
 _DEVICE_UPSERT_POSTGRESQL = _device_upsert_sql(postgres=True)
-# ORDER BY e.key also keeps the planner driving the join from the JSON array: without it,
-# SQLite may scan the devices and search the array for each one.
+_TAKE_ORDINALS_SQLITE = (
+    "UPDATE apps SET device_ordinals = device_ordinals + ? WHERE app_id = ?"
+    " RETURNING device_ordinals"
+)
+_TAKE_ORDINALS_POSTGRESQL = _TAKE_ORDINALS_SQLITE.replace("?", "%s")
+# LEFT JOIN: one answer a row, NULL for a new device. ORDER BY e.key also keeps the planner
+# driving the join from the JSON array: without it, SQLite may scan the devices and search
+# the array for each one.
 _DEVICE_ORDINALS_SQLITE = (
     "SELECT d.id FROM json_each(?) AS e"
-    " JOIN devices AS d ON d.app_id = e.value->>0 AND d.device_id = e.value->>1"
+    " LEFT JOIN devices AS d ON d.app_id = e.value->>0 AND d.device_id = e.value->>1"
     " ORDER BY e.key"
 )
 _APP_DEVICE_ORDINALS_SQLITE = (
     "SELECT d.id FROM json_each(?) AS e"
-    " JOIN devices AS d ON d.app_id = ? AND d.device_id = e.value"
+    " LEFT JOIN devices AS d ON d.app_id = ? AND d.device_id = e.value"
     " ORDER BY e.key"
+)
+_DEVICE_ORDINALS_POSTGRESQL = (
+    "SELECT d.id FROM json_array_elements(%s::json) WITH ORDINALITY AS e(v, n)"
+    " LEFT JOIN devices AS d ON d.app_id = e.v->>0 AND d.device_id = e.v->>1"
+    " ORDER BY e.n"
 )
 
 

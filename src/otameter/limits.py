@@ -14,13 +14,15 @@ hot path stays as cheap as the traffic it meets allows:
   reaches the limit. A device can thus slip at most ``SHARE_AFTER - 1`` requests a minute per
   process past the shared count, and the count never exceeds what the device really sent, so
   a device within the limit is never refused.
-- **New devices per client address, app and hour.** Decided in the writer transaction that
-  would create the device rows (``Pipeline`` calls :meth:`NewDeviceLimit.admit` before it
-  folds a batch's check-ins): the check-ins of devices the app has not seen, counted against
-  the address's allowance of the clock hour; the check-ins over it are refused, so those
-  devices are never stored and never counted. An IPv6 address is limited by its /64, which
-  one subscriber usually holds whole. The refusals are added up per app and day in
-  ``refused_devices``, which the statistics API and the dashboard show to the app's org.
+- **New devices per client address, app and hour.** Decided in the transaction that folds
+  the check-in log into device rows (``checkin_log.consume`` calls
+  :meth:`NewDeviceLimit.refuse` before it stores a fold's facts): the devices the app has
+  not seen, counted against the allowance of their address and clock hour; the devices over
+  it are refused, so they are never stored and never counted. The check-in was answered
+  (200) when it was logged: the answer does not wait for the device table. An IPv6
+  address is limited by its /64, which one subscriber usually holds whole. The refusals are
+  added up per app and day in ``refused_devices``, which the statistics API and the
+  dashboard show to the app's org.
 
 The sliding minute is the usual two-window estimate (the previous fixed window's count,
 weighted by how much of it still lies within the last minute, plus the current window's).
@@ -43,7 +45,7 @@ from sqlalchemy import Connection, bindparam, func, select, update
 
 from . import schema as s
 from .clock import Clock, day_of_ms, to_ms
-from .events import CheckIn, Outcome
+from .events import CheckIn
 from .ingest import dialect_insert
 
 # Local requests a minute a device may send to one process before it is counted in the
@@ -51,7 +53,6 @@ from .ingest import dialect_insert
 SHARE_AFTER: Final = 3
 MINUTE_MS: Final = 60_000
 HOUR_MS: Final = 3_600_000
-TOO_MANY_NEW_DEVICES: Final = "too_many_new_devices"
 # Local counts kept in memory before the previous window's are dropped early.
 _LOCAL_CAP: Final = 200_000
 
@@ -269,70 +270,88 @@ class DeviceRate:
 
 
 class NewDeviceLimit:
-    """New devices per client address, app and clock hour; decided in the writer."""
+    """New devices per client address, app and clock hour; decided when the log is folded."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
 
-    def admit(
-        self,
-        conn: Connection,
-        checkins: list[tuple[int, CheckIn]],
-        outcomes: list[Outcome | None],
-    ) -> list[tuple[int, CheckIn]]:
-        """The check-ins to store; the others get a refusal outcome (with Retry-After).
+    def refuse(
+        self, conn: Connection, arrivals: dict[tuple[str, str], Arrival]
+    ) -> set[tuple[str, str]]:
+        """The devices of a log fold that are refused (see :func:`refuse_arrivals`)."""
+        return refuse_arrivals(conn, self.limit, arrivals)
 
-        Only check-ins devices send now are limited, not imported ones.
-        """
-        live = [c for _, c in checkins if c.live and c.ip]
-        if not live:
-            return checkins
-        unseen = _unseen_devices(conn, live)
-        if not unseen:
-            return checkins
-        # One hour for the batch (its check-ins arrived within moments): one counter row per
-        # (app, address) in the counting statement.
-        hour = max(c.at_ms for c in live) // HOUR_MS
-        # The new devices of each (app, address, hour), in arrival order.
-        groups: dict[tuple[str, str, int], dict[str, None]] = {}
-        for c in live:
-            if (c.app_id, c.device_id) in unseen:
-                assert c.ip is not None
-                group = (c.app_id, address_key(c.ip), hour)
-                groups.setdefault(group, {})[c.device_id] = None
+
+@dataclass(slots=True)
+class Arrival:
+    """A device's live check-ins in one fold of the check-in log (for the new-devices limit)."""
+
+    # The limited part of the address of its first check-in, and that check-in's hour.
+    address: str
+    hour: int
+    # The times of its check-ins: each is counted as refused if the device is.
+    times: list[int]
+
+
+def note_arrival(arrivals: dict[tuple[str, str], Arrival], c: CheckIn) -> None:
+    """Record a live check-in while the log is folded (first check-in of a device first)."""
+    if not c.live or not c.ip:
+        return
+    key = (c.app_id, c.device_id)
+    arrival = arrivals.get(key)
+    if arrival is None:
+        arrivals[key] = Arrival(address_key(c.ip), c.at_ms // HOUR_MS, [c.at_ms])
+    else:
+        arrival.times.append(c.at_ms)
+
+
+def refuse_arrivals(
+    conn: Connection, limit: int, arrivals: dict[tuple[str, str], Arrival]
+) -> set[tuple[str, str]]:
+    """The devices of a log fold over their address's new-devices allowance, in the fold's
+    write transaction: counted in ``rate_counters``, their check-ins added to
+    ``refused_devices``. The caller stores nothing of them.
+
+    The devices the app has not seen are counted against the allowance of the address and
+    clock hour of their first check-in in the fold, in the order they arrived.
+    """
+    if not arrivals:
+        return set()
+    unseen = _unseen_devices(conn, list(arrivals))
+    if not unseen:
+        return set()
+    # The new devices of each (app, address, hour), in arrival order; one counting statement
+    # per hour (a statement counts each counter row once).
+    by_hour: dict[int, dict[tuple[str, str, int], list[str]]] = {}
+    for (app_id, device_id), arrival in arrivals.items():
+        if (app_id, device_id) in unseen:
+            group = (app_id, arrival.address, arrival.hour)
+            by_hour.setdefault(arrival.hour, {}).setdefault(group, []).append(device_id)
+    refused: set[tuple[str, str]] = set()
+    for hour in sorted(by_hour):
+        groups = by_hour[hour]
         allowed = count_fixed_windows(
             conn,
             "new_devices",
             {group: len(devices) for group, devices in groups.items()},
-            self.limit,
+            limit,
         )
-        refused: dict[tuple[str, str], int] = {}
-        for (app_id, address, hour), devices in groups.items():
-            hour_ends_s = (hour + 1) * HOUR_MS // 1000
-            for device_id in list(devices)[allowed[(app_id, address, hour)] :]:
-                refused[(app_id, device_id)] = hour_ends_s
-        if not refused:
-            return checkins
-        kept: list[tuple[int, CheckIn]] = []
-        per_day: dict[tuple[str, date], int] = {}
-        for i, c in checkins:
-            end_s = refused.get((c.app_id, c.device_id)) if c.live else None
-            if end_s is None:
-                kept.append((i, c))
-                continue
-            wait = max(1, end_s - c.at_ms // 1000)
-            outcomes[i] = Outcome("rejected", reason=TOO_MANY_NEW_DEVICES, value=wait)
-            day = day_of_ms(c.at_ms)
-            per_day[(c.app_id, day)] = per_day.get((c.app_id, day), 0) + 1
-        _count_refused(conn, per_day)
-        return kept
+        for group, devices in groups.items():
+            refused.update((group[0], device_id) for device_id in devices[allowed[group] :])
+    per_day: dict[tuple[str, date], int] = {}
+    for app_id, device_id in refused:
+        for at_ms in arrivals[(app_id, device_id)].times:
+            day = day_of_ms(at_ms)
+            per_day[(app_id, day)] = per_day.get((app_id, day), 0) + 1
+    _count_refused(conn, per_day)
+    return refused
 
 
-def _unseen_devices(conn: Connection, live: list[CheckIn]) -> set[tuple[str, str]]:
-    """The (app, device) pairs of these check-ins that have no device row yet."""
+def _unseen_devices(conn: Connection, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """The (app, device) pairs that have no device row yet."""
     by_app: dict[str, set[str]] = {}
-    for c in live:
-        by_app.setdefault(c.app_id, set()).add(c.device_id)
+    for app_id, device_id in pairs:
+        by_app.setdefault(app_id, set()).add(device_id)
     postgres = conn.dialect.name == "postgresql"
     sql = _KNOWN_POSTGRESQL if postgres else _KNOWN_SQLITE
     unseen: set[tuple[str, str]] = set()

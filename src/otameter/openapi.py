@@ -858,10 +858,10 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                 "429": {
                     "description": (
                         "The app does not exist (`app_not_found`: the device backs off for an "
-                        "hour), or the device is over its rate, or its address over its new "
-                        "devices for this app this hour (`too_many_requests`, see README, "
-                        "Limits). The plugin waits `Retry-After` seconds (also in "
-                        "`retryAfterSeconds`)."
+                        "hour), or the device is over its rate (`too_many_requests`, see "
+                        "README, Limits). The plugin waits `Retry-After` seconds (also in "
+                        "`retryAfterSeconds`). A new device over its address's allowance for "
+                        "the app this hour is answered 200 and not stored (counted as refused)."
                     ),
                     "headers": {"Retry-After": {"required": True, "schema": INT}},
                     "content": json_content({"anyOf": [ref("UnknownApp"), RATE_LIMITED_BODY]}),

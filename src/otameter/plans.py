@@ -294,10 +294,20 @@ class Usage:
         return body
 
 
-def _union(conn: Connection, app_ids: list[str], lo: date, hi: date, kind: str) -> BitMap:
-    # Ordinals are unique across apps: the union counts (app, device) pairs.
-    maps = list(devices_by_app(conn, app_ids, lo, hi, kind).values())
-    return maps[0] if len(maps) == 1 else BitMap.union(*maps) if maps else BitMap()
+def _devices(conn: Connection, app_ids: list[str], lo: date, hi: date) -> tuple[int, int, int]:
+    """(counted, emudev, either) devices of the apps over [lo, hi].
+
+    Ordinals are per app, so each app's devices are counted on its own bitmaps and the apps'
+    counts added up: the org's figure counts (app, device) pairs.
+    """
+    counted = devices_by_app(conn, app_ids, lo, hi, "counted")
+    emudev = devices_by_app(conn, app_ids, lo, hi, "emudev")
+    empty = BitMap()
+    either = sum(
+        counted.get(app_id, empty).union_cardinality(emudev.get(app_id, empty))
+        for app_id in set(counted) | set(emudev)
+    )
+    return sum(map(len, counted.values())), sum(map(len, emudev.values())), either
 
 
 def compute_usage(conn: Connection, org: Any, today: date) -> Usage:
@@ -309,9 +319,7 @@ def compute_usage(conn: Connection, org: Any, today: date) -> Usage:
     mau = storage = bandwidth = emudev = active = 0
     if app_ids:
         hi = min(end, today)
-        counted = _union(conn, app_ids, start, hi, "counted")
-        emu = _union(conn, app_ids, start, hi, "emudev")
-        mau, emudev, active = len(counted), len(emu), counted.union_cardinality(emu)
+        mau, emudev, active = _devices(conn, app_ids, start, hi)
         u = s.daily_usage.c
         bandwidth = int(
             conn.scalar(

@@ -14,12 +14,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 
+import msgspec
 import orjson
 
-from .text import has_control
+from .text import has_control, may_hold_control
 
 __all__ = [
     "BLOCKED_CODES",
@@ -40,6 +41,7 @@ __all__ = [
     "channel_list_entry",
     "channel_set_ok",
     "decode_json",
+    "decode_update_request",
     "kind_for_code",
     "no_update",
     "parse_channel_query",
@@ -378,6 +380,76 @@ def parse_update_request(data: Any) -> UpdateRequest:
         install_source=f.optional_str("install_source", _MAX_INSTALL_SOURCE),
         default_channel=f.optional_str("defaultChannel"),
         key_id=f.optional_str("key_id", _MAX_KEY_ID),
+    )
+
+
+# -- one decode that also validates, for update checks ------------------------------------------
+
+# The rules of parse_update_request as msgspec constraints, so that the common, valid body
+# is decoded and checked in one pass in C. msgspec's pattern is a search: anchored with ^ and
+# \Z (not $, which also matches before a final newline) it means fullmatch; (?a) is re.ASCII.
+_Text = Annotated[str, msgspec.Meta(max_length=_MAX_TEXT)]
+_Required = Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_TEXT)]
+
+
+# Unknown fields are refused here (and then ignored by the full reading): msgspec skips an
+# unknown field without reading its value as orjson does (a number too large for a float,
+# say), and the plugin sends no other field.
+class _UpdateBody(msgspec.Struct, gc=False, forbid_unknown_fields=True):
+    app_id: Annotated[
+        str, msgspec.Meta(max_length=_MAX_APP_ID, pattern=rf"(?ia)^{_APP_ID_RE.pattern}\Z")
+    ]
+    device_id: Annotated[str, msgspec.Meta(pattern=rf"(?ia)^{_DEVICE_ID_RE.pattern}\Z")]
+    platform: Literal["ios", "android", "electron"]
+    version_name: _Required
+    version_build: _Required
+    plugin_version: Annotated[
+        str, msgspec.Meta(max_length=_MAX_TEXT, pattern=rf"(?a)^{_SEMVER_RE.pattern}\Z")
+    ]
+    # JSON null on an optional field is absence, as in _Fields.
+    is_emulator: bool | None = None
+    is_prod: bool | None = None
+    custom_id: Annotated[str, msgspec.Meta(max_length=_MAX_CUSTOM_ID)] | None = None
+    version_code: _Text | None = None
+    version_os: _Text | None = None
+    install_source: Annotated[str, msgspec.Meta(max_length=_MAX_INSTALL_SOURCE)] | None = None
+    defaultChannel: _Text | None = None  # the wire name
+    key_id: Annotated[str, msgspec.Meta(max_length=_MAX_KEY_ID)] | None = None
+
+
+_decode_update_body = msgspec.json.Decoder(_UpdateBody).decode
+
+
+def decode_update_request(body: bytes) -> UpdateRequest:
+    """Decode and validate the body of an update check in one pass.
+
+    Equal to ``parse_update_request(decode_json(body))``: a body msgspec refuses is read
+    again by that path, which raises the protocol's error for the first faulty field (the
+    constraints above accept exactly what it accepts; tests/test_protocol.py compares them).
+    A body that may hold a control character in a string (an escape, DEL, a C1 character) is
+    read by that path too, which refuses control characters field by field.
+    """
+    if may_hold_control(body):
+        return parse_update_request(decode_json(body))
+    try:
+        b = _decode_update_body(body)
+    except msgspec.DecodeError:
+        return parse_update_request(decode_json(body))
+    return UpdateRequest(
+        b.platform,
+        b.device_id.lower(),
+        b.app_id,
+        b.custom_id or "",
+        b.version_build,
+        b.version_code or "",
+        b.version_os or "",
+        b.version_name,
+        b.plugin_version,
+        False if b.is_emulator is None else b.is_emulator,
+        True if b.is_prod is None else b.is_prod,
+        b.install_source,
+        b.defaultChannel,
+        b.key_id,
     )
 
 

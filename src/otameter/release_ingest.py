@@ -18,7 +18,7 @@ from . import schema as s
 from .clock import day_of_ms
 from .counting import Verdict, device_verdict
 from .events import PluginStat
-from .ingest import date_param, dialect_insert
+from .ingest import date_param, upsert_devices
 from .releases import ACTION_OUTCOMES, LAUNCH_ACTION, launch_bucket, release_version
 
 _COUNTED = Verdict.COUNTED
@@ -117,33 +117,31 @@ def device_ordinals(conn: Connection, stats: Iterable[PluginStat]) -> dict[tuple
     found = _read_ordinals(conn, wanted)
     missing = [event for key, event in sorted(wanted.items()) if key not in found]
     if missing:
-        # Only devices not found are inserted: on PostgreSQL an INSERT .. ON CONFLICT draws
-        # from the ordinal sequence even when it does nothing.
-        stmt = dialect_insert(conn, s.devices).on_conflict_do_nothing(
-            index_elements=["app_id", "device_id"]
-        )
-        conn.execute(
-            stmt,
+        # Only devices not found get a row, with the next ordinals of their app's counter
+        # (``upsert_devices``, as a check-in's fold takes them).
+        rows = [
             [
-                {
-                    "app_id": e.app_id,
-                    "device_id": e.device_id,
-                    "first_seen": e.at_ms,
-                    "last_seen": e.at_ms,
-                    "last_counted_at": None,
-                    "platform": e.platform,
-                    "version_name": release_version(e.version_name),
-                    "version_build": e.version_build,
-                    "version_os": "",
-                    "plugin_version": e.plugin_version,
-                    "custom_id": e.custom_id,
-                    "is_emulator": e.is_emulator,
-                    "is_prod": e.is_prod,
-                }
-                for e in missing
-            ],
+                e.app_id,
+                e.device_id,
+                e.at_ms,
+                e.at_ms,
+                None,
+                e.platform,
+                release_version(e.version_name),
+                e.version_build,
+                "",
+                e.plugin_version,
+                e.custom_id,
+                e.is_emulator,
+                e.is_prod,
+            ]
+            for e in missing
+        ]
+        ordinals = upsert_devices(conn, rows)
+        found.update(
+            ((e.app_id, e.device_id), ordinal) for e, ordinal in zip(missing, ordinals, strict=True)
         )
-        found.update(_read_ordinals(conn, {(e.app_id, e.device_id): e for e in missing}))
+
     return found
 
 

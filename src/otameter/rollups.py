@@ -1,7 +1,9 @@
 """Rollups: fold the writer's facts into the per-day figures that statistics read.
 
-Each run, in one writer transaction: fold activity deltas into per-day device bitmaps,
-then recompute every (app, day) whose figures those facts can change:
+Each run, in one writer transaction: fold the check-in log into device rows and activity
+deltas (checkin_log.py: read and folded before the transaction, consumed in it), fold
+activity deltas into per-day device bitmaps, then recompute every (app, day) whose figures
+those facts can change:
 
 - a device active on D changes ``mau`` for D..D+29 and ``new_devices`` up to D's month end;
 - a download on D changes ``bandwidth`` for D;
@@ -19,14 +21,19 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import partial
 from typing import Any
 
 from pyroaring import BitMap
-from sqlalchemy import Connection, delete, func, select, text
+from sqlalchemy import Connection, Engine, delete, func, select, text
 
+from . import checkin_log
 from . import schema as s
+from .checkin_log import PreparedFold
 from .clock import Clock, day_start_ms, month_start, to_ms
+from .fold import IpPredicate
 from .ingest import dialect_insert
+from .limits import NewDeviceLimit
 from .writer import Writer
 
 log = logging.getLogger(__name__)
@@ -54,18 +61,39 @@ def days_between(lo: date, hi: date) -> list[date]:
 
 @dataclass
 class RollupReport:
+    checkins_folded: int = 0
     deltas_folded: int = 0
     queue_items: int = 0
     days_recomputed: int = 0
     more_pending: bool = False
     skipped: bool = False
+    # Another process consumed log rows this run had read: they were folded there.
+    log_stale: bool = False
 
 
 class Rollups:
-    def __init__(self, writer: Writer, clock: Clock, *, max_rows: int = 5000) -> None:
+    def __init__(
+        self,
+        writer: Writer,
+        clock: Clock,
+        *,
+        max_rows: int = 5000,
+        read_engine: Engine | None = None,
+        is_google_ip: IpPredicate | None = None,
+        # Log rows a fold transaction consumes at most: about 2,000 check-ins under load. On
+        # SQLite the fold holds the one writer; kept short, group commits of live traffic
+        # run between two folds instead of waiting behind one large fold.
+        max_log_rows: int = 64,
+    ) -> None:
         self.writer = writer
         self.clock = clock
         self.max_rows = max_rows
+        # Where the check-in log is read and folded before the write transaction (None: in it).
+        self.read_engine = read_engine
+        self.is_google_ip: IpPredicate = is_google_ip or writer.pipeline.is_google_ip
+        self.max_log_rows = max_log_rows
+        # The new-devices limit, applied to the log's check-ins as they are folded (None: none).
+        self.new_devices: NewDeviceLimit | None = None
         # Called inside each rollup transaction with the apps whose figures it recomputed.
         self.hooks: list[Callable[[Connection, set[str]], None]] = []
         # Called in the same transaction with the (app, version) pairs whose release-health
@@ -76,7 +104,9 @@ class Rollups:
         """Run until nothing is pending (used by import, tests and the worker)."""
         total = RollupReport()
         while True:
-            report = self.writer.run_blocking(self.transaction)
+            prepared = self._prepare_log()
+            report = self.writer.run_blocking(partial(self.transaction, prepared=prepared))
+            total.checkins_folded += report.checkins_folded
             total.deltas_folded += report.deltas_folded
             total.queue_items += report.queue_items
             total.days_recomputed += report.days_recomputed
@@ -84,11 +114,66 @@ class Rollups:
             if not report.more_pending or report.skipped:
                 return total
 
-    def transaction(self, conn: Connection) -> RollupReport:
+    def fold_log_blocking(self) -> int:
+        """Fold the check-in log into device rows and deltas only (a lighter, more frequent
+        pass than the whole rollup: each transaction stays short); returns check-ins folded."""
+        folded = 0
+        engine = self.read_engine
+        while True:
+            if engine is not None and engine.dialect.name == "postgresql":
+                # PostgreSQL: on a connection of its own, so that the group commits of live
+                # traffic never wait behind a fold; read and folded under the fold lock, so
+                # that processes do not fold the same rows only for one of them to keep it.
+                with engine.begin() as conn:
+                    report = self.log_transaction(conn, None)
+            else:
+                prepared = self._prepare_log()
+                if prepared is not None and not prepared.ids:
+                    return folded
+                # SQLite has one writer: the fold takes its turn there, with the rows read
+                # and folded beforehand so that it holds the write lock only to store them.
+                report = self.writer.run_blocking(partial(self.log_transaction, prepared=prepared))
+            folded += report.checkins_folded
+            # After a stale read another process is folding (SQLite has no fold lock):
+            # leave the log to it until the next tick rather than race it row for row.
+            if not report.more_pending or report.skipped or report.log_stale:
+                return folded
+
+    def _prepare_log(self) -> PreparedFold | None:
+        if self.read_engine is None:
+            return None
+        with self.read_engine.connect() as conn:
+            return checkin_log.prepare(conn, self.is_google_ip, self.max_log_rows)
+
+    def log_transaction(self, conn: Connection, prepared: PreparedFold | None) -> RollupReport:
         report = RollupReport()
-        if conn.dialect.name == "postgresql" and not conn.scalar(
-            text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": ROLLUP_LOCK_ID}
-        ):
+        if not self._lock(conn):
+            report.skipped = True
+            return report
+        self._fold_log(conn, prepared, report)
+        return report
+
+    def _lock(self, conn: Connection) -> bool:
+        """PostgreSQL: the rollup's lock, or False when another process holds it."""
+        return conn.dialect.name != "postgresql" or bool(
+            conn.scalar(text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": ROLLUP_LOCK_ID})
+        )
+
+    def _fold_log(
+        self, conn: Connection, prepared: PreparedFold | None, report: RollupReport
+    ) -> None:
+        if prepared is None:
+            prepared = checkin_log.prepare(conn, self.is_google_ip, self.max_log_rows)
+        if checkin_log.consume(conn, prepared, self.new_devices):
+            report.checkins_folded = prepared.checkins
+            report.more_pending = prepared.more
+        else:
+            # Another process folded some of these rows first: read the log again.
+            report.more_pending = report.log_stale = True
+
+    def transaction(self, conn: Connection, prepared: PreparedFold | None = None) -> RollupReport:
+        report = RollupReport()
+        if not self._lock(conn):
             report.skipped = True  # another process is rolling up
             return report
         today = self.clock.now().date()
@@ -102,11 +187,12 @@ class Rollups:
             else:
                 span[0], span[1] = min(span[0], lo), max(span[1], hi)
 
+        self._fold_log(conn, prepared, report)
         self._new_days(conn, today, dirty)
         touched: set[tuple[str, str]] = set()
         report.deltas_folded = self._fold_deltas(conn, dirty, touched)
         report.queue_items = self._drain_queue(conn, today, dirty)
-        report.more_pending = max(report.deltas_folded, report.queue_items) >= self.max_rows
+        report.more_pending |= max(report.deltas_folded, report.queue_items) >= self.max_rows
         for app_id, (lo, hi) in sorted(ranges.items()):
             rows = compute_daily_rows(conn, app_id, lo, hi)
             upsert_daily_rows(conn, rows)
@@ -317,8 +403,10 @@ def upsert_daily_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
 
 
 def rollup_lag_seconds(conn: Connection, now_ms: int) -> float:
-    """How long acknowledged facts may have waited for the rollup (0 when none waits)."""
-    waiting = conn.scalar(select(s.activity_deltas.c.id).limit(1)) is not None
+    """How long acknowledged facts may have waited for the rollup (0 when none waits): logged
+    check-ins, deltas, queued days."""
+    waiting = conn.scalar(select(s.checkin_log.c.id).limit(1)) is not None
+    waiting = waiting or conn.scalar(select(s.activity_deltas.c.id).limit(1)) is not None
     waiting = waiting or conn.scalar(select(s.rollup_queue.c.id).limit(1)) is not None
     if not waiting:
         return 0.0

@@ -32,6 +32,7 @@ from .writer import Writer
 
 log = logging.getLogger(__name__)
 SECRET_KEY = "download_signing_secret"
+LOG_FOLD_SECONDS = 0.25
 
 
 class Runtime:
@@ -50,9 +51,21 @@ class Runtime:
         self.writer = Writer(
             self.write_engine, self.pipeline, max_batch=settings.max_batch, lock=self._write_lock
         )
-        self.rollups = Rollups(self.writer, self.clock)
+        self.rollups = Rollups(
+            self.writer,
+            self.clock,
+            read_engine=self.read_engine,
+            is_google_ip=self.pipeline.is_google_ip,
+        )
         self.rollup_worker = Periodic(
             "otameter-rollups", self.rollups.run_blocking, settings.rollup_interval_seconds
+        )
+        # Folds the check-in log more often than the whole rollup runs: short transactions
+        # that hold the write lock briefly, and a device table at most this much behind.
+        self.log_worker = Periodic(
+            "otameter-checkin-log",
+            self.rollups.fold_log_blocking,
+            min(LOG_FOLD_SECONDS, settings.rollup_interval_seconds),
         )
         self.catalog = Catalog(self.read_engine, settings.cache_ttl_seconds)
         # Snapshot loads in flight, per event loop and app (see api.plugin.app_snapshot).
@@ -73,7 +86,8 @@ class Runtime:
             clock=self.clock,
             run=self.writer.run,
         )
-        self.pipeline.admission = self.limits.new_devices.admit
+        # Applied by the rollup as it folds the check-in log into device rows.
+        self.rollups.new_devices = self.limits.new_devices
         # Counters whose windows are over are dropped now and then.
         self.limits_worker = Periodic("otameter-limits", self._prune_limits, 60.0)
         self.webhook_policy = TargetPolicy(settings.webhook_allow_private)
@@ -103,6 +117,7 @@ class Runtime:
         self._secret = self.writer.run_blocking(_ensure_secret).encode()
         if background and self.settings.rollup_interval_seconds > 0:
             self.rollup_worker.start()
+            self.log_worker.start()
             self.plan_worker.start()
             self.webhook_worker.start()
             self.bundle_sweeper.start()
@@ -111,7 +126,15 @@ class Runtime:
         self.started = True
 
     def stop(self) -> None:
+        background = self.log_worker.running
         self.rollup_worker.stop()
+        self.log_worker.stop()
+        if background:
+            # What was logged is durable either way; folded now, the next start is not behind.
+            try:
+                self.rollups.fold_log_blocking()
+            except Exception:
+                log.warning("folding the check-in log at stop failed", exc_info=True)
         self.plan_worker.stop()
         self.webhook_worker.stop()
         self.bundle_sweeper.stop()

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -131,6 +132,8 @@ apps = Table(
     Column("owner_org", String(36), ForeignKey("orgs.id"), nullable=False, index=True),
     Column("created_at", BigInteger, nullable=False),
     Column("deleted_at", BigInteger, nullable=True),
+    # Device ordinals handed out so far: the app's next device gets the one after.
+    Column("device_ordinals", BigInteger, nullable=False, server_default="0"),
 )
 
 bundles = Table(
@@ -222,12 +225,13 @@ channel_devices = Table(
 )
 
 # One row per app and device: the seed's "device table". ``id`` is the device's ordinal in
-# the activity bitmaps, so it must stay below 2**32.
+# its app's activity bitmaps: drawn from the app's counter (``apps.device_ordinals``), dense
+# per app and below 2**32 per app. The key leads with ``app_id`` (distribution by app).
 devices = Table(
     "devices",
     metadata,
-    Column("id", BigId, primary_key=True, autoincrement=True),
     Column("app_id", String(255), nullable=False),
+    Column("id", BigInteger, nullable=False, autoincrement=False),
     Column("device_id", String(36), nullable=False),
     Column("first_seen", BigInteger, nullable=False),
     Column("last_seen", BigInteger, nullable=False),
@@ -241,6 +245,7 @@ devices = Table(
     Column("custom_id", String(36), nullable=False, server_default=""),
     Column("is_emulator", Boolean, nullable=False),
     Column("is_prod", Boolean, nullable=False),
+    PrimaryKeyConstraint("app_id", "id", name="pk_devices"),
     UniqueConstraint("app_id", "device_id", name="uq_devices_app_device"),
     # No index on last_counted_at: nearly every check-in moves it (see migration 0003).
 )
@@ -256,6 +261,18 @@ activity_deltas = Table(
     Column("kind", String(16), nullable=False),
     Column("version_name", String(255), nullable=False),
     Column("bitmap", LargeBinary, nullable=False),
+)
+
+# The check-in log: each group commit of live check-ins appends one row per app holding the
+# whole batch as one compact record (checkin_log.py). The rollup folds the rows into device
+# rows and activity deltas and deletes them in the same transaction (exactly once).
+checkin_log = Table(
+    "checkin_log",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("app_id", String(255), nullable=False),
+    Column("checkins", Integer, nullable=False),
+    Column("record", LargeBinary, nullable=False),
 )
 
 # Folded per-day device sets. kind "counted" (counts for MAU) or "emudev" (emulators and

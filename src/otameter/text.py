@@ -32,6 +32,11 @@ def has_control(value: str, *, free_text: bool = False) -> bool:
     return pattern.search(value) is not None
 
 
+def may_hold_control(body: bytes) -> bool:
+    """Whether a JSON text may decode to a string holding a control character."""
+    return _MAY_HOLD_CONTROL.search(body) is not None
+
+
 def json_control_path(body: bytes, value: Any) -> str | None:
     """Where the decoded JSON ``value`` of ``body`` holds a control character, if anywhere.
 

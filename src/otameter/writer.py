@@ -3,6 +3,11 @@
 Requests hand their events to the writer and wait; the writer takes everything queued,
 applies it in one transaction, commits (one fsync), then answers every waiter. Under load
 many requests share a commit; an idle server commits each request at once.
+
+Live check-ins (``append``) are only logged: the batch becomes one ``checkin_log`` row per
+app (checkin_log.py), which the rollup folds later. On PostgreSQL a batch of nothing but
+check-ins is one INSERT on a connection in autocommit mode: one round trip, and no lock
+that the writers of other processes would wait for.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 
-from . import metrics
+from . import checkin_log, metrics
 from .events import (
     BundleDelete,
     BundleUpload,
@@ -57,6 +62,8 @@ class _Job:
     waiter: Waiter
     loop: asyncio.AbstractEventLoop | None = None
     size: int = field(default=1)
+    # A live check-in to log (events and call are None).
+    checkin: CheckIn | None = None
 
 
 _STOP = object()
@@ -83,6 +90,9 @@ class Writer:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._conn: Connection | None = None
+        # PostgreSQL: the autocommit connection that logs batches of check-ins.
+        self._log_conn: Any = None
+        self._postgres = engine.dialect.name == "postgresql"
         self._stopping = False
         self.commits = 0
         self.events_written = 0
@@ -118,6 +128,13 @@ class Writer:
         waiter: asyncio.Future[T] = loop.create_future()
         self._put(_Job(None, call, waiter, loop))
         return await waiter
+
+    async def append(self, checkin: CheckIn) -> None:
+        """Log a live check-in; returns once it is committed (the rollup folds it later)."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._put(_Job(None, None, waiter, loop, 1, checkin))
+        await waiter
 
     def submit_blocking(self, events: Sequence[Event]) -> list[Outcome]:
         waiter: concurrent.futures.Future[list[Outcome]] = concurrent.futures.Future()
@@ -171,6 +188,7 @@ class Writer:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        self._close_log_connection()
 
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed or self._conn.invalidated:
@@ -178,6 +196,9 @@ class Writer:
         return self._conn
 
     def _execute(self, batch: list[_Job]) -> None:
+        if self._postgres and all(job.checkin is not None for job in batch):
+            self._log_autocommit(batch)
+            return
         try:
             results = self._transaction(batch)
         except Exception:
@@ -196,11 +217,13 @@ class Writer:
 
     def _transaction(self, batch: list[_Job]) -> list[Any]:
         conn = self._connection()
-        results: list[Any] = []
+        # By the batch's positions: events are applied in groups, check-ins logged at the end.
+        results: list[Any] = [None] * len(batch)
         kinds: list[str] = []
         started = time.perf_counter()
         with self.lock, conn.begin():
-            pending: list[tuple[_Job, Sequence[Event]]] = []
+            pending: list[tuple[int, Sequence[Event]]] = []
+            checkins: list[CheckIn] = []
 
             def flush() -> None:
                 if not pending:
@@ -208,27 +231,71 @@ class Writer:
                 flat = [event for _, events in pending for event in events]
                 outcomes = self.pipeline.apply(conn, flat) if flat else []
                 offset = 0
-                for _, events in pending:
-                    results.append(outcomes[offset : offset + len(events)])
+                for position, events in pending:
+                    results[position] = outcomes[offset : offset + len(events)]
                     offset += len(events)
                 self.events_written += len(flat)
                 kinds.extend(EVENT_KINDS.get(type(event), "other") for event in flat)
                 pending.clear()
 
-            for job in batch:
-                if job.events is not None:
-                    pending.append((job, job.events))
+            for position, job in enumerate(batch):
+                if job.checkin is not None:
+                    checkins.append(job.checkin)
+                elif job.events is not None:
+                    pending.append((position, job.events))
                 else:
                     flush()
                     assert job.call is not None
-                    results.append(job.call(conn))
+                    results[position] = job.call(conn)
             flush()
+            if checkins:
+                checkin_log.append(conn, checkins)
+                self.events_written += len(checkins)
+                kinds.extend("checkin" for _ in checkins)
         self.commits += 1
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
         if kinds:
             metrics.COMMIT_EVENTS.observe(len(kinds))
             metrics.count_events(kinds)
         return results
+
+    def _log_autocommit(self, batch: list[_Job]) -> None:
+        """PostgreSQL: log a batch of check-ins with one statement in autocommit mode."""
+        checkins = [job.checkin for job in batch if job.checkin is not None]
+        started = time.perf_counter()
+        try:
+            rows = checkin_log.log_rows(checkins)
+            if self._log_conn is None or self._log_conn.closed:
+                self._log_conn = self._open_log_connection()
+            self._log_conn.execute(
+                checkin_log.insert_statement(len(rows), postgres=True),
+                checkin_log.flat_params(rows),
+            )
+        except Exception as exc:
+            log.warning("logging %d check-ins failed: %s", len(checkins), exc)
+            self._close_log_connection()
+            self._resolve([(job, exc) for job in batch])
+            return
+        self.commits += 1
+        self.events_written += len(checkins)
+        metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
+        metrics.COMMIT_EVENTS.observe(len(checkins))
+        metrics.count_events(["checkin"] * len(checkins))
+        self._resolve([(job, None) for job in batch])
+
+    def _open_log_connection(self) -> Any:
+        import psycopg
+
+        args, kwargs = self.engine.dialect.create_connect_args(self.engine.url)
+        return psycopg.connect(*args, **kwargs, autocommit=True)
+
+    def _close_log_connection(self) -> None:
+        if self._log_conn is not None:
+            try:
+                self._log_conn.close()
+            except Exception:
+                log.debug("closing the check-in log connection", exc_info=True)
+            self._log_conn = None
 
     def _reset_connection(self) -> None:
         if self._conn is not None:

@@ -92,7 +92,9 @@ class OtameterApp(Starlette):
             scope["app"] = self
             request = Request(scope, receive, send)
             try:
-                response = await plugin.updates(request)
+                response = await plugin.update_check(
+                    self.state.runtime, request, await _read_body(receive)
+                )
             except bounds.BodyTooLarge as exc:
                 response = await _body_too_large(request, exc)
             except ClientDisconnect:
@@ -137,6 +139,23 @@ class OtameterApp(Starlette):
                 status,
                 seconds,
             )
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """The request's body, straight from the ASGI messages (one, for a plugin's request)."""
+    message = await receive()
+    if message["type"] != "http.request":
+        raise ClientDisconnect()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    parts = [body]
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        parts.append(message.get("body", b""))
+    return b"".join(parts)
 
 
 def create_app(rt: Runtime, *, manage_runtime: bool = True) -> Starlette:

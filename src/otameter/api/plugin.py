@@ -11,6 +11,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
+import orjson
 from sqlalchemy import delete, select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -25,7 +26,6 @@ from ..clock import to_ms
 from ..download import MeteredFileResponse
 from ..events import CheckIn, Download, DownloadCorrection, PluginStat
 from ..ingest import dialect_insert
-from ..limits import TOO_MANY_NEW_DEVICES
 from ..protocol import ProtocolError
 from ..releases import parse_duration, stat_metadata
 from ..runtime import Runtime
@@ -79,9 +79,17 @@ def unknown_app_backoff(app_id: str) -> JSONResponse:
 
 
 async def updates(request: Request) -> Response:
-    rt = runtime(request)
+    return await update_check(runtime(request), request, await request.body())
+
+
+async def update_check(rt: Runtime, request: Request, body: bytes) -> Response:
+    """An update check: decode and validate in one pass, log the check-in, answer.
+
+    The check-in is only logged here (``Writer.append``: one compact record per group
+    commit); the rollup folds it into the device table and the day's bitmaps within seconds.
+    """
     try:
-        req = protocol.parse_update_request(protocol.decode_json(await request.body()))
+        req = protocol.decode_update_request(body)
     except ProtocolError as exc:
         return JSONResponse(exc.body(), status_code=exc.http_status)
     snapshot = await app_snapshot(rt, req.app_id)
@@ -90,32 +98,45 @@ async def updates(request: Request) -> Response:
     wait = await rt.limits.checkins.admit(req.app_id, req.device_id)
     if wait is not None:
         return rate_limited(wait, "Too many update checks from this device")
+    # The new-devices limit is applied when the rollup folds the log (checkin_log.py): the
+    # answer does not wait for the device table, so a refused new device is answered 200.
     # The answer is decided first: the check-in records the version it offers (release
     # health's ``offered``).
     answer = update_answer(rt, request, snapshot, req)
-    (outcome,) = await rt.submit(
-        [
-            CheckIn(
-                app_id=req.app_id,
-                device_id=req.device_id,
-                at_ms=to_ms(rt.clock.now()),
-                platform=req.platform,
-                version_name=req.version_name,
-                is_emulator=req.is_emulator,
-                is_prod=req.is_prod,
-                version_build=req.version_build,
-                version_os=req.version_os,
-                plugin_version=req.plugin_version,
-                custom_id=req.custom_id,
-                ip=client_ip(request, rt.settings.trusted_proxies),
-                live=True,
-                offered_version=answer["version"] if "url" in answer else "",
-            )
-        ]
+    await rt.writer.append(
+        CheckIn(
+            req.app_id,
+            req.device_id,
+            to_ms(rt.clock.now()),
+            req.platform,
+            req.version_name,
+            req.is_emulator,
+            req.is_prod,
+            req.version_build,
+            req.version_os,
+            req.plugin_version,
+            req.custom_id,
+            client_ip(request, rt.settings.trusted_proxies),
+            live=True,
+            offered_version=answer["version"] if "url" in answer else "",
+        )
     )
-    if outcome.reason == TOO_MANY_NEW_DEVICES:
-        return rate_limited(outcome.value, "Too many new devices from this address")
-    return JSONResponse(answer)
+    return EncodedJSON(orjson.dumps(answer))
+
+
+class EncodedJSON(Response):
+    """A JSON answer already encoded: only its two headers are built."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status_code: int = 200) -> None:
+        self.status_code = status_code
+        self.body = body
+        self.background = None
+        self.raw_headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(body)),
+        ]
 
 
 def rate_limited(wait: int, message: str) -> JSONResponse:

@@ -10,8 +10,12 @@ import math
 import os
 import shutil
 import socket
+import subprocess
+import sys
+import tarfile
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -361,6 +365,58 @@ def test_static_files_ship_with_the_package(sqlite_harness: Harness) -> None:
     r = sqlite_harness.client.get("/dashboard/static/vendor/chart.umd.js")
     assert r.status_code == 200 and "Chart.js v4" in r.text[:200]
     assert sqlite_harness.client.get("/dashboard/static/../routes.py").status_code == 404
+
+
+def test_templates_and_static_files_ship_in_the_wheel_and_the_sdist(tmp_path: Path) -> None:
+    import otameter.dashboard
+
+    package = Path(otameter.dashboard.__file__).parent
+    root = package.parents[2]
+    shipped = sorted(
+        path.relative_to(package).as_posix()
+        for folder in ("templates", "static")
+        for path in (package / folder).rglob("*")
+        if path.is_file()
+    )
+    assert "templates/base.html" in shipped and "static/dashboard.js" in shipped
+    subprocess.run(
+        [sys.executable, "-m", "hatchling", "build", "-d", str(tmp_path)],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("*.whl")
+    (sdist,) = tmp_path.glob("*.tar.gz")
+    with zipfile.ZipFile(wheel) as archive:
+        in_wheel = set(archive.namelist())
+    with tarfile.open(sdist) as archive:
+        in_sdist = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    for name in shipped:
+        assert f"otameter/dashboard/{name}" in in_wheel, name
+        assert f"src/otameter/dashboard/{name}" in in_sdist, name
+
+
+def test_names_are_escaped_on_every_page(sqlite_harness: Harness) -> None:
+    h = sqlite_harness
+    _, key = h.user("a@example.com")
+    name = "<script>alert(\"x\")</script> & 'co'"
+    org = h.org(key, name)
+    created = h.client.post(
+        "/app",
+        json={"app_id": "com.acme.one", "name": name, "owner_org": org},
+        headers=h.auth(key),
+    )
+    assert created.status_code == 201, created.text
+    sign_in(h, key)
+    escaped = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &#39;co&#39;"
+    for path in ("/dashboard", f"/dashboard/org/{org}", "/dashboard/app/com.acme.one"):
+        page = h.client.get(path)
+        assert page.status_code == 200
+        assert "<script>alert" not in page.text and escaped in page.text, path
+    # A value lands escaped in an attribute too (the sign-in form's hidden ``next``).
+    h.client.cookies.clear()
+    form = h.client.get("/dashboard/login", params={"next": '/dashboard"><b>x'})
+    assert 'value="/dashboard&#34;&gt;&lt;b&gt;x"' in form.text and "<b>x" not in form.text
 
 
 # -- in a real browser -----------------------------------------------------------------------

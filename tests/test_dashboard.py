@@ -31,7 +31,7 @@ from otameter import schema as s
 from otameter.api import create_app
 from otameter.clock import ManualClock
 from otameter.config import Settings
-from otameter.dashboard import session
+from otameter.dashboard import data, session
 from otameter.db import migrate
 from otameter.demo import DEMO_APPS, seed_demo
 from otameter.runtime import Runtime
@@ -248,31 +248,73 @@ def test_next_only_leads_inside_the_dashboard(sqlite_harness: Harness) -> None:
 # -- what the pages read ---------------------------------------------------------------------
 
 
-def test_the_proxy_answers_like_the_api(harness: Harness) -> None:
+def _read_url(path: str, org: str, app_id: str, device: str) -> str:
+    """An API read path of the dashboard with its parameters filled in."""
+    url = path.format(org_id=org, app_id=app_id, device_id=device)
+    if path in ("/bundle", "/channel"):
+        return f"{url}?app_id={app_id}"
+    if path.startswith("/statistics/"):
+        return f"{url}?from=2024-05-01&to=2024-05-15" + (
+            "&breakdown=true&compare=previous" if path.count("/") == 4 else ""
+        )
+    return url
+
+
+def test_the_dashboard_reads_answer_like_the_api(harness: Harness) -> None:
+    """Every JSON read of the pages answers what the API answers the session's key: rows,
+    refusals and errors, for a key of the whole org and for a key limited to one app."""
     h = harness
     _, key = h.user("a@example.com")
     org = h.org(key, "Acme")
     h.app(key, org, "com.acme.one")
+    h.app(key, org, "com.acme.two")
     h.upload(key, "com.acme.one", "1.0.0")
+    device = "00000000-0000-0000-0000-000000000001"
     for n in range(5):
         h.checkin("com.acme.one", f"00000000-0000-0000-0000-00000000000{n}")
     h.rollup()
-    sign_in(h, key)
-    query = "?from=2024-05-01&to=2024-05-15&breakdown=true"
-    for path in [f"statistics/org/{org}/{query}", "statistics/app/com.acme.one/" + query]:
-        direct = h.client.get("/" + path, headers=h.auth(key))
-        through = h.client.get("/dashboard/api/" + path)
-        assert through.status_code == direct.status_code == 200
-        assert through.json() == direct.json()
-        assert through.json()["data"][-1]["mau"] == 5
-    bundles = h.client.get("/dashboard/api/bundle?app_id=com.acme.one").json()
-    assert [b["version"] for b in bundles] == ["1.0.0"]
-    # Errors come through as the API gives them; only read-only API paths are reachable.
-    bad = h.client.get("/dashboard/api/statistics/org/nope/?from=2024-05-01&to=2024-05-02")
-    assert bad.status_code == 404 and bad.json()["error"] == "App/Organization not found"
+    limited = h.client.post(
+        "/apikey",
+        json={"name": "one", "mode": "read", "limited_to_apps": ["com.acme.one"]},
+        headers=h.auth(key),
+    ).json()["key"]
+    statuses: dict[str, set[int]] = {path: set() for path in data.READS}
+    for caller in (key, limited):
+        h.client.cookies.clear()
+        assert sign_in(h, caller).status_code == 303
+        for path in data.READS:
+            for app_id in ("com.acme.one", "com.acme.two", "com.nobody.app"):
+                url = _read_url(path, org, app_id, device)
+                direct = h.client.get(url, headers=h.auth(caller))
+                through = h.client.get("/dashboard/api" + url)
+                assert through.status_code == direct.status_code, url
+                assert through.json() == direct.json(), url
+                statuses[path].add(direct.status_code)
+        # Bad parameters are refused with the API's own message.
+        for url in (
+            "/bundle?app_id=com.acme.one&page=x",
+            "/statistics/app/com.acme.one/?from=2024-05-02&to=2024-05-01",
+            "/statistics/app/com.acme.one/releases/?from=2024-05-01&to=2024-05-02&by=week",
+            "/app/com.acme.one/devices?search=" + "x" * 65,
+        ):
+            direct = h.client.get(url, headers=h.auth(caller))
+            through = h.client.get("/dashboard/api" + url)
+            assert direct.status_code == through.status_code == 400, url
+            assert through.json() == direct.json(), url
+    # The rows came through, and so did the refusals: a limited key gets no org totals.
+    assert all(200 in found for found in statuses.values()), statuses
+    assert 403 in statuses["/statistics/org/{org_id}/"] and 404 in statuses["/app/{app_id}"]
+    stats = h.client.get(
+        "/dashboard/api/statistics/app/com.acme.one/?from=2024-05-01&to=2024-05-15"
+    )
+    assert stats.json()["data"][-1]["mau"] == 5
+    # Only those reads: nothing else of the API, nothing that writes.
     assert h.client.get("/dashboard/api/updates").status_code == 404
     assert h.client.get("/dashboard/api/health").status_code == 404
+    assert h.client.get("/dashboard/api/apikey").status_code == 404
     assert h.client.get("/dashboard/api/statistics/%2E%2E/health").status_code == 404
+    assert h.client.post("/dashboard/api/bundle?app_id=com.acme.one").status_code == 405
+    assert h.client.delete("/dashboard/api/app/com.acme.one").status_code == 405
 
 
 def test_another_users_org_looks_like_nothing(sqlite_harness: Harness) -> None:

@@ -310,6 +310,29 @@ def _devices(conn: Connection, app_ids: list[str], lo: date, hi: date) -> tuple[
     return sum(map(len, counted.values())), sum(map(len, emudev.values())), either
 
 
+def bandwidth_by_app(conn: Connection, app_ids: list[str], lo: date, hi: date) -> dict[str, int]:
+    """Bytes each app served over the days [lo, hi] (apps with none are left out)."""
+    u = s.daily_usage.c
+    rows = conn.execute(
+        select(u.app_id, func.sum(u.bandwidth))
+        .where(u.app_id.in_(app_ids), u.day >= lo, u.day <= hi)
+        .group_by(u.app_id)
+    )
+    return {app_id: int(total or 0) for app_id, total in rows}
+
+
+def storage_by_app(conn: Connection, app_ids: list[str]) -> dict[str, int]:
+    """Bytes each app stores now: its bundles not deleted, external ones left out (they are
+    never stored). Read from the bundles, not the day's rollup, which may be behind."""
+    b = s.bundles.c
+    rows = conn.execute(
+        select(b.app_id, func.sum(b.size))
+        .where(b.app_id.in_(app_ids), b.deleted_at.is_(None), b.external_url.is_(None))
+        .group_by(b.app_id)
+    )
+    return {app_id: int(total or 0) for app_id, total in rows}
+
+
 def compute_usage(conn: Connection, org: Any, today: date) -> Usage:
     """The org's usage in the billing cycle containing ``today`` (``org``: an orgs row)."""
     start, end = cycle_bounds(int(org.cycle_anchor or 1), today)
@@ -320,24 +343,8 @@ def compute_usage(conn: Connection, org: Any, today: date) -> Usage:
     if app_ids:
         hi = min(end, today)
         mau, emudev, active = _devices(conn, app_ids, start, hi)
-        u = s.daily_usage.c
-        bandwidth = int(
-            conn.scalar(
-                select(func.coalesce(func.sum(u.bandwidth), 0)).where(
-                    u.app_id.in_(app_ids), u.day >= start, u.day <= hi
-                )
-            )
-            or 0
-        )
-        bn = s.bundles.c
-        storage = int(
-            conn.scalar(
-                select(func.coalesce(func.sum(bn.size), 0)).where(
-                    bn.app_id.in_(app_ids), bn.deleted_at.is_(None), bn.external_url.is_(None)
-                )
-            )
-            or 0
-        )
+        bandwidth = sum(bandwidth_by_app(conn, app_ids, start, hi).values())
+        storage = sum(storage_by_app(conn, app_ids).values())
     return Usage(
         org.id,
         plan,

@@ -48,25 +48,13 @@ async def read_db(request: Request, fn: Callable[..., T], *args: Any) -> T:
     return await run_in_threadpool(call)
 
 
-# The scope key under which the dashboard hands its session's principal to the API it calls
-# in-process. Only code in this process can set scope keys; a client never can.
-PRINCIPAL_SCOPE_KEY = "otameter.principal"
-
-
 def request_key(request: Request) -> str | None:
     return key_from_headers(request.headers.get("authorization"), request.headers.get("capgkey"))
 
 
-def scope_principal(request: Request) -> Principal | None:
-    principal = request.scope.get(PRINCIPAL_SCOPE_KEY)
-    return principal if isinstance(principal, Principal) else None
-
-
 async def caller(request: Request) -> Principal:
     """The caller's principal; 401 without a valid key, 429 after too many failures."""
-    principal = scope_principal(request)
-    if principal is not None:
-        return principal
+    principal: Principal | None = None
     key = request_key(request)
     rt = runtime(request)
     if key:

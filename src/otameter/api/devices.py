@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import schema as s
-from ..auth import Level
+from ..auth import Level, Principal
 from ..errors import bad_request, not_found
 from ..release_guard import release_alerts
 from .common import JSONResponse, caller, query_page, read_db
@@ -33,8 +33,12 @@ def _limit(request: Request, default: int, most: int) -> int:
 
 
 async def list_devices(request: Request) -> Response:
-    """``?search=`` matches the start of a device id or a custom id; ``?page=`` (0-based)."""
-    principal = await caller(request)
+    return JSONResponse(await read_devices(request, await caller(request)))
+
+
+async def read_devices(request: Request, principal: Principal) -> dict[str, Any]:
+    """The app's devices (``GET /app/{app_id}/devices``; the dashboard's too): ``?search=``
+    matches the start of a device id or a custom id; ``?page=`` (0-based)."""
     app_id = request.path_params["app_id"]
     page = query_page(request)
     search = request.query_params.get("search", "").strip()
@@ -85,12 +89,16 @@ async def list_devices(request: Request) -> Response:
             "next_page": page + 1 if len(rows) > PAGE_SIZE else None,
         }
 
-    return JSONResponse(await read_db(request, read))
+    return await read_db(request, read)
 
 
 async def device_events(request: Request) -> Response:
-    """The device's stats events, newest first; ``?before=<id>`` pages on, ``?limit=``."""
-    principal = await caller(request)
+    return JSONResponse(await read_device_events(request, await caller(request)))
+
+
+async def read_device_events(request: Request, principal: Principal) -> dict[str, Any]:
+    """The device's stats events, newest first; ``?before=<id>`` pages on, ``?limit=``
+    (``GET /app/{app_id}/devices/{device_id}/events``; the dashboard's too)."""
     app_id = request.path_params["app_id"]
     device_id = request.path_params["device_id"].lower()
     limit = _limit(request, 50, MAX_EVENTS)
@@ -128,12 +136,16 @@ async def device_events(request: Request) -> Response:
             "next_before": shown[-1].id if len(rows) > limit else None,
         }
 
-    return JSONResponse(await read_db(request, read))
+    return await read_db(request, read)
 
 
 async def list_release_alerts(request: Request) -> Response:
-    """The release regressions raised for the app (release_guard.py), newest first."""
-    principal = await caller(request)
+    return JSONResponse(await read_release_alerts(request, await caller(request)))
+
+
+async def read_release_alerts(request: Request, principal: Principal) -> dict[str, Any]:
+    """The release regressions raised for the app (release_guard.py), newest first
+    (``GET /app/{app_id}/release_alerts``; the dashboard's too)."""
     app_id = request.path_params["app_id"]
 
     def read(conn: Connection) -> dict[str, Any]:
@@ -143,7 +155,7 @@ async def list_release_alerts(request: Request) -> Response:
             alert["created_at"] = iso(alert["created_at"])
         return {"data": alerts}
 
-    return JSONResponse(await read_db(request, read))
+    return await read_db(request, read)
 
 
 routes = [

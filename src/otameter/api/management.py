@@ -146,7 +146,11 @@ async def create_org(request: Request) -> Response:
 
 
 async def list_orgs(request: Request) -> Response:
-    principal = await caller(request)
+    return JSONResponse(await read_orgs(request, await caller(request)))
+
+
+async def read_orgs(request: Request, principal: Principal) -> list[dict[str, Any]]:
+    """The orgs ``principal`` can see (``GET /organization``; the dashboard's too)."""
 
     def read(conn: Connection) -> list[dict[str, Any]]:
         o, m = s.orgs.c, s.org_members.c
@@ -168,7 +172,7 @@ async def list_orgs(request: Request) -> Response:
             if principal.sees_org(r.id)
         ]
 
-    return JSONResponse(await read_db(request, read))
+    return await read_db(request, read)
 
 
 async def add_member(request: Request) -> Response:
@@ -443,26 +447,35 @@ async def create_app(request: Request) -> Response:
 
 
 async def list_apps(request: Request) -> Response:
-    principal = await caller(request)
+    return JSONResponse(await read_apps(request, await caller(request)))
 
-    def read(conn: Connection) -> list[dict[str, Any]]:
-        a, m = s.apps.c, s.org_members.c
-        rows = conn.execute(
-            select(s.apps)
-            .join(s.org_members, m.org_id == a.owner_org)
-            .where(m.user_id == principal.user_id, a.deleted_at.is_(None))
-            .order_by(a.app_id)
-        )
-        return [_app_json(r) for r in rows if principal.sees_app(r.app_id, r.owner_org)]
 
-    return JSONResponse(await read_db(request, read))
+async def read_apps(request: Request, principal: Principal) -> list[dict[str, Any]]:
+    """The apps ``principal`` can see (``GET /app``; the dashboard's too)."""
+    return await read_db(request, visible_apps, principal)
+
+
+def visible_apps(conn: Connection, principal: Principal) -> list[dict[str, Any]]:
+    """The live apps of the user's orgs that the key may see, by app id."""
+    a, m = s.apps.c, s.org_members.c
+    rows = conn.execute(
+        select(s.apps)
+        .join(s.org_members, m.org_id == a.owner_org)
+        .where(m.user_id == principal.user_id, a.deleted_at.is_(None))
+        .order_by(a.app_id)
+    )
+    return [_app_json(r) for r in rows if principal.sees_app(r.app_id, r.owner_org)]
 
 
 async def get_app(request: Request) -> Response:
-    principal = await caller(request)
+    return JSONResponse(await read_app(request, await caller(request)))
+
+
+async def read_app(request: Request, principal: Principal) -> dict[str, Any]:
+    """The app of the path (``GET /app/{app_id}``; the dashboard's too)."""
     app_id = request.path_params["app_id"]
     row = await read_db(request, app_access, principal, app_id, Level.READ)
-    return JSONResponse(_app_json(row))
+    return _app_json(row)
 
 
 async def delete_app(request: Request) -> Response:
@@ -667,7 +680,11 @@ async def _abort(staged: StagedUpload) -> None:
 
 
 async def list_bundles(request: Request) -> Response:
-    principal = await caller(request)
+    return JSONResponse(await read_bundles(request, await caller(request)))
+
+
+async def read_bundles(request: Request, principal: Principal) -> list[dict[str, Any]]:
+    """A page of the app's bundles (``GET /bundle``; the dashboard's too)."""
     app_id = require_str(dict(request.query_params), "app_id")
     page = query_page(request)
 
@@ -701,7 +718,7 @@ async def list_bundles(request: Request) -> Response:
             for r in rows
         ]
 
-    return JSONResponse(await read_db(request, read))
+    return await read_db(request, read)
 
 
 async def delete_bundle(request: Request) -> Response:
@@ -840,11 +857,15 @@ async def upsert_channel(request: Request) -> Response:
 
 
 async def list_channels(request: Request) -> Response:
+    return JSONResponse(await read_channels(request, await caller(request)))
+
+
+async def read_channels(request: Request, principal: Principal) -> list[dict[str, Any]]:
     """The app's channels, each with ``devices``: the devices seen in the last 30 days whose
     last check-in reported running the bundle the channel serves now (``version_name``, or
     ``version_build`` for a fresh install still on the bundle it ships) on a platform the
-    channel serves. A device counts on every channel serving the bundle it runs."""
-    principal = await caller(request)
+    channel serves. A device counts on every channel serving the bundle it runs.
+    (``GET /channel``; the dashboard's too.)"""
     app_id = require_str(dict(request.query_params), "app_id")
     since_ms = to_ms(runtime(request).clock.now()) - CHANNEL_DEVICE_DAYS * 86_400_000
 
@@ -873,7 +894,7 @@ async def list_channels(request: Request) -> Response:
             result.append({**_channel_json(r, r.version), "devices": devices})
         return result
 
-    return JSONResponse(await read_db(request, read))
+    return await read_db(request, read)
 
 
 routes = [

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import schema as s
-from ..auth import Level
+from ..auth import Level, Principal
 from ..clock import to_ms
 from ..errors import ApiError, bad_request, not_found
 from ..limits import refused_by_day
@@ -36,7 +36,12 @@ async def get_plans(request: Request) -> Response:
 
 
 async def get_usage(request: Request) -> Response:
-    principal = await caller(request)
+    return JSONResponse(await read_usage(request, await caller(request)))
+
+
+async def read_usage(request: Request, principal: Principal) -> dict[str, Any]:
+    """The org's usage against its plan (``GET /organization/{org_id}/usage``; the
+    dashboard's too)."""
     rt = runtime(request)
     org_id = request.path_params["org_id"]
     now = rt.clock.now()
@@ -53,7 +58,7 @@ async def get_usage(request: Request) -> Response:
         body["refused_new_devices"] = sum(refused.values())
         return body
 
-    return JSONResponse(await read_db(request, read))
+    return await read_db(request, read)
 
 
 def _webhook_json(row: Any) -> dict[str, Any]:

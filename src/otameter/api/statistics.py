@@ -37,7 +37,7 @@ from ..statistics import (
     rows_to_csv,
     statistics_rows,
 )
-from .common import JSONResponse, read_db, refuse, request_key, runtime, scope_principal
+from .common import JSONResponse, read_db, refuse, request_key, runtime
 
 NOT_FOUND = "App/Organization not found"
 FORBIDDEN = "Insufficient permissions to access statistics"
@@ -97,48 +97,61 @@ def csv_response(text: str, filename: str) -> Response:
 
 
 def _principal(
-    conn: Connection, request: Request, key: str | None, now_ms: int
+    conn: Connection, given: Principal | None, key: str | None, now_ms: int
 ) -> Principal | None:
-    principal = scope_principal(request)
-    if principal is None and key:
-        principal = lookup_key(conn, key, now_ms)
-    return principal
+    """The caller: ``given`` (a dashboard session's), else the key's if it is valid."""
+    if given is None and key:
+        return lookup_key(conn, key, now_ms)
+    return given
 
 
-async def _answer(request: Request, scope: str) -> Response:
-    key = request_key(request)
+async def read_statistics(
+    request: Request, scope: str, principal: Principal | None = None
+) -> tuple[StatsQuery, list[dict[str, Any]]]:
+    """The statistics of the app, org or user the path names, for ``principal`` (the
+    dashboard's session) or, without it, for the request's key (``GET /statistics/...``)."""
+    key = request_key(request) if principal is None else None
     rt = runtime(request)
     now_ms = to_ms(rt.clock.now())
     today = rt.clock.now().date()
-    name = request.path_params.get("app_id") or request.path_params.get("org_id")
 
     # Key, parameters and rows in one trip to the thread pool and one connection: the
     # key is checked first so that a caller without one learns nothing else.
     def read(conn: Connection) -> tuple[StatsQuery, list[dict[str, Any]]] | None:
-        principal = _principal(conn, request, key, now_ms)
-        if principal is None:
+        caller = _principal(conn, principal, key, now_ms)
+        if caller is None:
             return None
         query = parse_query(request.query_params)
         if scope == "app":
-            app_ids = app_ids_for_app(conn, principal, request.path_params["app_id"])
+            app_ids = app_ids_for_app(conn, caller, request.path_params["app_id"])
         elif scope == "org":
-            app_ids = app_ids_for_org(conn, principal, request.path_params["org_id"])
+            app_ids = app_ids_for_org(conn, caller, request.path_params["org_id"])
         else:
-            app_ids = app_ids_for_user(conn, principal)
+            app_ids = app_ids_for_user(conn, caller)
         return query, statistics_rows(conn, app_ids, query, today)
 
     answer = await read_db(request, read)
     if answer is None:
         await refuse(request, key)
-    query, rows = answer
-    if query.csv:
-        text = rows_to_csv(rows, query.breakdown, query.compare)
-        return csv_response(text, _filename(scope, name, query))
+    return answer
+
+
+def statistics_body(query: StatsQuery, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON answer of ``GET /statistics/...`` (and of the dashboard's copy)."""
     body: dict[str, Any] = {"data": rows}
     if query.compare:
         lo, hi = query.previous
         body["previous_period"] = {"from": lo.isoformat(), "to": hi.isoformat()}
-    return JSONResponse(body)
+    return body
+
+
+async def _answer(request: Request, scope: str) -> Response:
+    name = request.path_params.get("app_id") or request.path_params.get("org_id")
+    query, rows = await read_statistics(request, scope)
+    if query.csv:
+        text = rows_to_csv(rows, query.breakdown, query.compare)
+        return csv_response(text, _filename(scope, name, query))
+    return JSONResponse(statistics_body(query, rows))
 
 
 async def app_statistics(request: Request) -> Response:
@@ -156,26 +169,28 @@ async def user_statistics(request: Request) -> Response:
 T = TypeVar("T")
 
 
-async def _read_app_rows(
+async def read_app_rows(
     request: Request,
     rows: Callable[[Connection, str, StatsQuery, date, str], T],
     read_by: Callable[[str], str] = lambda by: by,
+    principal: Principal | None = None,
 ) -> tuple[StatsQuery, str, T]:
     """What a per-app statistics route reads, in the order every one of them checks it: the
-    key, the parameters (``read_by`` checks ``by``), the app's visibility, then its rows."""
-    key = request_key(request)
+    key (or the dashboard session's ``principal``), the parameters (``read_by`` checks
+    ``by``), the app's visibility, then its rows."""
+    key = request_key(request) if principal is None else None
     rt = runtime(request)
     now_ms = to_ms(rt.clock.now())
     today = rt.clock.now().date()
     app_id = request.path_params["app_id"]
 
     def read(conn: Connection) -> tuple[StatsQuery, str, T] | None:
-        principal = _principal(conn, request, key, now_ms)
-        if principal is None:
+        caller = _principal(conn, principal, key, now_ms)
+        if caller is None:
             return None
         query = parse_query(request.query_params, options=False)
         by = read_by(request.query_params.get("by", "").strip().lower())
-        app_ids_for_app(conn, principal, app_id)
+        app_ids_for_app(conn, caller, app_id)
         return query, by, rows(conn, app_id, query, today, by)
 
     answer = await read_db(request, read)
@@ -184,13 +199,15 @@ async def _read_app_rows(
     return answer
 
 
-async def bundle_usage(request: Request) -> Response:
-    def rows(
-        conn: Connection, app_id: str, query: StatsQuery, today: date, by: str
-    ) -> list[dict[str, Any]]:
-        return bundle_usage_rows(conn, app_id, query.start, query.end, today)
+def bundle_usage_of(
+    conn: Connection, app_id: str, query: StatsQuery, today: date, by: str
+) -> list[dict[str, Any]]:
+    """The rows of ``GET /statistics/app/{app_id}/bundle_usage/``."""
+    return bundle_usage_rows(conn, app_id, query.start, query.end, today)
 
-    query, _, data = await _read_app_rows(request, rows)
+
+async def bundle_usage(request: Request) -> Response:
+    query, _, data = await read_app_rows(request, bundle_usage_of)
     if query.csv:
         app_id = request.path_params["app_id"]
         return csv_response(
@@ -213,28 +230,30 @@ async def refused_devices(request: Request) -> Response:
             for day in (query.start + timedelta(days=n) for n in range(max(0, days)))
         ]
 
-    _, _, data = await _read_app_rows(request, rows)
+    _, _, data = await read_app_rows(request, rows)
     return JSONResponse({"data": data})
 
 
 INVALID_BY = "Invalid by. Use day"
 
 
-def _release_by(by: str) -> str:
+def release_by(by: str) -> str:
+    """The ``by`` of the releases route: per version (the default) or per day."""
     if by not in {"", "day", "version"}:
         raise ApiError(400, INVALID_BY)
     return by
 
 
+def releases_of(
+    conn: Connection, app_id: str, query: StatsQuery, today: date, by: str
+) -> list[dict[str, Any]]:
+    """The rows of ``GET /statistics/app/{app_id}/releases/``."""
+    return release_rows(conn, app_id, query.start, query.end, today, by_day=by == "day")
+
+
 async def releases(request: Request) -> Response:
     """Release health per bundle version (contract.md "Release health")."""
-
-    def rows(
-        conn: Connection, app_id: str, query: StatsQuery, today: date, by: str
-    ) -> list[dict[str, Any]]:
-        return release_rows(conn, app_id, query.start, query.end, today, by_day=by == "day")
-
-    query, by, data = await _read_app_rows(request, rows, _release_by)
+    query, by, data = await read_app_rows(request, releases_of, release_by)
     by_day = by == "day"
     if query.csv:
         app_id = request.path_params["app_id"]

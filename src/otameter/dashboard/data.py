@@ -1,79 +1,104 @@
-"""The seed's table of apps, which the public API does not serve as such.
+"""What the dashboard reads, through one layer: the API's own read functions.
 
-It goes through the same access checks as the API, so the dashboard never shows what the key
-could not read through the API.
+Each JSON route the pages' script reads, ``/dashboard/api/<path>``, answers what ``GET
+/<path>`` answers: the read function of that API route, called with the session's principal
+instead of the request's key, so the checks, rows and errors are the API's own. The one
+figure the API does not serve, the seed's table of apps (``org_apps``), is built from the
+same query functions as the org's plan usage, under the same access checks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection
+from starlette.requests import Request
 
-from .. import schema as s
-from ..api.statistics import NOT_FOUND
+from ..api import devices, management, plans, statistics
 from ..auth import Principal, org_role
 from ..errors import ApiError
-from ..plans import cycle_bounds
+from ..plans import bandwidth_by_app, cycle_bounds, load_org, storage_by_app
 from ..rollups import devices_by_app
+
+Read = Callable[[Request, Principal], Awaitable[Any]]
+
+
+async def app_statistics(request: Request, principal: Principal) -> dict[str, Any]:
+    query, rows = await statistics.read_statistics(request, "app", principal)
+    return statistics.statistics_body(query, rows)
+
+
+async def org_statistics(request: Request, principal: Principal) -> dict[str, Any]:
+    query, rows = await statistics.read_statistics(request, "org", principal)
+    return statistics.statistics_body(query, rows)
+
+
+async def bundle_usage(request: Request, principal: Principal) -> dict[str, Any]:
+    _, _, rows = await statistics.read_app_rows(
+        request, statistics.bundle_usage_of, principal=principal
+    )
+    return {"data": rows}
+
+
+async def releases(request: Request, principal: Principal) -> dict[str, Any]:
+    _, _, rows = await statistics.read_app_rows(
+        request, statistics.releases_of, statistics.release_by, principal
+    )
+    return {"data": rows}
+
+
+# API path (under /dashboard/api) -> its read function. Only these paths: nothing that
+# writes, and nothing the pages do not read.
+READS: dict[str, Read] = {
+    "/organization": management.read_orgs,
+    "/organization/{org_id}/usage": plans.read_usage,
+    "/app": management.read_apps,
+    "/app/{app_id}": management.read_app,
+    "/app/{app_id}/devices": devices.read_devices,
+    "/app/{app_id}/devices/{device_id}/events": devices.read_device_events,
+    "/app/{app_id}/release_alerts": devices.read_release_alerts,
+    "/bundle": management.read_bundles,
+    "/channel": management.read_channels,
+    "/statistics/app/{app_id}/": app_statistics,
+    "/statistics/org/{org_id}/": org_statistics,
+    "/statistics/app/{app_id}/bundle_usage/": bundle_usage,
+    "/statistics/app/{app_id}/releases/": releases,
+}
 
 
 def org_apps(conn: Connection, principal: Principal, org_id: str, today: date) -> dict[str, Any]:
-    """The seed's table of apps: this cycle's MAU, storage and bandwidth of each app."""
-    org = conn.execute(select(s.orgs.c.id, s.orgs.c.cycle_anchor).where(s.orgs.c.id == org_id))
-    row = org.first()
-    if row is None or org_role(conn, principal, org_id) is None:
-        raise ApiError(404, NOT_FOUND)
-    start, end = cycle_bounds(int(row.cycle_anchor or 1), today)
-    a = s.apps.c
-    apps = [
-        r
-        for r in conn.execute(
-            select(a.app_id, a.name)
-            .where(a.owner_org == org_id, a.deleted_at.is_(None))
-            .order_by(a.app_id)
-        )
-        if principal.sees_app(r.app_id, org_id)
-    ]
-    ids = [r.app_id for r in apps]
+    """The seed's table of apps: this cycle's MAU, storage and bandwidth of each app the key
+    can see. An org it cannot see answers like a missing one, as the statistics API does."""
+    org = load_org(conn, org_id)
+    if org is None or org_role(conn, principal, org_id) is None:
+        raise ApiError(404, statistics.NOT_FOUND)
+    start, end = cycle_bounds(int(org.cycle_anchor or 1), today)
+    # The org's part of the key's list of apps (GET /app): a member's org, apps the key sees.
+    apps = [app for app in management.visible_apps(conn, principal) if app["owner_org"] == org_id]
+    ids = [app["app_id"] for app in apps]
     mau: dict[str, int] = {}
     storage: dict[str, int] = {}
     bandwidth: dict[str, int] = {}
     if ids:
-        # The devices counted at least once since the cycle started: the same set as the
-        # device table's (last counted check-in in the cycle), read from the day bitmaps
-        # as the plan check reads it.
-        mau = {
-            app: len(devices) for app, devices in devices_by_app(conn, ids, start, today).items()
-        }
-        u = s.daily_usage.c
-        for app_id, total in conn.execute(
-            select(u.app_id, func.sum(u.bandwidth))
-            .where(u.app_id.in_(ids), u.day >= start, u.day <= today)
-            .group_by(u.app_id)
-        ):
-            bandwidth[app_id] = int(total or 0)
-        b = s.bundles.c
-        # Storage now, straight from the bundles (the day's rollup may be a second behind).
-        for app_id, total in conn.execute(
-            select(b.app_id, func.sum(b.size))
-            .where(b.app_id.in_(ids), b.deleted_at.is_(None), b.external_url.is_(None))
-            .group_by(b.app_id)
-        ):
-            storage[app_id] = int(total or 0)
+        # The devices counted at least once since the cycle started, storage now and
+        # bandwidth of the cycle: per app, the figures the org's plan usage sums.
+        mau = {app: len(found) for app, found in devices_by_app(conn, ids, start, today).items()}
+        storage = storage_by_app(conn, ids)
+        bandwidth = bandwidth_by_app(conn, ids, start, today)
     return {
         "org_id": org_id,
         "cycle_start": start.isoformat(),
         "cycle_end": end.isoformat(),
         "apps": [
             {
-                "app_id": r.app_id,
-                "name": r.name,
-                "mau": mau.get(r.app_id, 0),
-                "storage": storage.get(r.app_id, 0),
-                "bandwidth": bandwidth.get(r.app_id, 0),
+                "app_id": app["app_id"],
+                "name": app["name"],
+                "mau": mau.get(app["app_id"], 0),
+                "storage": storage.get(app["app_id"], 0),
+                "bandwidth": bandwidth.get(app["app_id"], 0),
             }
-            for r in apps
+            for app in apps
         ],
     }

@@ -2,26 +2,27 @@
 
 The pages never see the API key, nor does the cookie hold it: the cookie holds a session id
 (``otameter.sessions``), and the session gives the principal of the key that signed in.
-The pages' script calls ``/dashboard/api/...``, which forwards read-only requests to the
-JSON API in-process as that principal, and ``/dashboard/data/...`` for the seed's table of
-apps, which the public API does not serve.
+Everything the dashboard shows is read through ``data``: the pages' script calls
+``/dashboard/api/<path>``, answered by the read function of the API route ``GET /<path>``
+called with that principal, and ``/dashboard/data/...`` for the seed's table of apps, which
+the public API does not serve.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import httpx
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import Receive, Scope, Send
 
-from ..api.common import PRINCIPAL_SCOPE_KEY, JSONResponse, client_ip, read_db, runtime
+from ..api.common import JSONResponse, client_ip, read_db, runtime
+from ..api.management import read_app, read_apps, read_orgs
 from ..auth import Principal, lookup_key
 from ..clock import to_ms
 from ..errors import ApiError
@@ -31,8 +32,8 @@ from . import data, pages, session
 
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_DAYS = 30
-# Read-only API paths the pages may read through the session (first path segment).
-PROXIED = frozenset({"statistics", "organization", "app", "bundle", "channel"})
+# The JSON the pages' script reads: API + <path> answers as GET <path> (data.READS).
+API = "/dashboard/api"
 SECURITY_HEADERS = {
     "content-security-policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -97,36 +98,6 @@ def _same_origin(request: Request) -> bool:
     return origin in allowed
 
 
-async def api_list(
-    request: Request, principal: Principal, path: str
-) -> tuple[int, list[dict[str, Any]]]:
-    """A list answer of the API (status, rows); no rows unless it answered 200."""
-    status, body = await api_get(request, principal, path)
-    rows = body if status == 200 and isinstance(body, list) else []
-    return status, [row for row in rows if isinstance(row, dict)]
-
-
-async def api_get(
-    request: Request, principal: Principal, path: str, params: Any = None
-) -> tuple[int, Any]:
-    """GET from this server's own JSON API, in-process, as ``principal``."""
-    app = request.app
-
-    async def as_principal(scope: Scope, receive: Receive, send: Send) -> None:
-        # The API reads the caller from the scope (api.common.caller): no key is passed.
-        await app({**scope, PRINCIPAL_SCOPE_KEY: principal}, receive, send)
-
-    # The API's own error handlers answer for it, even for an unexpected error.
-    transport = httpx.ASGITransport(app=as_principal, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://otameter.local") as client:
-        answer = await client.get(path, params=params)
-    try:
-        body = answer.json()
-    except ValueError:
-        body = None
-    return answer.status_code, body
-
-
 def _range(request: Request) -> tuple[date, date, date, bool]:
     """The page's range from the query, or the last 30 days; never past today."""
     today = runtime(request).clock.now().date()
@@ -176,9 +147,6 @@ async def login(request: Request) -> Response:
             refused.headers["retry-after"] = str(retry_after)
             return refused
         return _html(pages.login(error="This API key is not valid.", next_url=next_url), 401)
-    status, _ = await api_get(request, principal, "/organization")
-    if status != 200:
-        return _html(pages.login(error="This API key cannot be used here.", next_url=next_url), 403)
     session_id = await rt.writer.run(lambda conn: create_session(conn, principal, now_ms))
     response = RedirectResponse(_safe_next(next_url), status_code=303)
     session.set_cookie(response, request, rt, session_id)
@@ -205,8 +173,8 @@ async def home(request: Request) -> Response:
     principal = await _session(request)
     if principal is None:
         return _to_login(request)
-    _, org_rows = await api_list(request, principal, "/organization")
-    _, app_rows = await api_list(request, principal, "/app")
+    org_rows = await read_orgs(request, principal)
+    app_rows = await read_apps(request, principal)
     return _html(pages.orgs(org_rows, app_rows))
 
 
@@ -215,12 +183,10 @@ async def org_page(request: Request) -> Response:
     if principal is None:
         return _to_login(request)
     org_id = request.path_params["org_id"]
-    _, org_rows = await api_list(request, principal, "/organization")
-    org = next((o for o in org_rows if o.get("id") == org_id), None)
+    org = next((o for o in await read_orgs(request, principal) if o["id"] == org_id), None)
     if org is None:
         return _html(pages.not_found(), 404)
-    _, app_rows = await api_list(request, principal, "/app")
-    apps = [a for a in app_rows if a.get("owner_org") == org_id]
+    apps = [a for a in await read_apps(request, principal) if a["owner_org"] == org_id]
     start, end, today, compare = _range(request)
     return _html(pages.org_page(org, apps, today, start, end, compare))
 
@@ -229,12 +195,13 @@ async def app_page(request: Request) -> Response:
     principal = await _session(request)
     if principal is None:
         return _to_login(request)
-    app_id = request.path_params["app_id"]
-    status, app = await api_get(request, principal, f"/app/{quote(app_id, safe='')}")
-    if status != 200 or not isinstance(app, dict):
+    try:
+        app = await read_app(request, principal)
+    except ApiError:
+        # Missing, deleted or out of the key's reach: the same page.
         return _html(pages.not_found(), 404)
-    _, org_rows = await api_list(request, principal, "/organization")
-    org = next((o for o in org_rows if o.get("id") == app.get("owner_org")), None)
+    org_rows = await read_orgs(request, principal)
+    org = next((o for o in org_rows if o["id"] == app["owner_org"]), None)
     start, end, today, compare = _range(request)
     return _html(pages.app_page(app, org, today, start, end, compare))
 
@@ -250,46 +217,35 @@ def _unauthorized(request: Request) -> JSONResponse:
     return response
 
 
-async def proxy(request: Request) -> Response:
-    """Forward a read-only request to the JSON API as the session's principal."""
-    principal = await _session(request)
-    if principal is None:
-        return _unauthorized(request)
-    path = request.path_params["path"]
-    segments = path.split("/")
-    # No dot segments: the forwarded path must stay under an allowed prefix.
-    if segments[0] not in PROXIED or any(seg in (".", "..") for seg in segments):
-        return _json({"error": "Not found", "status": "KO"}, 404)
-    status, body = await api_get(request, principal, "/" + path, request.query_params)
-    return _json(body, status)
+def _reading(read: data.Read) -> Callable[[Request], Awaitable[Response]]:
+    """The endpoint answering ``read`` for the session's principal, errors as the API's."""
+
+    async def endpoint(request: Request) -> Response:
+        principal = await _session(request)
+        if principal is None:
+            return _unauthorized(request)
+        try:
+            return _json(await read(request, principal))
+        except ApiError as error:
+            return _json(error.body(), error.status_code)
+
+    return endpoint
 
 
-async def _data(request: Request, query: Any) -> Response:
-    principal = await _session(request)
-    if principal is None:
-        return _unauthorized(request)
-    try:
-        return _json(await read_db(request, query, principal))
-    except ApiError as error:
-        return _json(error.body(), error.status_code)
-
-
-async def org_apps(request: Request) -> Response:
+async def _org_apps(request: Request, principal: Principal) -> dict[str, Any]:
     org_id = request.path_params["org_id"]
     today = runtime(request).clock.now().date()
-    return await _data(
-        request, lambda conn, principal: data.org_apps(conn, principal, org_id, today)
-    )
+    return await read_db(request, data.org_apps, principal, org_id, today)
 
 
-routes = [
+routes: list[BaseRoute] = [
     Route("/dashboard", home, methods=["GET"]),
     Route("/dashboard/login", login_form, methods=["GET"]),
     Route("/dashboard/login", login, methods=["POST"]),
     Route("/dashboard/logout", logout, methods=["POST"]),
     Route("/dashboard/org/{org_id}", org_page, methods=["GET"]),
     Route("/dashboard/app/{app_id}", app_page, methods=["GET"]),
-    Route("/dashboard/api/{path:path}", proxy, methods=["GET"]),
-    Route("/dashboard/data/org/{org_id}/apps", org_apps, methods=["GET"]),
+    *(Route(API + path, _reading(read), methods=["GET"]) for path, read in data.READS.items()),
+    Route("/dashboard/data/org/{org_id}/apps", _reading(_org_apps), methods=["GET"]),
     Mount("/dashboard/static", StaticFiles(directory=STATIC_DIR), name="dashboard-static"),
 ]

@@ -1,5 +1,6 @@
-// The org and app pages: reads the JSON API through the session (/dashboard/api/...) and the
-// dashboard's own figures (/dashboard/data/...), and draws charts, tables and CSV downloads.
+// The org and app pages: reads the API's answers for the session's key (/dashboard/api/...)
+// and the dashboard's own figures (/dashboard/data/...), and draws charts, tables and CSV
+// downloads.
 // Every chart has a data table and a CSV built from the same rows, so nothing depends on colour.
 
 const main = document.getElementById("main");

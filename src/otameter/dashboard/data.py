@@ -17,6 +17,7 @@ from sqlalchemy import Connection
 from starlette.requests import Request
 
 from ..api import devices, management, plans, statistics
+from ..api.common import read_db, runtime
 from ..auth import Principal, org_role
 from ..errors import ApiError
 from ..plans import bandwidth_by_app, cycle_bounds, load_org, storage_by_app
@@ -66,6 +67,12 @@ READS: dict[str, Read] = {
     "/statistics/app/{app_id}/bundle_usage/": bundle_usage,
     "/statistics/app/{app_id}/releases/": releases,
 }
+
+
+async def read_org_apps(request: Request, principal: Principal) -> dict[str, Any]:
+    """``/dashboard/data/org/{org_id}/apps``: the seed's table of apps."""
+    today = runtime(request).clock.now().date()
+    return await read_db(request, org_apps, principal, request.path_params["org_id"], today)
 
 
 def org_apps(conn: Connection, principal: Principal, org_id: str, today: date) -> dict[str, Any]:

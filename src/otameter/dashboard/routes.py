@@ -232,12 +232,6 @@ def _reading(read: data.Read) -> Callable[[Request], Awaitable[Response]]:
     return endpoint
 
 
-async def _org_apps(request: Request, principal: Principal) -> dict[str, Any]:
-    org_id = request.path_params["org_id"]
-    today = runtime(request).clock.now().date()
-    return await read_db(request, data.org_apps, principal, org_id, today)
-
-
 routes: list[BaseRoute] = [
     Route("/dashboard", home, methods=["GET"]),
     Route("/dashboard/login", login_form, methods=["GET"]),
@@ -246,6 +240,6 @@ routes: list[BaseRoute] = [
     Route("/dashboard/org/{org_id}", org_page, methods=["GET"]),
     Route("/dashboard/app/{app_id}", app_page, methods=["GET"]),
     *(Route(API + path, _reading(read), methods=["GET"]) for path, read in data.READS.items()),
-    Route("/dashboard/data/org/{org_id}/apps", _reading(_org_apps), methods=["GET"]),
+    Route("/dashboard/data/org/{org_id}/apps", _reading(data.read_org_apps), methods=["GET"]),
     Mount("/dashboard/static", StaticFiles(directory=STATIC_DIR), name="dashboard-static"),
 ]

@@ -16,8 +16,9 @@ from typing import Any
 from sqlalchemy import Connection
 from starlette.requests import Request
 
-from ..api import devices, management, plans, statistics
+from ..api import devices, management, statistics
 from ..api.common import read_db, runtime
+from ..api.plans import read_usage
 from ..auth import Principal, org_role
 from ..errors import ApiError
 from ..plans import bandwidth_by_app, cycle_bounds, load_org, storage_by_app
@@ -54,7 +55,7 @@ async def releases(request: Request, principal: Principal) -> dict[str, Any]:
 # writes, and nothing the pages do not read.
 READS: dict[str, Read] = {
     "/organization": management.read_orgs,
-    "/organization/{org_id}/usage": plans.read_usage,
+    "/organization/{org_id}/usage": read_usage,
     "/app": management.read_apps,
     "/app/{app_id}": management.read_app,
     "/app/{app_id}/devices": devices.read_devices,

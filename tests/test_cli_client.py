@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 from otameter import schema as s
 from otameter.api import create_app
 from otameter.cli import app as cli
-from otameter.cli_client import SemVer, plan_cleanup, sparkline
+from otameter.cli.client_commands import SemVer, plan_cleanup, sparkline
 from otameter.clock import SystemClock, to_ms
 from otameter.config import Settings
 from otameter.db import migrate

@@ -27,14 +27,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .bundles import has_index_html
-from .clock import SystemClock
-from .csv_cells import CsvWriter
-from .releases import RELEASE_ROW_FIELDS
-from .units import format_bytes
+from ..bundles import has_index_html
+from ..clock import SystemClock
+from ..csv_cells import CsvWriter
+from ..releases import RELEASE_ROW_FIELDS
+from ..units import format_bytes
 
 if TYPE_CHECKING:
-    from .client import Bundle, ClientError, OtameterClient, StatRow
+    from ..client import Bundle, ClientError, OtameterClient, StatRow
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 
@@ -63,13 +63,6 @@ bundle_app = typer.Typer(
 stats_app = typer.Typer(
     help="Daily MAU, storage and bandwidth from a running otameter server.", no_args_is_help=True
 )
-
-
-def register(app: typer.Typer) -> None:
-    """Add the client commands to the ``otameter`` command line."""
-    app.add_typer(bundle_app, name="bundle")
-    app.add_typer(stats_app, name="stats")
-    app.command("usage", epilog=EXIT_HELP)(usage)
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -131,7 +124,7 @@ def _hint(error: ClientError) -> str | None:
 @contextmanager
 def reporting() -> Iterator[None]:
     """Every failure ends here: one line on stderr and an exit code from EXIT_HELP."""
-    from .client import ClientError
+    from ..client import ClientError
 
     try:
         yield
@@ -202,7 +195,7 @@ def resolve_target(server: str | None, apikey: str | None) -> Target:
 
 
 def connect(server: str | None, apikey: str | None) -> OtameterClient:
-    from .client import OtameterClient
+    from ..client import OtameterClient
 
     target = resolve_target(server, apikey)
     return OtameterClient(target.server, target.apikey)
@@ -1025,7 +1018,7 @@ def usage(
     apikey: ApikeyOption = None,
 ) -> None:
     """An organization's plan usage this billing cycle (MAU, storage, bandwidth)."""
-    from .client import ClientError
+    from ..client import ClientError
 
     with reporting():
         _one_format(as_json, as_csv)

@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .cli_client import (
+from .client_commands import (
     EXIT_HELP,
     ApikeyOption,
     JsonOption,
@@ -38,10 +38,6 @@ class AutoUpdateRule(StrEnum):
     major = "major"
     minor = "minor"
     patch = "patch"
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(channel_app, name="channel")
 
 
 AppArgument = Annotated[str, typer.Argument(help="App id, like com.example.app.")]

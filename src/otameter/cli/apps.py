@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .cli_client import (
+from .client_commands import (
     EXIT_ERROR,
     EXIT_HELP,
     ApikeyOption,
@@ -26,16 +26,11 @@ from .cli_client import (
     print_json,
     reporting,
 )
-from .cli_plans import org_app
+from .plans import org_app
 
 app_app = typer.Typer(
     help="Create, list and delete apps on a running otameter server.", no_args_is_help=True
 )
-
-
-def register(root: typer.Typer) -> None:
-    """Add ``app`` to the command line; ``org create|list`` join the existing ``org`` group."""
-    root.add_typer(app_app, name="app")
 
 
 # -- organizations ---------------------------------------------------------------------------

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .cli_common import DbOption, write_transaction
-from .cli_common import fail as _fail
+from .database import DbOption, write_transaction
+from .database import fail as _fail
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -20,7 +20,7 @@ org_app = typer.Typer(help="Manage organizations.", no_args_is_help=True)
 
 
 def _quantity(value: str, what: str) -> int:
-    from .plans import parse_quantity
+    from ..plans import parse_quantity
 
     try:
         return parse_quantity(value)
@@ -44,7 +44,7 @@ def plan_create(
     db: DbOption = None,
 ) -> None:
     """Create or update a plan; orgs on it are re-checked against the new limits at once."""
-    from .plans import evaluate_orgs, orgs_using_plan, upsert_plan
+    from ..plans import evaluate_orgs, orgs_using_plan, upsert_plan
 
     limits = (
         _quantity(mau, "mau"),
@@ -66,13 +66,13 @@ def plan_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
     """List plans and their limits."""
-    from .plans import list_plans
+    from ..plans import list_plans
 
     plans = write_transaction(db, lambda conn, _now: list_plans(conn))
     if as_json:
         typer.echo(json.dumps([p.as_json() for p in plans]))
         return
-    from .units import format_bytes
+    from ..units import format_bytes
 
     typer.echo(f"{'name':<20} {'MAU':>12} {'storage':>10} {'bandwidth':>10}  default")
     for p in plans:
@@ -100,7 +100,7 @@ def org_set_plan(
     db: DbOption = None,
 ) -> None:
     """Put an org on a plan; its lock is re-decided at once (a bigger plan unlocks it)."""
-    from .plans import evaluate_orgs, load_org, set_org_plan
+    from ..plans import evaluate_orgs, load_org, set_org_plan
 
     def write(conn: Connection, now_ms: int) -> dict[str, object]:
         set_org_plan(conn, org_id, plan, cycle_anchor)

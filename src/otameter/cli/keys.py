@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .cli_client import (
+from .client_commands import (
     EXIT_HELP,
     ApikeyOption,
     JsonOption,

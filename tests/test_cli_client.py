@@ -28,7 +28,9 @@ from typer.testing import CliRunner
 from otameter import schema as s
 from otameter.api import create_app
 from otameter.cli import app as cli
-from otameter.cli.client_commands import SemVer, plan_cleanup, sparkline
+from otameter.cli.cleanup import plan_cleanup
+from otameter.cli.output import sparkline
+from otameter.cli.semver import SemVer
 from otameter.clock import SystemClock, to_ms
 from otameter.config import Settings
 from otameter.db import migrate

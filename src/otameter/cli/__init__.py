@@ -14,7 +14,8 @@ import gc
 
 import typer
 
-from . import apps, bundle_storage, channels, client_commands, keys, plans, server, users
+from . import apps, bundle_storage, bundles, channels, keys, plans, server, stats, users
+from .errors import EXIT_HELP
 
 app = typer.Typer(
     help="Usage metering and statistics for Capacitor live updates.",
@@ -27,7 +28,7 @@ app.command()(server.migrate)
 app.command("import")(server.import_events)
 app.command("backup")(server.backup_command)
 app.command("restore")(server.restore_command)
-app.command("usage", epilog=client_commands.EXIT_HELP)(client_commands.usage)
+app.command("usage", epilog=EXIT_HELP)(stats.usage)
 
 app.add_typer(users.user_app, name="user")
 app.add_typer(server.ranges_app, name="google-ranges")
@@ -35,8 +36,8 @@ app.add_typer(plans.plan_app, name="plan")
 app.add_typer(plans.org_app, name="org")
 app.add_typer(bundle_storage.bundles_app, name="bundles")
 app.add_typer(keys.key_app, name="key")
-app.add_typer(client_commands.bundle_app, name="bundle")
-app.add_typer(client_commands.stats_app, name="stats")
+app.add_typer(bundles.bundle_app, name="bundle")
+app.add_typer(stats.stats_app, name="stats")
 app.add_typer(apps.app_app, name="app")
 app.add_typer(channels.channel_app, name="channel")
 

@@ -12,21 +12,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .client_commands import (
-    EXIT_ERROR,
-    EXIT_HELP,
-    ApikeyOption,
-    JsonOption,
-    Problem,
-    ServerOption,
-    connect,
-    err,
-    human_time,
-    out,
-    print_json,
-    reporting,
-)
+from .errors import EXIT_ERROR, EXIT_HELP, Problem, reporting
+from .output import JsonOption, err, human_time, out, print_json
 from .plans import org_app
+from .target import ApikeyOption, ServerOption, connect
 
 app_app = typer.Typer(
     help="Create, list and delete apps on a running otameter server.", no_args_is_help=True

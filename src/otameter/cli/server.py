@@ -19,9 +19,9 @@ from typing import Annotated
 import typer
 
 from ..config import Settings, parse_networks
-from .client_commands import human_bytes
 from .database import DataDirOption, DbOption, err, settings_or_exit
 from .database import fail as _fail
+from .output import human_bytes
 
 ranges_app = typer.Typer(help="Google IP range lists (the 4-hour rule).", no_args_is_help=True)
 

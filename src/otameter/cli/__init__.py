@@ -2,10 +2,11 @@
 
 Server commands open the database themselves (``--db``, ``--data-dir``): ``serve``,
 ``migrate``, ``import``, ``backup``, ``restore``, ``google-ranges`` (``server.py``), ``user``
-(``users.py``), ``plan`` and ``org set-plan`` (``plans.py``), ``bundles`` (``bundle_storage.py``).
-Client commands talk to a running server through ``otameter.client`` (``--server``,
-``--apikey``): ``bundle``, ``stats``, ``usage``, ``key``, ``org create|list``, ``app``,
-``channel``.
+(``users.py``), ``plan`` (``plans.py``), ``org set-plan`` (``orgs.py``), ``bundles``
+(``bundle_storage.py``). Client commands talk to a running server through ``otameter.client``
+(``--server``, ``--apikey``): ``bundle`` (``bundles.py``), ``stats`` and ``usage``
+(``stats.py``), ``key`` (``keys.py``), ``org create|list`` (``orgs.py``), ``app`` (``apps.py``),
+``channel`` (``channels.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import gc
 
 import typer
 
-from . import apps, bundle_storage, bundles, channels, keys, plans, server, stats, users
+from . import apps, bundle_storage, bundles, channels, keys, orgs, plans, server, stats, users
 from .errors import EXIT_HELP
 
 app = typer.Typer(
@@ -33,7 +34,7 @@ app.command("usage", epilog=EXIT_HELP)(stats.usage)
 app.add_typer(users.user_app, name="user")
 app.add_typer(server.ranges_app, name="google-ranges")
 app.add_typer(plans.plan_app, name="plan")
-app.add_typer(plans.org_app, name="org")
+app.add_typer(orgs.org_app, name="org")
 app.add_typer(bundle_storage.bundles_app, name="bundles")
 app.add_typer(keys.key_app, name="key")
 app.add_typer(bundles.bundle_app, name="bundle")

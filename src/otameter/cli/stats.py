@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -17,7 +19,7 @@ from .output import CsvOption, JsonOption, human_bytes, out, print_csv, print_js
 from .target import ApikeyOption, ServerOption, connect
 
 if TYPE_CHECKING:
-    from ..client import StatRow
+    from ..client import Scope, StatRow
 
 stats_app = typer.Typer(
     help="Daily MAU, storage and bandwidth from a running otameter server.", no_args_is_help=True
@@ -51,21 +53,42 @@ def _one_format(as_json: bool, as_csv: bool) -> None:
         raise Problem("choose one of --json and --csv")
 
 
+@dataclass(frozen=True)
+class Subject:
+    """What one ``stats`` command shows: a scope of the statistics routes, and its id's
+    argument (none for ``user``: every app the API key can read)."""
+
+    scope: Scope
+    help: str
+    argument: str | None = None
+    argument_help: str = ""
+
+
+SUBJECTS = (
+    Subject("app", "Daily statistics of one app.", "app_id", "App id."),
+    Subject(
+        "org", "Daily statistics of an organization (all its apps).", "org_id", "Organization id."
+    ),
+    Subject("user", "Daily statistics of every app the API key can read."),
+)
+
+
 def show_statistics(
-    scope: str,
+    subject: Subject,
     ident: str | None,
-    start: str | None,
-    end: str | None,
-    as_json: bool,
-    as_csv: bool,
-    server: str | None,
-    apikey: str | None,
+    start: FromOption = None,
+    end: ToOption = None,
+    as_json: JsonOption = False,
+    as_csv: CsvOption = False,
+    server: ServerOption = None,
+    apikey: ApikeyOption = None,
 ) -> None:
+    """``stats app|org|user``: daily MAU, storage and bandwidth as a table, JSON or CSV."""
     with reporting():
         _one_format(as_json, as_csv)
         first, last = date_range(start, end)
         with connect(server, apikey) as client:
-            rows = client.statistics(scope, ident, first, last)  # type: ignore[arg-type]
+            rows = client.statistics(subject.scope, ident, first, last)
     if as_json:
         print_json({"data": rows})
         return
@@ -75,8 +98,8 @@ def show_statistics(
             ([r["date"], r["mau"], r["storage"], r["bandwidth"]] for r in rows),
         )
         return
-    subject = "all your apps" if scope == "user" else f"{scope} {ident}"
-    title = f"{escape(subject)}, {first} to {last}"
+    shown = "all your apps" if ident is None else f"{subject.scope} {ident}"
+    title = f"{escape(shown)}, {first} to {last}"
     if not rows:
         out.print(f"{title}: no data")
         return
@@ -105,45 +128,33 @@ def _print_mau_line(rows: Sequence[StatRow]) -> None:
     )
 
 
-@stats_app.command("app", epilog=EXIT_HELP)
-def stats_app_command(
-    app_id: Annotated[str, typer.Argument(help="App id.")],
-    start: FromOption = None,
-    end: ToOption = None,
-    as_json: JsonOption = False,
-    as_csv: CsvOption = False,
-    server: ServerOption = None,
-    apikey: ApikeyOption = None,
-) -> None:
-    """Daily statistics of one app."""
-    show_statistics("app", app_id, start, end, as_json, as_csv, server, apikey)
+def statistics_command(subject: Subject) -> Callable[..., None]:
+    """The command ``stats SCOPE [ID]``: the subject's id argument, then the options of
+    ``show_statistics``, which are declared once, there."""
+    options = list(inspect.signature(show_statistics, eval_str=True).parameters.values())[2:]
+    arguments = []
+    if subject.argument is not None:
+        arguments.append(
+            inspect.Parameter(
+                subject.argument,
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                annotation=Annotated[str, typer.Argument(help=subject.argument_help)],
+            )
+        )
+
+    def command(**values: Any) -> None:
+        ident = values.pop(subject.argument) if subject.argument is not None else None
+        show_statistics(subject, ident, **values)
+
+    # typer reads a command's parameters from its signature.
+    command.__signature__ = inspect.Signature([*arguments, *options])  # type: ignore[attr-defined]
+    return command
 
 
-@stats_app.command("org", epilog=EXIT_HELP)
-def stats_org_command(
-    org_id: Annotated[str, typer.Argument(help="Organization id.")],
-    start: FromOption = None,
-    end: ToOption = None,
-    as_json: JsonOption = False,
-    as_csv: CsvOption = False,
-    server: ServerOption = None,
-    apikey: ApikeyOption = None,
-) -> None:
-    """Daily statistics of an organization (all its apps)."""
-    show_statistics("org", org_id, start, end, as_json, as_csv, server, apikey)
-
-
-@stats_app.command("user", epilog=EXIT_HELP)
-def stats_user_command(
-    start: FromOption = None,
-    end: ToOption = None,
-    as_json: JsonOption = False,
-    as_csv: CsvOption = False,
-    server: ServerOption = None,
-    apikey: ApikeyOption = None,
-) -> None:
-    """Daily statistics of every app the API key can read."""
-    show_statistics("user", None, start, end, as_json, as_csv, server, apikey)
+for _subject in SUBJECTS:
+    stats_app.command(_subject.scope, help=_subject.help, epilog=EXIT_HELP)(
+        statistics_command(_subject)
+    )
 
 
 @stats_app.command("releases", epilog=EXIT_HELP)

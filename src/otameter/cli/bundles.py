@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import tempfile
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -17,7 +16,7 @@ from .cleanup import CleanupPlan, plan_cleanup
 from .errors import EXIT_ERROR, EXIT_HELP, EXIT_NOT_FOUND, Problem, reporting
 from .output import JsonOption, err, human_bytes, human_time, out, print_json
 from .semver import SemVer
-from .target import ApikeyOption, ServerOption, connect
+from .target import HTTP_URL, ApikeyOption, ServerOption, connect
 from .upload import prepare_zip, sha256_file, upload_with_progress
 
 if TYPE_CHECKING:
@@ -62,7 +61,7 @@ def bundle_upload(
     with reporting(), tempfile.TemporaryDirectory(prefix="otameter-") as workdir:
         if not version.strip():
             raise Problem("--version must not be empty")
-        if external is not None and not re.match(r"^https?://[^\s/]+", external):
+        if external is not None and not HTTP_URL.match(external):
             raise Problem("--external must be an absolute http(s) URL")
         if path is None and external is None:
             raise Problem("give the PATH of the web build (or --external URL)")

@@ -1,4 +1,5 @@
-"""What the administrative commands share: options, settings, errors, a write transaction."""
+"""What the commands that open the database themselves share: ``--db``/``--data-dir``,
+settings, the error line, one write transaction."""
 
 from __future__ import annotations
 

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 
+# What --server and bundle upload --external accept: an absolute http(s) URL.
+HTTP_URL = re.compile(r"^https?://[^\s/]+")
+
 
 def config_path() -> tuple[Path, bool]:
     """The config file, and whether it was named explicitly (then it must exist)."""
@@ -65,7 +68,7 @@ def resolve_target(server: str | None, apikey: str | None) -> Target:
     if not server or not apikey:
         file = load_config()
     url = (server or file.get("server") or DEFAULT_SERVER).strip().rstrip("/")
-    if not re.match(r"^https?://[^\s/]+", url):
+    if not HTTP_URL.match(url):
         raise Problem(
             f"server URL {url!r} must start with http:// or https://",
             hint="for example --server http://127.0.0.1:8000",

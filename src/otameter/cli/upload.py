@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 
 def sha256_file(path: Path) -> str:
+    """The zip's SHA-256 (hex): sent with an external bundle, checked against the server's."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(1024 * 1024):
@@ -75,6 +76,7 @@ def upload_with_progress(
     *,
     quiet: bool,
 ) -> Any:
+    """Send the zip, with a progress bar on a terminal (none when ``quiet``)."""
     from rich.progress import (
         BarColumn,
         DownloadColumn,

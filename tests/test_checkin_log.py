@@ -15,7 +15,7 @@ import pytest
 from alembic import command
 from sqlalchemy import func, inspect, select
 
-from otameter import checkin_log, ingest
+from otameter import app_rows, checkin_log, ingest
 from otameter import schema as s
 from otameter.checkin_log import RecordError, decode_record, encode_record
 from otameter.clock import ManualClock, to_ms
@@ -301,8 +301,8 @@ def test_a_record_this_version_cannot_read_stays_and_the_rest_is_folded(
     assert h.checkin(APP, device).status_code == 200
     # A record of a format this version does not know, as a newer writer would leave it.
     h.rt.writer.run_blocking(
-        lambda conn: conn.execute(
-            s.checkin_log.insert().values(app_id=APP, checkins=1, record=b"\x09unknown")
+        lambda conn: app_rows.insert(
+            conn, "checkin_log", ("app_id", "checkins", "record"), [(APP, 1, b"\x09unknown")]
         )
     )
     assert h.checkin(APP, str(uuid.uuid4())).status_code == 200

@@ -27,6 +27,7 @@ import msgspec
 import orjson
 from sqlalchemy import Connection
 
+from . import app_rows
 from .events import CheckIn
 from .fold import Fold, FoldedFacts, IpPredicate
 from .ingest import Pipeline, store_facts
@@ -70,10 +71,12 @@ def log_rows(checkins: Sequence[CheckIn]) -> list[LogRow]:
     return [(app_id, len(batch), encode_record(batch)) for app_id, batch in by_app.items()]
 
 
+_COLUMNS = ("app_id", "checkins", "record")
+
+
 def insert_statement(rows: int, postgres: bool) -> str:
     """One INSERT of ``rows`` log rows (one statement: one round trip on PostgreSQL)."""
-    mark = "(%s, %s, %s)" if postgres else "(?, ?, ?)"
-    return f"INSERT INTO checkin_log (app_id, checkins, record) VALUES {', '.join([mark] * rows)}"
+    return app_rows.insert_sql("checkin_log", _COLUMNS, rows, postgres=postgres)
 
 
 def flat_params(rows: list[LogRow]) -> tuple[Any, ...]:

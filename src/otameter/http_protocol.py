@@ -33,7 +33,11 @@ from typing import Any
 
 import httptools
 import orjson
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
 # uvloop reads at most this much per call: a head is over its bound at most one read late.
 _READ_SIZE = 256 * 1024
@@ -139,6 +143,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_read = 0
         self._cancel_head_timer()
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope["method"] != "HEAD":
+            # The ASGI task only starts on the loop's next turn: it writes through this.
+            cycle.transport = _OneWriteTransport(self.transport, cycle)  # type: ignore[assignment]
         self._arm_body_timer()
 
     def on_body(self, body: bytes) -> None:
@@ -221,3 +229,49 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
 class _HeadTooLarge(Exception):
     pass
+
+
+class _OneWriteTransport:
+    """The transport as one response cycle sees it: its head waits for the body's first write.
+
+    uvicorn writes an answer's status line and headers, then its body, in two ``write`` calls:
+    two ``send`` system calls and two TCP segments for a small JSON answer (about a fifth of
+    the event loop's time under load). Holding the head until the body's first write, or the
+    end of the response for an answer without a body, makes the common answer one write.
+    Anything written before the response starts (``100 Continue``) goes straight through; a
+    HEAD answer, which uvicorn ends without a body write, is never wrapped.
+    """
+
+    __slots__ = ("_cycle", "_head", "_head_seen", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._head: bytes | None = None
+        self._head_seen = False
+
+    def write(self, data: bytes) -> None:
+        if not self._head_seen and self._cycle.response_started:
+            # uvicorn sets response_started just before it writes the head.
+            self._head_seen = True
+            self._head = data
+            return
+        head = self._head
+        if head is None:
+            self._transport.write(data)
+        else:
+            self._head = None
+            self._transport.write(head + data)
+
+    def flush(self) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)

@@ -3,8 +3,8 @@
 ``python bench/bench_log_append.py [--commits N] [--batch N] [--rounds N]``
 
 Migration 0010 keys ``checkin_log`` by ``(app_id, id)``: on SQLite the row is then written
-to the table, its key's index and the index on ``id`` (the fold's order), and its id is
-given by the insert (``app_rows.py``) instead of by the INTEGER PRIMARY KEY. This appends
+to the table and to its key's index, and its id is given by the insert (``app_rows.py``)
+instead of by the INTEGER PRIMARY KEY. This appends
 the same records (``--batch`` check-ins of one app each, as a group commit logs them) with
 ``synchronous=FULL`` and one commit each, on a database at revision 0008 and one at the
 head, in alternating rounds, and prints the commits per second and the WAL bytes written

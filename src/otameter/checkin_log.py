@@ -113,10 +113,8 @@ def prepare(conn: Connection, is_google_ip: IpPredicate, limit: int = 1000) -> P
     the write lock. Check-ins of an app deleted meanwhile are dropped, as the writer drops
     events of an unknown app.
     """
-    mark = "%s" if conn.dialect.name == "postgresql" else "?"
-    rows = conn.exec_driver_sql(
-        f"SELECT id, app_id, record FROM checkin_log ORDER BY id LIMIT {mark}", (limit + 1,)
-    ).all()
+    postgres = conn.dialect.name == "postgresql"
+    rows = conn.exec_driver_sql(_READ_POSTGRESQL if postgres else _READ_SQLITE, (limit + 1,)).all()
     more = len(rows) > limit
     rows = rows[:limit]
     if not rows:
@@ -213,7 +211,11 @@ def pending_checkins(conn: Connection) -> int:
     return int(total or 0)
 
 
-_DELETE_SQLITE = "DELETE FROM checkin_log WHERE id IN (SELECT value FROM json_each(?))"
+# Oldest first across apps. SQLite reads and deletes by rowid, which equals the id
+# (app_rows.py) and needs no index of its own (the table is a B-tree on it).
+_READ_POSTGRESQL = "SELECT id, app_id, record FROM checkin_log ORDER BY id LIMIT %s"
+_READ_SQLITE = "SELECT rowid, app_id, record FROM checkin_log ORDER BY rowid LIMIT ?"
+_DELETE_SQLITE = "DELETE FROM checkin_log WHERE rowid IN (SELECT value FROM json_each(?))"
 _DELETE_POSTGRESQL = (
     "DELETE FROM checkin_log WHERE id IN (SELECT json_array_elements_text(%s::json)::bigint)"
 )

@@ -191,6 +191,31 @@ def test_a_fold_that_another_fold_got_to_first_stores_nothing(
     assert day_devices(h) == {h.clock.now().date(): set(ordinals(h).values())}
 
 
+def test_a_fold_late_to_rows_whose_ids_were_given_again_stores_and_deletes_nothing(
+    harness: Harness, second: Runtime
+) -> None:
+    """SQLite gives the ids of deleted newest rows again: a late fold must not take the new rows."""
+    h = harness
+    setup_app(h)
+    first = [str(uuid.uuid4()) for _ in range(10)]
+    for device in first:
+        assert h.checkin(APP, device).status_code == 200
+    mine = h.rt.rollups._prepare_log()
+    theirs = second.rollups._prepare_log()
+    assert mine is not None and theirs is not None and mine.ids == theirs.ids
+    assert second.writer.run_blocking(lambda conn: checkin_log.consume(conn, theirs))
+    # The log is empty again: the next check-ins are logged under the same ids (on SQLite).
+    later = [str(uuid.uuid4()) for _ in range(10)]
+    for device in later:
+        assert h.checkin(APP, device).status_code == 200
+    assert not h.rt.writer.run_blocking(lambda conn: checkin_log.consume(conn, mine))
+    assert logged(h) == 10
+    h.rollup()
+    assert logged(h) == 0
+    assert set(ordinals(h)) == set(first) | set(later)
+    assert len(day_devices(h)[h.clock.now().date()]) == 20
+
+
 def test_rollups_racing_in_two_processes_fold_each_record_once(
     harness: Harness, second: Runtime
 ) -> None:

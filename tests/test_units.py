@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from otameter.cli_client import human_bytes
+from otameter.cli.output import human_bytes
 from otameter.plans import parse_quantity
 from otameter.units import format_bytes
 

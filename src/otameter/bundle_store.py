@@ -467,7 +467,7 @@ class BundleStores:
                 self.files.remove(bundle)
 
 
-def sweep_abandoned(conn: Connection, stores: BundleStores, now_ms: int) -> list[BundleBytes]:
+def sweep_abandoned(conn: Connection, now_ms: int) -> list[BundleBytes]:
     """Forget uploads cut short longer than :data:`ABANDONED_AFTER_MS` ago and remove their
     database bytes (in ``conn``'s transaction); returns them, so that the caller removes
     their files after the commit."""

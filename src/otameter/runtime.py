@@ -169,7 +169,7 @@ class Runtime:
     def sweep_bundles(self) -> int:
         """Remove the bytes of uploads that a crash cut short; returns how many."""
         now_ms = to_ms(self.clock.now())
-        gone = self.writer.run_blocking(lambda conn: sweep_abandoned(conn, self.bundles, now_ms))
+        gone = self.writer.run_blocking(lambda conn: sweep_abandoned(conn, now_ms))
         for bundle in gone:
             self.bundles.remove(bundle)
         return len(gone)

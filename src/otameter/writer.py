@@ -94,8 +94,6 @@ class Writer:
         self._log_conn: Any = None
         self._postgres = engine.dialect.name == "postgresql"
         self._stopping = False
-        self.commits = 0
-        self.events_written = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -234,7 +232,6 @@ class Writer:
                 for position, events in pending:
                     results[position] = outcomes[offset : offset + len(events)]
                     offset += len(events)
-                self.events_written += len(flat)
                 kinds.extend(EVENT_KINDS.get(type(event), "other") for event in flat)
                 pending.clear()
 
@@ -250,9 +247,7 @@ class Writer:
             flush()
             if checkins:
                 checkin_log.append(conn, checkins)
-                self.events_written += len(checkins)
                 kinds.extend("checkin" for _ in checkins)
-        self.commits += 1
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
         if kinds:
             metrics.COMMIT_EVENTS.observe(len(kinds))
@@ -276,8 +271,6 @@ class Writer:
             self._close_log_connection()
             self._resolve([(job, exc) for job in batch])
             return
-        self.commits += 1
-        self.events_written += len(checkins)
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
         metrics.COMMIT_EVENTS.observe(len(checkins))
         metrics.count_events(["checkin"] * len(checkins))

@@ -41,7 +41,6 @@ from .common import JSONResponse, read_db, refuse, request_key, runtime, scope_p
 
 NOT_FOUND = "App/Organization not found"
 FORBIDDEN = "Insufficient permissions to access statistics"
-PUBLIC_FIELDS = ("date", "mau", "storage", "bandwidth")
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from pyroaring import BitMap
 
-from otameter import schema as s
-from otameter.db import create_db_engine, migrate
 from otameter.plans import compute_usage, evaluate_orgs, load_org, set_org_plan, upsert_plan
+from otameter.storage import schema as s
+from otameter.storage.db import create_db_engine, migrate
 from otameter.users import create_user
 
 TODAY = date(2024, 5, 30)

@@ -38,12 +38,12 @@ import httpx
 from pyroaring import BitMap
 from sqlalchemy import Connection, select
 
-from otameter import schema as s
 from otameter.clock import SystemClock, day_start_ms
 from otameter.config import Settings
-from otameter.db import migrate
 from otameter.events import BundleUpload, Download
 from otameter.runtime import Runtime
+from otameter.storage import schema as s
+from otameter.storage.db import migrate
 from otameter.users import create_user
 
 DAYS = 90

@@ -16,14 +16,14 @@ from alembic import command
 from sqlalchemy import func, inspect, select
 
 from otameter import checkin_log, ingest
-from otameter import schema as s
 from otameter.checkin_log import RecordError, decode_record, encode_record
 from otameter.clock import ManualClock, to_ms
 from otameter.config import Settings
-from otameter.db import alembic_config, create_db_engine, migrate
 from otameter.events import CheckIn
 from otameter.rollups import load_day_bitmaps
 from otameter.runtime import Runtime
+from otameter.storage import schema as s
+from otameter.storage.db import alembic_config, create_db_engine, migrate
 from tests.harness import Harness, setup_app
 
 APP = "com.example.app"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from otameter import schema as s
 from otameter.statistics import month_unique_devices_from_device_table
+from otameter.storage import schema as s
 from tests.harness import Harness, running, setup_app
 
 APP = "com.example.app"

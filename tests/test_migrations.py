@@ -13,8 +13,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from otameter.db import HEAD_REVISION, alembic_config, create_db_engine, migrate, schema_revision
-from otameter.schema import metadata
+from otameter.storage.db import (
+    HEAD_REVISION,
+    alembic_config,
+    create_db_engine,
+    migrate,
+    schema_revision,
+)
+from otameter.storage.schema import metadata
 
 
 def test_migrations_match_schema(db_url: str) -> None:

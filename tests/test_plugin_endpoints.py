@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from otameter import checkin_log
-from otameter import schema as s
+from otameter.storage import schema as s
 from tests.harness import Harness, device_body, setup_app, zip_bytes
 
 APP = "com.example.app"

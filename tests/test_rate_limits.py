@@ -23,9 +23,9 @@ import pytest
 from sqlalchemy import func, select
 
 from otameter import checkin_log
-from otameter import schema as s
-from otameter.db import create_db_engine
 from otameter.limits import address_key, sliding_retry_after
+from otameter.storage import schema as s
+from otameter.storage.db import create_db_engine
 from tests.harness import Harness, device_body, running, setup_app
 from tests.liveserver import LiveServer, create_app, create_user
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Row, and_, or_, select
 
-from . import schema as s
+from .storage import schema as s
 
 
 class Level(IntEnum):

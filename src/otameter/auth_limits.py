@@ -19,9 +19,9 @@ from functools import partial
 
 from sqlalchemy import Connection, case, delete
 
-from . import schema as s
 from .clock import Clock, to_ms
-from .ingest import dialect_insert
+from .storage import schema as s
+from .storage.dialect import dialect_insert
 from .writer import Writer
 
 # Addresses remembered as blocked, per process, before expired entries are dropped.

@@ -34,7 +34,7 @@ import msgspec
 from sqlalchemy import Connection, Date, Engine, LargeBinary, MetaData, Table, insert, select, text
 
 from .clock import SystemClock
-from .db import create_db_engine, schema_revision
+from .storage.db import create_db_engine, schema_revision
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -233,8 +233,8 @@ def restore(source: Path, db_url: str, data_dir: Path, progress: Progress | None
     from alembic import command
     from alembic.util.exc import CommandError
 
-    from .db import alembic_config
-    from .db import migrate as migrate_to_head
+    from .storage.db import alembic_config
+    from .storage.db import migrate as migrate_to_head
 
     note = progress or (lambda _message: None)
     manifest = read_manifest(source)

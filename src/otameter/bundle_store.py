@@ -35,7 +35,7 @@ import anyio.abc
 import anyio.to_thread
 from sqlalchemy import Connection, Engine, delete, select
 
-from . import schema as s
+from .storage import schema as s
 
 __all__ = [
     "CHUNK_BYTES",

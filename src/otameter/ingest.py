@@ -16,16 +16,13 @@ import orjson
 from pyroaring import BitMap
 from sqlalchemy import (
     Connection,
-    Table,
     and_,
     delete,
     func,
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
-from . import schema as s
 from .bundle_store import delete_chunks
 from .channel_store import PLATFORMS, public_column, unclaimed_platforms
 from .clock import day_of_ms
@@ -44,13 +41,8 @@ from .events import (
     rejected,
 )
 from .fold import DEVICE_FIELDS, LATEST_FIELDS, Fold, FoldedBatch, FoldedFacts, IpPredicate
-
-
-def dialect_insert(conn: Connection, table: Table) -> Any:
-    """INSERT with ON CONFLICT support for the connection's engine."""
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
+from .storage import schema as s
+from .storage.dialect import date_param, placeholder
 
 
 class Pipeline:
@@ -153,7 +145,7 @@ class Pipeline:
             return set()
         # Plain SQL: this runs once per group commit, where building a Core statement costs
         # more than the query.
-        marks = ", ".join([_placeholder(conn)] * len(wanted))
+        marks = ", ".join([placeholder(conn)] * len(wanted))
         rows = conn.exec_driver_sql(
             f"SELECT app_id FROM apps WHERE app_id IN ({marks}) AND deleted_at IS NULL",
             tuple(wanted),
@@ -240,7 +232,7 @@ class Pipeline:
         """Sorted upload times of the app's bundles (all of them: each opened a window)."""
         rows = conn.exec_driver_sql(
             "SELECT created_at FROM bundles WHERE app_id = "
-            f"{_placeholder(conn)} ORDER BY created_at",
+            f"{placeholder(conn)} ORDER BY created_at",
             (app_id,),
         )
         return [row[0] for row in rows]
@@ -367,7 +359,7 @@ def store_facts(conn: Connection, facts: FoldedFacts) -> None:
         )
     if facts.downloads:
         columns = "app_id, device_id, version, at, day, bytes"
-        marks = ", ".join([_placeholder(conn)] * 6)
+        marks = ", ".join([placeholder(conn)] * 6)
         conn.exec_driver_sql(
             f"INSERT INTO downloads ({columns}) VALUES ({marks})",
             [(*row[:4], date_param(conn, row[4]), row[5]) for row in facts.downloads],
@@ -377,17 +369,6 @@ def store_facts(conn: Connection, facts: FoldedFacts) -> None:
             s.rollup_queue.insert(),
             [{"app_id": a, "day": d, "what": w} for a, d, w in sorted(days)],
         )
-
-
-def date_param(conn: Connection, day: date) -> Any:
-    # SQLAlchemy stores a Date as ISO text on SQLite; statements run with exec_driver_sql
-    # bypass its type handling, so the text is passed as is.
-    return day if conn.dialect.name == "postgresql" else day.isoformat()
-
-
-def _placeholder(conn: Connection) -> str:
-    """The driver's positional parameter mark, for statements run with exec_driver_sql."""
-    return "%s" if conn.dialect.name == "postgresql" else "?"
 
 
 def upsert_devices(conn: Connection, rows: list[list[Any]]) -> list[int]:

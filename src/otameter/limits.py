@@ -43,10 +43,10 @@ from typing import Any, Final
 import orjson
 from sqlalchemy import Connection, bindparam, func, select, update
 
-from . import schema as s
 from .clock import Clock, day_of_ms, to_ms
 from .events import CheckIn
-from .ingest import dialect_insert
+from .storage import schema as s
+from .storage.dialect import dialect_insert
 
 # Local requests a minute a device may send to one process before it is counted in the
 # database (see the module's docstring).

@@ -31,11 +31,11 @@ from typing import Any
 from pyroaring import BitMap
 from sqlalchemy import Connection, event, func, select, update
 
-from . import schema as s
 from .catalog import Catalog
 from .clock import Clock, day_of_ms, to_ms
-from .ingest import dialect_insert
 from .rollups import devices_by_app
+from .storage import schema as s
+from .storage.dialect import dialect_insert
 from .units import format_bytes
 from .webhooks import enqueue_event
 from .writer import Writer

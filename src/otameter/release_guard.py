@@ -22,10 +22,10 @@ import orjson
 from pyroaring import BitMap
 from sqlalchemy import Connection, select, update
 
-from . import schema as s
 from .clock import Clock, to_ms
 from .config import Settings
 from .releases import CRASHED, FAILED, INSTALLED, ROLLED_BACK
+from .storage import schema as s
 from .webhooks import enqueue_event
 
 EVENT = "release_regression"

@@ -14,12 +14,13 @@ import orjson
 from pyroaring import BitMap
 from sqlalchemy import Connection, delete, select
 
-from . import schema as s
 from .clock import day_of_ms
 from .counting import Verdict, device_verdict
 from .events import PluginStat
-from .ingest import date_param, upsert_devices
+from .ingest import upsert_devices
 from .releases import ACTION_OUTCOMES, LAUNCH_ACTION, launch_bucket, release_version
+from .storage import schema as s
+from .storage.dialect import date_param
 
 _COUNTED = Verdict.COUNTED
 

@@ -12,9 +12,9 @@ from typing import Any
 from pyroaring import BitMap
 from sqlalchemy import Connection, select
 
-from . import schema as s
 from .csv_cells import CsvWriter
 from .releases import OUTCOMES, RELEASE_ROW_FIELDS, histogram_quantile
+from .storage import schema as s
 
 ACTIVE = "active"
 FIELDS = RELEASE_ROW_FIELDS

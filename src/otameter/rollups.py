@@ -28,12 +28,12 @@ from pyroaring import BitMap
 from sqlalchemy import Connection, Engine, delete, func, select, text
 
 from . import checkin_log
-from . import schema as s
 from .checkin_log import PreparedFold
 from .clock import Clock, day_start_ms, month_start, to_ms
 from .fold import IpPredicate
-from .ingest import dialect_insert
 from .limits import NewDeviceLimit
+from .storage import schema as s
+from .storage.dialect import dialect_insert
 from .writer import Writer
 
 log = logging.getLogger(__name__)

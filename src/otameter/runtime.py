@@ -11,22 +11,23 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from . import schema as s
 from .auth_limits import FailedAuthLimiter, Limit
 from .bundle_store import BundleStores, sweep_abandoned
 from .catalog import Catalog
 from .clock import Clock, SystemClock, to_ms
 from .config import Settings
-from .db import create_db_engine, sqlite_write_lock
 from .events import Event, Outcome
 from .google_ranges import load_google_ranges
-from .ingest import Pipeline, dialect_insert
+from .ingest import Pipeline
 from .limits import Limits, prune
 from .periodic import Periodic
 from .plans import PlanEnforcer
 from .release_guard import ReleaseGuard
 from .release_ingest import PRUNE_BATCH, prune_events
 from .rollups import Rollups
+from .storage import schema as s
+from .storage.db import create_db_engine, sqlite_write_lock
+from .storage.dialect import dialect_insert
 from .webhooks import TargetPolicy, WebhookDispatcher
 from .writer import Writer
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from . import schema as s
 from .csv_cells import CsvWriter
 from .errors import ApiError
+from .storage import schema as s
 
 MAX_RANGE_DAYS = 90
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")

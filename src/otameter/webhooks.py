@@ -43,9 +43,9 @@ import orjson
 from sqlalchemy import Connection, select, update
 
 from . import metrics
-from . import schema as s
 from .clock import Clock, to_ms
 from .config import Network
+from .storage import schema as s
 from .writer import Writer
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .. import schema as s
 from ..auth import KEY_MODES, ROLES, Level, Principal, hash_key, id_set, new_api_key, org_role
 from ..bundle_store import BundleBytes, StagedUpload, TrackedUpload
 from ..bundle_upload import receive_bundle
@@ -28,6 +27,7 @@ from ..errors import ApiError, bad_request, not_found
 from ..events import BundleDelete, BundleUpload, Outcome
 from ..runtime import Runtime
 from ..sessions import end_key_sessions
+from ..storage import schema as s
 from ..text import has_control
 from .common import (
     JSONResponse,

@@ -19,16 +19,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import channels, protocol
-from .. import schema as s
 from ..bundle_store import BundleBytes
 from ..catalog import AppSnapshot
 from ..clock import to_ms
 from ..download import MeteredFileResponse
 from ..events import CheckIn, Download, DownloadCorrection, PluginStat
-from ..ingest import dialect_insert
 from ..protocol import ProtocolError
 from ..releases import parse_duration, stat_metadata
 from ..runtime import Runtime
+from ..storage import schema as s
+from ..storage.dialect import dialect_insert
 from .common import JSONResponse, client_ip, runtime
 
 # Signed download links stay valid long enough for a device to resume a download later.

@@ -23,7 +23,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .. import schema as s
 from ..auth import Level, Principal, lookup_key, org_role, readable_org_ids
 from ..clock import to_ms
 from ..errors import ApiError
@@ -37,6 +36,7 @@ from ..statistics import (
     rows_to_csv,
     statistics_rows,
 )
+from ..storage import schema as s
 from .common import JSONResponse, read_db, refuse, request_key, runtime, scope_principal
 
 NOT_FOUND = "App/Organization not found"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from otameter.schema import metadata
+from otameter.storage.schema import metadata
 
 config = context.config
 

@@ -40,7 +40,7 @@ from sqlalchemy import Connection, select
 
 from otameter.clock import SystemClock, day_start_ms
 from otameter.config import Settings
-from otameter.events import BundleUpload, Download
+from otameter.metering.events import BundleUpload, Download
 from otameter.runtime import Runtime
 from otameter.storage import schema as s
 from otameter.storage.db import migrate

@@ -15,12 +15,12 @@ import pytest
 from alembic import command
 from sqlalchemy import func, inspect, select
 
-from otameter import checkin_log, ingest
-from otameter.checkin_log import RecordError, decode_record, encode_record
 from otameter.clock import ManualClock, to_ms
 from otameter.config import Settings
-from otameter.events import CheckIn
-from otameter.rollups import load_day_bitmaps
+from otameter.metering import checkin_log, ingest
+from otameter.metering.checkin_log import RecordError, decode_record, encode_record
+from otameter.metering.events import CheckIn
+from otameter.metering.rollups import load_day_bitmaps
 from otameter.runtime import Runtime
 from otameter.storage import schema as s
 from otameter.storage.db import alembic_config, create_db_engine, migrate

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import func, select
 
-from otameter.rollups import load_day_bitmaps
+from otameter.metering.rollups import load_day_bitmaps
 from otameter.storage import schema as s
 from otameter.storage.db import create_db_engine
 from tests.harness import device_body, zip_bytes

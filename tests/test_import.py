@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from otameter.fold import FoldedBatch, FoldedFacts
 from otameter.import_lines import ParsingPool
 from otameter.importer import Importer, ImportFailed, ImportSummary
-from otameter.ingest import upsert_devices
+from otameter.metering.fold import FoldedBatch, FoldedFacts
+from otameter.metering.ingest import upsert_devices
 from otameter.storage import schema as s
 from tests.harness import Harness, running, setup_app
 

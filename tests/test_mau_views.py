@@ -26,9 +26,9 @@ from pyroaring import BitMap
 from sqlalchemy import select
 
 from otameter.clock import day_of_ms, to_ms
-from otameter.counting import GOOGLE_WINDOW_MS
 from otameter.importer import Importer
-from otameter.rollups import load_day_bitmaps, month_end
+from otameter.metering.counting import GOOGLE_WINDOW_MS
+from otameter.metering.rollups import load_day_bitmaps, month_end
 from otameter.statistics import month_unique_devices_from_device_table
 from otameter.storage import schema as s
 from tests.harness import Harness, running

@@ -189,8 +189,8 @@ def test_0008_numbers_devices_per_app_and_back(db_url: str) -> None:
             counters = dict(conn.execute(text("SELECT app_id, device_ordinals FROM apps")).all())
         assert counters == {"com.a.app": 3, "com.b.app": 2}
         # A new device of an app takes the next ordinal of that app.
-        from otameter.fold import DEVICE_FIELDS
-        from otameter.ingest import upsert_devices
+        from otameter.metering.fold import DEVICE_FIELDS
+        from otameter.metering.ingest import upsert_devices
 
         def row(app_id: str, device_id: str) -> list[object]:
             values = dict.fromkeys((name for name, _ in DEVICE_FIELDS), "")

@@ -24,8 +24,8 @@ from sqlalchemy import Engine, func, select
 
 from otameter.clock import ManualClock, day_start_ms
 from otameter.config import Settings
-from otameter.events import CheckIn
-from otameter.rollups import MAU_WINDOW_DAYS, load_day_bitmaps
+from otameter.metering.events import CheckIn
+from otameter.metering.rollups import MAU_WINDOW_DAYS, load_day_bitmaps
 from otameter.runtime import Runtime
 from otameter.storage import schema as s
 from otameter.storage.db import create_db_engine

@@ -22,8 +22,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from otameter import checkin_log
 from otameter.limits import address_key, sliding_retry_after
+from otameter.metering import checkin_log
 from otameter.storage import schema as s
 from otameter.storage.db import create_db_engine
 from tests.harness import Harness, device_body, running, setup_app
@@ -181,7 +181,7 @@ def test_new_devices_per_address_and_hour(limited: Harness) -> None:
 
 
 def test_import_is_not_limited_by_address(limited: Harness) -> None:
-    from otameter.events import CheckIn
+    from otameter.metering.events import CheckIn
 
     h = limited
     setup_app(h)
@@ -208,7 +208,7 @@ def test_import_is_not_limited_by_address(limited: Harness) -> None:
 
 
 def test_a_fold_across_an_hour_boundary(limited: Harness) -> None:
-    from otameter.events import CheckIn
+    from otameter.metering.events import CheckIn
 
     h = limited
     setup_app(h)

@@ -20,9 +20,9 @@ from functools import partial
 from sqlalchemy import Connection, case, delete
 
 from .clock import Clock, to_ms
+from .metering.writer import Writer
 from .storage import schema as s
 from .storage.dialect import dialect_insert
-from .writer import Writer
 
 # Addresses remembered as blocked, per process, before expired entries are dropped.
 _MAX_REMEMBERED = 10_000

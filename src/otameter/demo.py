@@ -13,7 +13,7 @@ from sqlalchemy import Connection, func, select
 from .auth import hash_key, new_api_key
 from .bundle_store import copy_into
 from .clock import to_ms
-from .events import BundleUpload, CheckIn, Download, Event
+from .metering.events import BundleUpload, CheckIn, Download, Event
 from .plans import upsert_plan
 from .runtime import Runtime
 from .storage import schema as s

@@ -2,7 +2,7 @@
 
 An events file is cut into slices by byte range. A parsing process (or the importing process
 itself, for a small file) reads a slice's whole lines, checks each one, and folds the slice's
-check-ins and downloads with the same counting code as live traffic (:mod:`otameter.fold`);
+check-ins and downloads with the same counting code as live traffic (:mod:`otameter.metering.fold`);
 the writer then stores the folded slices of each round (one a process) in one transaction.
 """
 
@@ -24,8 +24,8 @@ import msgspec
 import orjson
 
 from .clock import EPOCH, ONE_MS
-from .events import BundleDelete, BundleUpload, CheckIn, Download, Event, PluginStat
-from .fold import Fold, FoldedBatch, IpPredicate
+from .metering.events import BundleDelete, BundleUpload, CheckIn, Download, Event, PluginStat
+from .metering.fold import Fold, FoldedBatch, IpPredicate
 from .releases import ACTION_RE as STAT_ACTION_RE
 from .releases import parse_duration, stat_metadata
 

@@ -32,8 +32,6 @@ from typing import Any
 from sqlalchemy import Connection
 
 from .clock import Clock, to_ms
-from .events import CheckIn, Event, Outcome
-from .fold import FoldedFacts, merge_batches, merge_facts
 from .import_lines import (
     PARALLEL_MIN_BYTES,
     FoldedSlice,
@@ -44,7 +42,9 @@ from .import_lines import (
     cut_into_slices,
     default_workers,
 )
-from .writer import Writer
+from .metering.events import CheckIn, Event, Outcome
+from .metering.fold import FoldedFacts, merge_batches, merge_facts
+from .metering.writer import Writer
 
 # Slices of at most this size: large enough that a device seen many times in a file is
 # upserted few times (each round's transaction writes every device it saw), small enough

@@ -44,7 +44,7 @@ import orjson
 from sqlalchemy import Connection, bindparam, func, select, update
 
 from .clock import Clock, day_of_ms, to_ms
-from .events import CheckIn
+from .metering.events import CheckIn
 from .storage import schema as s
 from .storage.dialect import dialect_insert
 

@@ -33,12 +33,12 @@ from sqlalchemy import Connection, event, func, select, update
 
 from .catalog import Catalog
 from .clock import Clock, day_of_ms, to_ms
-from .rollups import devices_by_app
+from .metering.rollups import devices_by_app
+from .metering.writer import Writer
 from .storage import schema as s
 from .storage.dialect import dialect_insert
 from .units import format_bytes
 from .webhooks import enqueue_event
-from .writer import Writer
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from pyroaring import BitMap
 from sqlalchemy import Connection, delete, select
 
 from .clock import day_of_ms
-from .counting import Verdict, device_verdict
-from .events import PluginStat
-from .ingest import upsert_devices
+from .metering.counting import Verdict, device_verdict
+from .metering.events import PluginStat
+from .metering.ingest import upsert_devices
 from .releases import ACTION_OUTCOMES, LAUNCH_ACTION, launch_bucket, release_version
 from .storage import schema as s
 from .storage.dialect import date_param

@@ -16,20 +16,20 @@ from .bundle_store import BundleStores, sweep_abandoned
 from .catalog import Catalog
 from .clock import Clock, SystemClock, to_ms
 from .config import Settings
-from .events import Event, Outcome
 from .google_ranges import load_google_ranges
-from .ingest import Pipeline
 from .limits import Limits, prune
+from .metering.events import Event, Outcome
+from .metering.ingest import Pipeline
+from .metering.rollups import Rollups
+from .metering.writer import Writer
 from .periodic import Periodic
 from .plans import PlanEnforcer
 from .release_guard import ReleaseGuard
 from .release_ingest import PRUNE_BATCH, prune_events
-from .rollups import Rollups
 from .storage import schema as s
 from .storage.db import create_db_engine, sqlite_write_lock
 from .storage.dialect import dialect_insert
 from .webhooks import TargetPolicy, WebhookDispatcher
-from .writer import Writer
 
 log = logging.getLogger(__name__)
 SECRET_KEY = "download_signing_secret"

@@ -240,7 +240,7 @@ def month_unique_devices_from_device_table(conn: Connection, app_id: str, month_
     Exact for the current month (a later month's check-in moves ``last_counted_at`` on).
     """
     from .clock import day_start_ms
-    from .rollups import month_end
+    from .metering.rollups import month_end
 
     lo = day_start_ms(month_first)
     hi = day_start_ms(month_end(month_first) + timedelta(days=1))

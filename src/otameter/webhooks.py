@@ -45,8 +45,8 @@ from sqlalchemy import Connection, select, update
 from . import metrics
 from .clock import Clock, to_ms
 from .config import Network
+from .metering.writer import Writer
 from .storage import schema as s
-from .writer import Writer
 
 log = logging.getLogger(__name__)
 

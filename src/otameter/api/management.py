@@ -24,7 +24,7 @@ from ..channel_store import PLATFORMS, claim_public, public_column, public_for_s
 from ..channels import AUTO_UPDATE_RULES
 from ..clock import to_ms
 from ..errors import ApiError, bad_request, not_found
-from ..events import BundleDelete, BundleUpload, Outcome
+from ..metering.events import BundleDelete, BundleUpload, Outcome
 from ..runtime import Runtime
 from ..sessions import end_key_sessions
 from ..storage import schema as s

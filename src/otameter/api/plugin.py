@@ -23,7 +23,7 @@ from ..bundle_store import BundleBytes
 from ..catalog import AppSnapshot
 from ..clock import to_ms
 from ..download import MeteredFileResponse
-from ..events import CheckIn, Download, DownloadCorrection, PluginStat
+from ..metering.events import CheckIn, Download, DownloadCorrection, PluginStat
 from ..protocol import ProtocolError
 from ..releases import parse_duration, stat_metadata
 from ..runtime import Runtime

@@ -133,7 +133,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    from otameter.checkin_log import fold_everything
+    from otameter.metering.checkin_log import fold_everything
 
     conn = op.get_bind()
     fold_everything(conn)

@@ -27,13 +27,13 @@ from typing import Any
 from pyroaring import BitMap
 from sqlalchemy import Connection, Engine, delete, func, select, text
 
+from ..clock import Clock, day_start_ms, month_start, to_ms
+from ..limits import NewDeviceLimit
+from ..storage import schema as s
+from ..storage.dialect import dialect_insert
 from . import checkin_log
 from .checkin_log import PreparedFold
-from .clock import Clock, day_start_ms, month_start, to_ms
 from .fold import IpPredicate
-from .limits import NewDeviceLimit
-from .storage import schema as s
-from .storage.dialect import dialect_insert
 from .writer import Writer
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 
-from . import checkin_log, metrics
+from .. import metrics
+from . import checkin_log
 from .events import (
     BundleDelete,
     BundleUpload,

@@ -27,10 +27,10 @@ import msgspec
 import orjson
 from sqlalchemy import Connection
 
+from ..limits import Arrival, NewDeviceLimit, note_arrival
 from .events import CheckIn
 from .fold import Fold, FoldedFacts, IpPredicate
 from .ingest import Pipeline, store_facts
-from .limits import Arrival, NewDeviceLimit, note_arrival
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def without_devices(facts: FoldedFacts, refused: set[tuple[str, str]]) -> Folded
 def fold_everything(conn: Connection, is_google_ip: IpPredicate | None = None) -> int:
     """Fold the whole log in the caller's transaction; returns the check-ins folded."""
     if is_google_ip is None:
-        from .google_ranges import load_google_ranges
+        from ..google_ranges import load_google_ranges
 
         is_google_ip = load_google_ranges().contains
     total = 0

@@ -23,9 +23,11 @@ from sqlalchemy import (
     update,
 )
 
-from .bundle_store import delete_chunks
-from .channel_store import PLATFORMS, public_column, unclaimed_platforms
-from .clock import day_of_ms
+from ..bundle_store import delete_chunks
+from ..channel_store import PLATFORMS, public_column, unclaimed_platforms
+from ..clock import day_of_ms
+from ..storage import schema as s
+from ..storage.dialect import date_param, placeholder
 from .counting import Verdict
 from .events import (
     ACCEPTED,
@@ -41,8 +43,6 @@ from .events import (
     rejected,
 )
 from .fold import DEVICE_FIELDS, LATEST_FIELDS, Fold, FoldedBatch, FoldedFacts, IpPredicate
-from .storage import schema as s
-from .storage.dialect import date_param, placeholder
 
 
 class Pipeline:
@@ -332,7 +332,7 @@ class Pipeline:
         outcomes: list[Outcome | None],
     ) -> None:
         # Imported here: release_ingest builds on this module's helpers.
-        from .release_ingest import store_stats
+        from ..release_ingest import store_stats
 
         store_stats(
             conn,

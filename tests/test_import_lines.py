@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from otameter.clock import to_ms
-from otameter.import_lines import (
+from otameter.importing.lines import (
     LineError,
     _parse_in_full,
     count_lines,

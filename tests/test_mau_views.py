@@ -26,7 +26,7 @@ from pyroaring import BitMap
 from sqlalchemy import select
 
 from otameter.clock import day_of_ms, to_ms
-from otameter.importer import Importer
+from otameter.importing.importer import Importer
 from otameter.metering.counting import GOOGLE_WINDOW_MS
 from otameter.metering.rollups import load_day_bitmaps, month_end
 from otameter.statistics import month_unique_devices_from_device_table

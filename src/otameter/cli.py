@@ -280,7 +280,7 @@ def import_events(
         TimeRemainingColumn,
     )
 
-    from .import_lines import parsing_pool_for
+    from .importing.lines import parsing_pool_for
 
     settings = settings_or_exit(database_url=db, data_dir=data_dir)
     spool: Path | None = None
@@ -297,7 +297,7 @@ def import_events(
     # The parsing processes get ready while this process imports the rest of otameter and
     # migrates and opens the database.
     pool = parsing_pool_for(source.stat().st_size, workers)
-    from .importer import Importer, ImportFailed
+    from .importing.importer import Importer, ImportFailed
     from .runtime import Runtime
     from .storage.db import migrate as run_migrations
 

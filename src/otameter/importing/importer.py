@@ -3,7 +3,7 @@
 How a file goes in:
 
 1. The file is cut into slices by byte range; each slice is read as whole lines, checked and
-   folded (:mod:`otameter.import_lines`), in parsing processes when the file is large, a
+   folded (:mod:`otameter.importing.lines`), in parsing processes when the file is large, a
    round of slices (one a process) at a time.
 2. The writer stores each round, merged, in one transaction: seen event ids, device rows,
    activity deltas, downloads. Every one of these facts is order-independent.
@@ -31,8 +31,11 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from .clock import Clock, to_ms
-from .import_lines import (
+from ..clock import Clock, to_ms
+from ..metering.events import CheckIn, Event, Outcome
+from ..metering.fold import FoldedFacts, merge_batches, merge_facts
+from ..metering.writer import Writer
+from .lines import (
     PARALLEL_MIN_BYTES,
     FoldedSlice,
     LineError,
@@ -42,9 +45,6 @@ from .import_lines import (
     cut_into_slices,
     default_workers,
 )
-from .metering.events import CheckIn, Event, Outcome
-from .metering.fold import FoldedFacts, merge_batches, merge_facts
-from .metering.writer import Writer
 
 # Slices of at most this size: large enough that a device seen many times in a file is
 # upserted few times (each round's transaction writes every device it saw), small enough

@@ -23,11 +23,11 @@ from typing import Annotated, Any, Literal
 import msgspec
 import orjson
 
-from .clock import EPOCH, ONE_MS
-from .metering.events import BundleDelete, BundleUpload, CheckIn, Download, Event, PluginStat
-from .metering.fold import Fold, FoldedBatch, IpPredicate
-from .releases import ACTION_RE as STAT_ACTION_RE
-from .releases import parse_duration, stat_metadata
+from ..clock import EPOCH, ONE_MS
+from ..metering.events import BundleDelete, BundleUpload, CheckIn, Download, Event, PluginStat
+from ..metering.fold import Fold, FoldedBatch, IpPredicate
+from ..releases import ACTION_RE as STAT_ACTION_RE
+from ..releases import parse_duration, stat_metadata
 
 # What a device id may hold: hex digits and dashes (its length is checked apart).
 UUID_CHARS = "0123456789abcdefABCDEF-"

@@ -19,7 +19,9 @@ from pathlib import Path
 
 from pyroaring import BitMap
 
-from otameter.plans import compute_usage, evaluate_orgs, load_org, set_org_plan, upsert_plan
+from otameter.billing.enforcement import evaluate_orgs
+from otameter.billing.plans import set_org_plan, upsert_plan
+from otameter.billing.usage import compute_usage, load_org
 from otameter.storage import schema as s
 from otameter.storage.db import create_db_engine, migrate
 from otameter.users import create_user

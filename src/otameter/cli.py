@@ -93,7 +93,7 @@ def serve(
     the writer and the data directory are ready, GET /metrics in Prometheus' text format
     (OTAMETER_METRICS_TOKEN: require that bearer token).
     """
-    from .plans import parse_quantity
+    from .billing.plans import parse_quantity
 
     try:
         max_bundle_bytes = parse_quantity(max_bundle_size) if max_bundle_size else None

@@ -20,7 +20,7 @@ org_app = typer.Typer(help="Manage organizations.", no_args_is_help=True)
 
 
 def _quantity(value: str, what: str) -> int:
-    from .plans import parse_quantity
+    from .billing.plans import parse_quantity
 
     try:
         return parse_quantity(value)
@@ -44,7 +44,8 @@ def plan_create(
     db: DbOption = None,
 ) -> None:
     """Create or update a plan; orgs on it are re-checked against the new limits at once."""
-    from .plans import evaluate_orgs, orgs_using_plan, upsert_plan
+    from .billing.enforcement import evaluate_orgs
+    from .billing.plans import orgs_using_plan, upsert_plan
 
     limits = (
         _quantity(mau, "mau"),
@@ -66,7 +67,7 @@ def plan_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
     """List plans and their limits."""
-    from .plans import list_plans
+    from .billing.plans import list_plans
 
     plans = write_transaction(db, lambda conn, _now: list_plans(conn))
     if as_json:
@@ -100,7 +101,9 @@ def org_set_plan(
     db: DbOption = None,
 ) -> None:
     """Put an org on a plan; its lock is re-decided at once (a bigger plan unlocks it)."""
-    from .plans import evaluate_orgs, load_org, set_org_plan
+    from .billing.enforcement import evaluate_orgs
+    from .billing.plans import set_org_plan
+    from .billing.usage import load_org
 
     def write(conn: Connection, now_ms: int) -> dict[str, object]:
         set_org_plan(conn, org_id, plan, cycle_anchor)

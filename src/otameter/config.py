@@ -134,7 +134,7 @@ class Settings:
             "access_log": env.get("OTAMETER_ACCESS_LOG", "").lower() in {"1", "true", "yes", "on"},
         }
         if env.get("OTAMETER_MAX_BUNDLE_SIZE"):
-            from .plans import parse_quantity
+            from .billing.plans import parse_quantity
 
             try:
                 values["max_bundle_bytes"] = parse_quantity(env["OTAMETER_MAX_BUNDLE_SIZE"])

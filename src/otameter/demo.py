@@ -11,10 +11,10 @@ from datetime import timedelta
 from sqlalchemy import Connection, func, select
 
 from .auth import hash_key, new_api_key
+from .billing.plans import upsert_plan
 from .bundle_store import copy_into
 from .clock import to_ms
 from .metering.events import BundleUpload, CheckIn, Download, Event
-from .plans import upsert_plan
 from .runtime import Runtime
 from .storage import schema as s
 from .users import create_user

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from .auth_limits import FailedAuthLimiter, Limit
+from .billing.enforcement import PlanEnforcer
 from .bundle_store import BundleStores, sweep_abandoned
 from .catalog import Catalog
 from .clock import Clock, SystemClock, to_ms
@@ -23,7 +24,6 @@ from .metering.ingest import Pipeline
 from .metering.rollups import Rollups
 from .metering.writer import Writer
 from .periodic import Periodic
-from .plans import PlanEnforcer
 from .release_guard import ReleaseGuard
 from .release_ingest import PRUNE_BATCH, prune_events
 from .storage import schema as s

@@ -13,9 +13,9 @@ from sqlalchemy import Connection, func, select
 
 from ..api.statistics import NOT_FOUND
 from ..auth import Principal, org_role
+from ..billing.plans import cycle_bounds
 from ..errors import ApiError
 from ..metering.rollups import devices_by_app
-from ..plans import cycle_bounds
 from ..storage import schema as s
 
 

@@ -1,57 +1,39 @@
-"""Plans, billing cycles, usage against a plan, locks and usage alerts.
+"""Locks and usage alerts, decided from an org's usage.
 
-An org's usage in its current billing cycle is computed from stored facts only:
-
-- MAU: the exact number of distinct counted devices active on any day of the cycle (the
-  union of the folded per-day bitmaps of all the org's apps, deleted apps included);
-- bandwidth: bytes served during the cycle (the rolled-up ``daily_usage`` rows);
-- storage: bytes of the org's live, non-external bundles right now (not reset by a cycle);
-- emulators and dev builds: the distinct devices in the cycle's "emudev" bitmaps, as a share
-  of every device active in the cycle (counted or emudev).
-
-Locks are decided here and written to ``orgs.lock_code``/``lock_reason``, which the plugin
-endpoints read from their cached app snapshot: the hot path never counts anything. The
-decision runs inside each rollup transaction for the orgs whose apps it touched (so a lock
-follows the event that caused it within a rollup interval), when a plan changes, and in a
-periodic sweep that catches time-based changes (a trial ending).
-
-An org without a plan uses the plan marked default; if there is none, the org is unmetered:
-it has no limits, the 3% rule does not apply to it and it is never locked.
+Locks are written to ``orgs.lock_code``/``lock_reason``, which the plugin endpoints read
+from their cached app snapshot: the hot path never counts anything. The decision runs inside
+each rollup transaction for the orgs whose apps it touched (so a lock follows the event that
+caused it within a rollup interval), when a plan changes, and in a periodic sweep that
+catches time-based changes (a trial ending).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
 
-from pyroaring import BitMap
 from sqlalchemy import Connection, event, func, select, update
 
-from .catalog import Catalog
-from .clock import Clock, day_of_ms, to_ms
-from .metering.rollups import devices_by_app
-from .metering.writer import Writer
-from .storage import schema as s
-from .storage.dialect import dialect_insert
-from .units import format_bytes
-from .webhooks import enqueue_event
+from ..catalog import Catalog
+from ..clock import Clock, day_of_ms, to_ms
+from ..metering.writer import Writer
+from ..storage import schema as s
+from ..storage.dialect import dialect_insert
+from ..units import format_bytes
+from ..webhooks import enqueue_event
+from .plans import METRICS, effective_plan
+from .usage import EMUDEV_THRESHOLD, Usage, compute_usage
 
 log = logging.getLogger(__name__)
 
-METRICS = ("mau", "storage", "bandwidth")
 METRIC_LABELS = {
     "mau": "monthly active users",
     "storage": "storage",
     "bandwidth": "bandwidth",
 }
 ALERT_THRESHOLDS = (50, 70, 90, 100)
-# The seed's rule: after the trial, at most 3% of the cycle's active devices may be
-# emulators or dev builds.
-EMUDEV_THRESHOLD = 0.03
 NEED_PLAN_UPGRADE = "need_plan_upgrade"
 TOO_MANY_EMUDEV = "too_many_emulators_or_dev_builds"
 
@@ -66,297 +48,6 @@ SPIKE_MIN_INCREASE = {"mau": 20, "new_devices": 20, "bandwidth": 100 * 1024 * 10
 
 # The periodic sweep re-evaluates every org this often (besides trials ending at once).
 FULL_SWEEP_MS = 3600 * 1000
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
-_SIZE_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1000,
-    "kb": 1000,
-    "m": 1000**2,
-    "mb": 1000**2,
-    "g": 1000**3,
-    "gb": 1000**3,
-    "t": 1000**4,
-    "tb": 1000**4,
-    "kib": 1024,
-    "mib": 1024**2,
-    "gib": 1024**3,
-    "tib": 1024**4,
-}
-
-
-def parse_quantity(text: str | int) -> int:
-    """A positive integer, optionally with a unit: ``1GB`` = 10**9, ``1GiB`` = 2**30, ``10k``."""
-    if isinstance(text, int):
-        value = text
-    else:
-        match = _SIZE_RE.match(text)
-        unit = match.group(2).lower() if match else ""
-        if match is None or unit not in _SIZE_UNITS:
-            raise ValueError(f"not a quantity: {text!r} (use e.g. 1000, 500MB, 1GB, 2GiB)")
-        value = int(float(match.group(1)) * _SIZE_UNITS[unit])
-    if value <= 0:
-        raise ValueError(f"a limit must be positive, got {text!r}")
-    return value
-
-
-# -- billing cycles --------------------------------------------------------------------------
-
-
-def _days_in_month(year: int, month: int) -> int:
-    nxt = date(year + month // 12, month % 12 + 1, 1)
-    return (nxt - timedelta(days=1)).day
-
-
-def _anchor_in(year: int, month: int, anchor: int) -> date:
-    # A month without the anchor day starts its cycle on its last day.
-    return date(year, month, min(anchor, _days_in_month(year, month)))
-
-
-def _shift_month(year: int, month: int, delta: int) -> tuple[int, int]:
-    index = year * 12 + (month - 1) + delta
-    return index // 12, index % 12 + 1
-
-
-def cycle_bounds(anchor: int, today: date) -> tuple[date, date]:
-    """The billing cycle containing ``today``: (first day, last day), both inclusive."""
-    if not 1 <= anchor <= 31:
-        raise ValueError("the cycle anchor is a day of the month (1..31)")
-    start = _anchor_in(today.year, today.month, anchor)
-    if today < start:
-        start = _anchor_in(*_shift_month(today.year, today.month, -1), anchor)
-    following = _anchor_in(*_shift_month(start.year, start.month, 1), anchor)
-    return start, following - timedelta(days=1)
-
-
-# -- plans -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    name: str
-    mau: int
-    storage: int
-    bandwidth: int
-    is_default: bool = False
-
-    def limit(self, metric: str) -> int:
-        value: int = getattr(self, metric)
-        return value
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "mau": self.mau,
-            "storage": self.storage,
-            "bandwidth": self.bandwidth,
-            "default": self.is_default,
-        }
-
-
-def _plan(row: Any) -> Plan:
-    return Plan(row.name, int(row.mau), int(row.storage), int(row.bandwidth), bool(row.is_default))
-
-
-def list_plans(conn: Connection) -> list[Plan]:
-    return [_plan(r) for r in conn.execute(select(s.plans).order_by(s.plans.c.name))]
-
-
-def effective_plan(conn: Connection, plan_name: str | None) -> Plan | None:
-    p = s.plans.c
-    if plan_name:
-        row = conn.execute(select(s.plans).where(p.name == plan_name)).first()
-    else:
-        row = conn.execute(select(s.plans).where(p.is_default.is_(True))).first()
-    return _plan(row) if row is not None else None
-
-
-def upsert_plan(
-    conn: Connection,
-    name: str,
-    mau: int,
-    storage: int,
-    bandwidth: int,
-    now_ms: int,
-    *,
-    default: bool | None = None,
-) -> Plan:
-    """Create or update a plan; ``default`` True makes it the plan of orgs without one."""
-    if not name or len(name) > 64:
-        raise ValueError("a plan name is 1 to 64 characters")
-    for value in (mau, storage, bandwidth):
-        if value <= 0:
-            raise ValueError("limits must be positive")
-    p = s.plans.c
-    values: dict[str, Any] = {"mau": mau, "storage": storage, "bandwidth": bandwidth}
-    if default is not None:
-        values["is_default"] = default
-    stmt = dialect_insert(conn, s.plans).values(
-        name=name, created_at=now_ms, updated_at=now_ms, **{"is_default": False, **values}
-    )
-    conn.execute(
-        stmt.on_conflict_do_update(index_elements=["name"], set_={**values, "updated_at": now_ms})
-    )
-    if default:
-        conn.execute(
-            update(s.plans).where(p.name != name, p.is_default.is_(True)).values(is_default=False)
-        )
-    row = conn.execute(select(s.plans).where(p.name == name)).one()
-    return _plan(row)
-
-
-def orgs_using_plan(conn: Connection, plan: Plan) -> list[str]:
-    o = s.orgs.c
-    where = o.plan == plan.name
-    if plan.is_default:
-        where = where | o.plan.is_(None)
-    return list(conn.scalars(select(o.id).where(where)))
-
-
-def set_org_plan(
-    conn: Connection, org_id: str, plan_name: str | None, cycle_anchor: int | None
-) -> None:
-    o = s.orgs.c
-    if conn.scalar(select(o.id).where(o.id == org_id)) is None:
-        raise LookupError(f"no organization {org_id}")
-    if plan_name is not None and effective_plan(conn, plan_name) is None:
-        raise LookupError(f"no plan {plan_name!r} (create it with: otameter plan create)")
-    values: dict[str, Any] = {"plan": plan_name}
-    if cycle_anchor is not None:
-        cycle_bounds(cycle_anchor, date(2000, 1, 1))  # validates the day
-        values["cycle_anchor"] = cycle_anchor
-    conn.execute(update(s.orgs).where(o.id == org_id).values(**values))
-
-
-# -- usage -----------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Usage:
-    org_id: str
-    plan: Plan | None
-    cycle_start: date
-    cycle_end: date
-    mau: int
-    storage: int
-    bandwidth: int
-    emudev_devices: int
-    active_devices: int
-    trial_ends_ms: int | None
-    lock_code: str | None
-    lock_reason: str | None
-    app_ids: list[str]
-
-    def used(self, metric: str) -> int:
-        value: int = getattr(self, metric)
-        return value
-
-    @property
-    def emudev_ratio(self) -> float:
-        return self.emudev_devices / self.active_devices if self.active_devices else 0.0
-
-    def in_trial(self, now_ms: int) -> bool:
-        return self.trial_ends_ms is not None and now_ms < self.trial_ends_ms
-
-    def percent(self, metric: str) -> float | None:
-        if self.plan is None:
-            return None
-        return round(self.used(metric) * 100 / self.plan.limit(metric), 2)
-
-    def as_json(self, now_ms: int) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "org_id": self.org_id,
-            "plan": self.plan.name if self.plan else None,
-            "cycle_start": self.cycle_start.isoformat(),
-            "cycle_end": self.cycle_end.isoformat(),
-            "locked": self.lock_code is not None,
-            "lock_code": self.lock_code,
-            "lock_reason": self.lock_reason,
-            "trial_ends": (
-                day_of_ms(self.trial_ends_ms).isoformat() if self.trial_ends_ms else None
-            ),
-            "in_trial": self.in_trial(now_ms),
-        }
-        for metric in METRICS:
-            body[metric] = {
-                "used": self.used(metric),
-                "limit": self.plan.limit(metric) if self.plan else None,
-                "percent": self.percent(metric),
-            }
-        body["emulator_dev"] = {
-            "ratio": round(self.emudev_ratio, 6),
-            "threshold": EMUDEV_THRESHOLD,
-            "devices": self.emudev_devices,
-            "active_devices": self.active_devices,
-            "enforced": self.plan is not None and not self.in_trial(now_ms),
-        }
-        return body
-
-
-def _devices(conn: Connection, app_ids: list[str], lo: date, hi: date) -> tuple[int, int, int]:
-    """(counted, emudev, either) devices of the apps over [lo, hi].
-
-    Ordinals are per app, so each app's devices are counted on its own bitmaps and the apps'
-    counts added up: the org's figure counts (app, device) pairs.
-    """
-    counted = devices_by_app(conn, app_ids, lo, hi, "counted")
-    emudev = devices_by_app(conn, app_ids, lo, hi, "emudev")
-    empty = BitMap()
-    either = sum(
-        counted.get(app_id, empty).union_cardinality(emudev.get(app_id, empty))
-        for app_id in set(counted) | set(emudev)
-    )
-    return sum(map(len, counted.values())), sum(map(len, emudev.values())), either
-
-
-def compute_usage(conn: Connection, org: Any, today: date) -> Usage:
-    """The org's usage in the billing cycle containing ``today`` (``org``: an orgs row)."""
-    start, end = cycle_bounds(int(org.cycle_anchor or 1), today)
-    plan = effective_plan(conn, org.plan)
-    a = s.apps.c
-    app_ids = list(conn.scalars(select(a.app_id).where(a.owner_org == org.id)))
-    mau = storage = bandwidth = emudev = active = 0
-    if app_ids:
-        hi = min(end, today)
-        mau, emudev, active = _devices(conn, app_ids, start, hi)
-        u = s.daily_usage.c
-        bandwidth = int(
-            conn.scalar(
-                select(func.coalesce(func.sum(u.bandwidth), 0)).where(
-                    u.app_id.in_(app_ids), u.day >= start, u.day <= hi
-                )
-            )
-            or 0
-        )
-        bn = s.bundles.c
-        storage = int(
-            conn.scalar(
-                select(func.coalesce(func.sum(bn.size), 0)).where(
-                    bn.app_id.in_(app_ids), bn.deleted_at.is_(None), bn.external_url.is_(None)
-                )
-            )
-            or 0
-        )
-    return Usage(
-        org.id,
-        plan,
-        start,
-        end,
-        mau,
-        storage,
-        bandwidth,
-        emudev,
-        active,
-        org.trial_ends_at,
-        org.lock_code,
-        org.lock_reason,
-        app_ids,
-    )
-
-
-def load_org(conn: Connection, org_id: str) -> Any:
-    return conn.execute(select(s.orgs).where(s.orgs.c.id == org_id)).first()
 
 
 # -- lock decisions --------------------------------------------------------------------------

@@ -22,8 +22,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from otameter.limits import address_key, sliding_retry_after
 from otameter.metering import checkin_log
+from otameter.rate_limits import address_key, sliding_retry_after
 from otameter.storage import schema as s
 from otameter.storage.db import create_db_engine
 from tests.harness import Harness, device_body, running, setup_app

@@ -18,12 +18,12 @@ from .catalog import Catalog
 from .clock import Clock, SystemClock, to_ms
 from .config import Settings
 from .google_ranges import load_google_ranges
-from .limits import Limits, prune
 from .metering.events import Event, Outcome
 from .metering.ingest import Pipeline
 from .metering.rollups import Rollups
 from .metering.writer import Writer
 from .periodic import Periodic
+from .rate_limits import Limits, prune
 from .release_guard import ReleaseGuard
 from .release_ingest import PRUNE_BATCH, prune_events
 from .storage import schema as s

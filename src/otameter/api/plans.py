@@ -19,7 +19,7 @@ from ..billing.plans import list_plans
 from ..billing.usage import compute_usage
 from ..clock import to_ms
 from ..errors import ApiError, bad_request, not_found
-from ..limits import refused_by_day
+from ..rate_limits import refused_by_day
 from ..release_guard import THRESHOLDS
 from ..storage import schema as s
 from ..webhooks import MIN_SECRET_LENGTH, TargetError, delivery_json, parse_target

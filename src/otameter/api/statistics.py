@@ -26,7 +26,7 @@ from starlette.routing import Route
 from ..auth import Level, Principal, lookup_key, org_role, readable_org_ids
 from ..clock import to_ms
 from ..errors import ApiError
-from ..limits import refused_by_day
+from ..rate_limits import refused_by_day
 from ..release_stats import release_rows, release_rows_to_csv
 from ..statistics import (
     StatsQuery,
@@ -199,7 +199,7 @@ async def bundle_usage(request: Request) -> Response:
 
 
 async def refused_devices(request: Request) -> Response:
-    """Check-ins refused per day by the new-devices-per-address limit (limits.py)."""
+    """Check-ins refused per day by the new-devices-per-address limit (rate_limits.py)."""
 
     def rows(
         conn: Connection, app_id: str, query: StatsQuery, today: date, by: str

@@ -27,7 +27,7 @@ import msgspec
 import orjson
 from sqlalchemy import Connection
 
-from ..limits import Arrival, NewDeviceLimit, note_arrival
+from ..rate_limits import Arrival, NewDeviceLimit, note_arrival
 from .events import CheckIn
 from .fold import Fold, FoldedFacts, IpPredicate
 from .ingest import Pipeline, store_facts

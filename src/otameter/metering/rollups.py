@@ -28,7 +28,7 @@ from pyroaring import BitMap
 from sqlalchemy import Connection, Engine, delete, func, select, text
 
 from ..clock import Clock, day_start_ms, month_start, to_ms
-from ..limits import NewDeviceLimit
+from ..rate_limits import NewDeviceLimit
 from ..storage import schema as s
 from ..storage.dialect import dialect_insert
 from . import checkin_log

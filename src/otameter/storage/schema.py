@@ -396,7 +396,7 @@ daily_usage = Table(
     Column("storage", BigInteger, nullable=False, server_default="0"),
 )
 
-# Rate-limit counters shared by every process (limits.py): one row per limited subject, the
+# Rate-limit counters shared by every process (rate_limits.py): one row per limited subject, the
 # hits of its current window and of the window before (for a sliding estimate).
 rate_counters = Table(
     "rate_counters",

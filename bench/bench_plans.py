@@ -1,6 +1,6 @@
 """Cost of one plan evaluation (the work added to a rollup for an org with traffic).
 
-Builds an org with APPS apps whose devices are active over a whole 30-day cycle (folded
+Builds an org with APPS apps whose devices are active over a whole 30-day cycle (merged
 per-day bitmaps, as the rollups leave them), puts it on a plan, then times evaluate_orgs:
 the exact cycle MAU union, the 3% rule, bandwidth, storage, alerts and spikes.
 

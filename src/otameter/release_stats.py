@@ -1,5 +1,5 @@
 """Release-health rows (contract.md "Release health"): per bundle version, over a range of days
-or per day, read from the folded device sets and launch histograms, never from raw events."""
+or per day, read from the merged device sets and launch histograms, never from raw events."""
 
 from __future__ import annotations
 

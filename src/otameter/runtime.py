@@ -33,7 +33,7 @@ from .webhooks import TargetPolicy, WebhookDispatcher
 
 log = logging.getLogger(__name__)
 SECRET_KEY = "download_signing_secret"
-LOG_FOLD_SECONDS = 0.25
+LOG_DRAIN_SECONDS = 0.25
 
 
 class Runtime:
@@ -61,12 +61,12 @@ class Runtime:
         self.rollup_worker = Periodic(
             "otameter-rollups", self.rollups.run_blocking, settings.rollup_interval_seconds
         )
-        # Folds the check-in log more often than the whole rollup runs: short transactions
+        # Drains the check-in log more often than the whole rollup runs: short transactions
         # that hold the write lock briefly, and a device table at most this much behind.
         self.log_worker = Periodic(
             "otameter-checkin-log",
-            self.rollups.fold_log_blocking,
-            min(LOG_FOLD_SECONDS, settings.rollup_interval_seconds),
+            self.rollups.drain_log_blocking,
+            min(LOG_DRAIN_SECONDS, settings.rollup_interval_seconds),
         )
         self.catalog = Catalog(self.read_engine, settings.cache_ttl_seconds)
         # Snapshot loads in flight, per event loop and app (see api.plugin.app_snapshot).
@@ -87,7 +87,7 @@ class Runtime:
             clock=self.clock,
             run=self.writer.run,
         )
-        # Applied by the rollup as it folds the check-in log into device rows.
+        # Applied by the rollup as it drains the check-in log into device rows.
         self.rollups.new_devices = self.limits.new_devices
         # Counters whose windows are over are dropped now and then.
         self.limits_worker = Periodic("otameter-limits", self._prune_limits, 60.0)
@@ -131,11 +131,11 @@ class Runtime:
         self.rollup_worker.stop()
         self.log_worker.stop()
         if background:
-            # What was logged is durable either way; folded now, the next start is not behind.
+            # What was logged is durable either way; drained now, the next start is not behind.
             try:
-                self.rollups.fold_log_blocking()
+                self.rollups.drain_log_blocking()
             except Exception:
-                log.warning("folding the check-in log at stop failed", exc_info=True)
+                log.warning("draining the check-in log at stop failed", exc_info=True)
         self.plan_worker.stop()
         self.webhook_worker.stop()
         self.bundle_sweeper.stop()

@@ -98,7 +98,7 @@ async def update_check(rt: Runtime, request: Request, body: bytes) -> Response:
     wait = await rt.limits.checkins.admit(req.app_id, req.device_id)
     if wait is not None:
         return rate_limited(wait, "Too many update checks from this device")
-    # The new-devices limit is applied when the rollup folds the log (checkin_log.py): the
+    # The new-devices limit is applied when the rollup drains the log (checkin_log.py): the
     # answer does not wait for the device table, so a refused new device is answered 200.
     # The answer is decided first: the check-in records the version it offers (release
     # health's ``offered``).

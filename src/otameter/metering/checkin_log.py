@@ -1,5 +1,5 @@
 """The check-in log: live check-ins are made durable as one compact record per group commit,
-and folded into facts later, exactly once.
+and drained into facts later, exactly once.
 
 What must be on disk before a device is answered is the event, not its consequences. So a
 group commit of ``POST /updates`` appends, per app of its batch, one ``checkin_log`` row whose
@@ -7,7 +7,7 @@ group commit of ``POST /updates`` appends, per app of its batch, one ``checkin_l
 a few dozen bytes a check-in, written sequentially), commits and answers. The rollup reads
 the rows, folds them with the same :class:`Fold` as every other path (each check-in with its
 own time, so the Google window is judged as when it happened), and in one transaction
-deletes the rows it read and stores the facts they produced: a fold that fails or is killed
+deletes the rows it read and stores the facts they produced: a drain that fails or is killed
 leaves both, one that another process got to first finds rows missing and stores nothing.
 
 A record starts with a format byte. Format 1 is zlib-compressed msgpack of a list of
@@ -87,12 +87,13 @@ def append(conn: Connection, checkins: Sequence[CheckIn]) -> None:
     conn.exec_driver_sql(insert_statement(len(rows), postgres), flat_params(rows))
 
 
-# -- folding -----------------------------------------------------------------------------------
+# -- draining ----------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
-class PreparedFold:
-    """Log rows read and folded outside the write transaction, ready to be consumed."""
+class PreparedDrain:
+    """Log rows read and folded outside the write transaction, ready to be consumed: the first
+    half of a drain (``consume`` is the second)."""
 
     ids: list[int]
     checkins: int
@@ -103,7 +104,7 @@ class PreparedFold:
     arrivals: dict[tuple[str, str], Arrival] = field(default_factory=dict)
 
 
-def prepare(conn: Connection, is_google_ip: IpPredicate, limit: int = 1000) -> PreparedFold:
+def prepare(conn: Connection, is_google_ip: IpPredicate, limit: int = 1000) -> PreparedDrain:
     """Read up to ``limit`` log rows (oldest first) and fold them.
 
     Runs on any connection, outside the write transaction: decoding and folding do not hold
@@ -117,7 +118,7 @@ def prepare(conn: Connection, is_google_ip: IpPredicate, limit: int = 1000) -> P
     more = len(rows) > limit
     rows = rows[:limit]
     if not rows:
-        return PreparedFold([], 0, None)
+        return PreparedDrain([], 0, None)
     apps = Pipeline.existing_apps(conn, {row[1] for row in rows})
     fold = Fold(lambda app_id: Pipeline.upload_times(conn, app_id), is_google_ip)
     add = fold.add_checkin
@@ -139,15 +140,15 @@ def prepare(conn: Connection, is_google_ip: IpPredicate, limit: int = 1000) -> P
                 add(checkin)
                 note_arrival(arrivals, checkin)
     # A read of nothing but unreadable rows says nothing more is pending: no busy loop.
-    return PreparedFold(ids, count, fold.seal(), more and bool(ids), arrivals)
+    return PreparedDrain(ids, count, fold.seal(), more and bool(ids), arrivals)
 
 
 def consume(
-    conn: Connection, prepared: PreparedFold, new_devices: NewDeviceLimit | None = None
+    conn: Connection, prepared: PreparedDrain, new_devices: NewDeviceLimit | None = None
 ) -> bool:
     """Delete the prepared rows and store their facts, in the caller's transaction.
 
-    False, with nothing written, when any of the rows is gone: another fold consumed it, and
+    False, with nothing written, when any of the rows is gone: another drain consumed it, and
     the caller prepares again. With ``new_devices``, the devices the limit refuses here (in
     the transaction that would store them, so every process counts against one allowance)
     are left out of the facts: not stored, not counted.
@@ -188,8 +189,8 @@ def without_devices(facts: FoldedFacts, refused: set[tuple[str, str]]) -> Folded
     return FoldedFacts(rows, activity, facts.downloads)
 
 
-def fold_everything(conn: Connection, is_google_ip: IpPredicate | None = None) -> int:
-    """Fold the whole log in the caller's transaction; returns the check-ins folded."""
+def drain_all(conn: Connection, is_google_ip: IpPredicate | None = None) -> int:
+    """Drain the whole log in the caller's transaction; returns the check-ins folded."""
     if is_google_ip is None:
         from ..google_ranges import load_google_ranges
 
@@ -200,12 +201,12 @@ def fold_everything(conn: Connection, is_google_ip: IpPredicate | None = None) -
         if not prepared.ids:
             return total
         if not consume(conn, prepared):
-            raise RuntimeError("the check-in log changed during a fold that holds it")
+            raise RuntimeError("the check-in log changed during a drain that holds it")
         total += prepared.checkins
 
 
 def pending_checkins(conn: Connection) -> int:
-    """Check-ins logged and not folded yet."""
+    """Check-ins logged and not drained yet."""
     total = conn.exec_driver_sql("SELECT COALESCE(SUM(checkins), 0) FROM checkin_log").scalar()
     return int(total or 0)
 

@@ -5,7 +5,7 @@ applies it in one transaction, commits (one fsync), then answers every waiter. U
 many requests share a commit; an idle server commits each request at once.
 
 Live check-ins (``append``) are only logged: the batch becomes one ``checkin_log`` row per
-app (checkin_log.py), which the rollup folds later. On PostgreSQL a batch of nothing but
+app (checkin_log.py), which the rollup drains later. On PostgreSQL a batch of nothing but
 check-ins is one INSERT on a connection in autocommit mode: one round trip, and no lock
 that the writers of other processes would wait for.
 """
@@ -129,7 +129,7 @@ class Writer:
         return await waiter
 
     async def append(self, checkin: CheckIn) -> None:
-        """Log a live check-in; returns once it is committed (the rollup folds it later)."""
+        """Log a live check-in; returns once it is committed (the rollup drains it later)."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         self._put(_Job(None, None, waiter, loop, 1, checkin))

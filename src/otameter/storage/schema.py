@@ -251,7 +251,7 @@ devices = Table(
 )
 
 # Append-only deltas written by each group commit: the ordinals of devices active on a day.
-# The rollup worker folds them into activity_bitmaps and deletes exactly the rows it folded.
+# The rollup worker merges them into activity_bitmaps and deletes exactly the rows it merged.
 activity_deltas = Table(
     "activity_deltas",
     metadata,
@@ -264,7 +264,7 @@ activity_deltas = Table(
 )
 
 # The check-in log: each group commit of live check-ins appends one row per app holding the
-# whole batch as one compact record (checkin_log.py). The rollup folds the rows into device
+# whole batch as one compact record (checkin_log.py). The rollup drains the rows into device
 # rows and activity deltas and deletes them in the same transaction (exactly once).
 checkin_log = Table(
     "checkin_log",
@@ -275,7 +275,7 @@ checkin_log = Table(
     Column("record", LargeBinary, nullable=False),
 )
 
-# Folded per-day device sets. kind "counted" (counts for MAU) or "emudev" (emulators and
+# Merged per-day device sets. kind "counted" (counts for MAU) or "emudev" (emulators and
 # dev builds, kept for the 3% rule); version_name "" is the union over all versions.
 activity_bitmaps = Table(
     "activity_bitmaps",

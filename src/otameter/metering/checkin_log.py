@@ -28,6 +28,7 @@ import orjson
 from sqlalchemy import Connection
 
 from ..rate_limits import Arrival, NewDeviceLimit, note_arrival
+from ..storage.dialect import placeholder
 from .events import CheckIn
 from .fold import Fold, FoldedFacts, IpPredicate
 from .ingest import Pipeline, store_facts
@@ -111,9 +112,9 @@ def prepare(conn: Connection, is_google_ip: IpPredicate, limit: int = 1000) -> P
     the write lock. Check-ins of an app deleted meanwhile are dropped, as the writer drops
     events of an unknown app.
     """
-    mark = "%s" if conn.dialect.name == "postgresql" else "?"
     rows = conn.exec_driver_sql(
-        f"SELECT id, app_id, record FROM checkin_log ORDER BY id LIMIT {mark}", (limit + 1,)
+        f"SELECT id, app_id, record FROM checkin_log ORDER BY id LIMIT {placeholder(conn)}",
+        (limit + 1,),
     ).all()
     more = len(rows) > limit
     rows = rows[:limit]

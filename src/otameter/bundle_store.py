@@ -14,7 +14,7 @@ older bundles are still files keeps serving them until ``otameter bundles
 move-to-database`` moves them (``bundle_move.py``).
 
 An upload in progress has a ``bundle_uploads`` row, removed in the transaction that records
-the bundle (``ingest.py``); :func:`sweep_abandoned` removes the bytes of uploads that a crash
+the bundle (``metering/ingest.py``); :func:`sweep_abandoned` removes the bytes of uploads that a crash
 cut short.
 """
 
@@ -461,7 +461,7 @@ class BundleStores:
 
     def remove(self, bundle: BundleBytes) -> None:
         """Free a deleted bundle's file. Database chunks go in the delete's own transaction
-        (``ingest.py``), so only files are left to remove; a missing one is fine."""
+        (``metering/ingest.py``), so only files are left to remove; a missing one is fine."""
         if bundle.storage == FILE:
             with suppress(FileNotFoundError):
                 self.files.remove(bundle)

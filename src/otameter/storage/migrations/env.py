@@ -1,4 +1,4 @@
-"""Alembic environment: runs migrations on the URL given by otameter.db.alembic_config."""
+"""Alembic environment: runs migrations on the URL given by otameter.storage.db.alembic_config."""
 
 from __future__ import annotations
 

@@ -14,8 +14,8 @@ older bundles are still files keeps serving them until ``otameter bundles
 move-to-database`` moves them (``bundle_move.py``).
 
 An upload in progress has a ``bundle_uploads`` row, removed in the transaction that records
-the bundle (``metering/ingest.py``); :func:`sweep_abandoned` removes the bytes of uploads that a crash
-cut short.
+the bundle (``metering/ingest.py``); :func:`sweep_abandoned` removes the bytes of uploads that
+a crash cut short.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ How the history is built (fast, but through the real rollups):
 - users, the org and its 100 apps are plain rows, written through the single writer;
 - device activity is written as ``activity_deltas`` rows, exactly what the pipeline's group
   commits leave behind (one roaring bitmap of device ordinals per app, day and version), and
-  then ``Rollups.run_blocking()`` merges them into ``activity_bitmaps`` and computes every
+  then ``Rollups.run_blocking()`` folds them into ``activity_bitmaps`` and computes every
   ``daily_usage`` row, as the background worker does. The ``devices`` table is not filled:
   statistics never read it. Bundles and downloads go through ``Pipeline`` events.
 - the big app has ``--devices`` devices (default 1 million) with about 15% of them active each
@@ -41,7 +41,9 @@ from sqlalchemy import Connection, select
 from otameter.clock import SystemClock, day_start_ms
 from otameter.config import Settings
 from otameter.metering.events import BundleUpload, Download
+from otameter.metering.ingest import DELTA_COLUMNS
 from otameter.runtime import Runtime
+from otameter.storage import app_rows
 from otameter.storage import schema as s
 from otameter.storage.db import migrate
 from otameter.users import create_user
@@ -105,17 +107,9 @@ def build(db_url: str, data_dir: Path, devices: int, seed: int) -> tuple[str, st
             for n in range(DAYS):
                 day = first + timedelta(days=n)
                 active = BitMap(rng.sample(range(1, population + 1), per_day))
-                deltas.append(
-                    {
-                        "app_id": app_id,
-                        "day": day,
-                        "kind": "counted",
-                        "version_name": f"1.0.{n // 30}",
-                        "bitmap": active.serialize(),
-                    }
-                )
+                deltas.append((app_id, day, "counted", f"1.0.{n // 30}", active.serialize()))
             rt.writer.run_blocking(
-                lambda conn, d=deltas: conn.execute(s.activity_deltas.insert(), d)
+                lambda conn, d=deltas: app_rows.insert(conn, "activity_deltas", DELTA_COLUMNS, d)
             )
         events: list[BundleUpload | Download] = []
         for app_id in apps:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from otameter.billing.plans import parse_quantity
-from otameter.cli_client import human_bytes
+from otameter.cli.output import human_bytes
 from otameter.units import format_bytes
 
 

@@ -1,4 +1,4 @@
-"""``otameter plan ...`` and ``otameter org ...``: plans and the plan of each org."""
+"""``otameter plan create|list``: plans and their limits, in the database (``--db``)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .cli_common import DbOption, write_transaction
-from .cli_common import fail as _fail
+from .database import DbOption, write_transaction
+from .database import fail as _fail
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -16,11 +16,10 @@ if TYPE_CHECKING:
 plan_app = typer.Typer(
     help="Manage plans (limits for MAU, storage, bandwidth).", no_args_is_help=True
 )
-org_app = typer.Typer(help="Manage organizations.", no_args_is_help=True)
 
 
 def _quantity(value: str, what: str) -> int:
-    from .billing.plans import parse_quantity
+    from ..billing.plans import parse_quantity
 
     try:
         return parse_quantity(value)
@@ -44,8 +43,8 @@ def plan_create(
     db: DbOption = None,
 ) -> None:
     """Create or update a plan; orgs on it are re-checked against the new limits at once."""
-    from .billing.enforcement import evaluate_orgs
-    from .billing.plans import orgs_using_plan, upsert_plan
+    from ..billing.enforcement import evaluate_orgs
+    from ..billing.plans import orgs_using_plan, upsert_plan
 
     limits = (
         _quantity(mau, "mau"),
@@ -67,13 +66,13 @@ def plan_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
     """List plans and their limits."""
-    from .billing.plans import list_plans
+    from ..billing.plans import list_plans
 
     plans = write_transaction(db, lambda conn, _now: list_plans(conn))
     if as_json:
         typer.echo(json.dumps([p.as_json() for p in plans]))
         return
-    from .units import format_bytes
+    from ..units import format_bytes
 
     typer.echo(f"{'name':<20} {'MAU':>12} {'storage':>10} {'bandwidth':>10}  default")
     for p in plans:
@@ -82,40 +81,3 @@ def plan_list(
             f"{p.name:<20} {p.mau:>12,} {format_bytes(p.storage):>10} "
             f"{format_bytes(p.bandwidth):>10}  {mark}"
         )
-
-
-@org_app.command("set-plan")
-def org_set_plan(
-    org_id: Annotated[str, typer.Argument(help="Organization id.")],
-    plan: Annotated[str, typer.Argument(help="Plan name.")],
-    cycle_anchor: Annotated[
-        int | None,
-        typer.Option(
-            "--cycle-anchor",
-            min=1,
-            max=31,
-            help="Day of the month the billing cycle starts (default: unchanged, "
-            "initially the day the org was created).",
-        ),
-    ] = None,
-    db: DbOption = None,
-) -> None:
-    """Put an org on a plan; its lock is re-decided at once (a bigger plan unlocks it)."""
-    from .billing.enforcement import evaluate_orgs
-    from .billing.plans import set_org_plan
-    from .billing.usage import load_org
-
-    def write(conn: Connection, now_ms: int) -> dict[str, object]:
-        set_org_plan(conn, org_id, plan, cycle_anchor)
-        evaluate_orgs(conn, [org_id], now_ms)
-        org = load_org(conn, org_id)
-        return {
-            "org_id": org_id,
-            "plan": org.plan,
-            "cycle_anchor": org.cycle_anchor,
-            "locked": org.lock_code is not None,
-            "lock_code": org.lock_code,
-            "lock_reason": org.lock_reason,
-        }
-
-    typer.echo(json.dumps(write_transaction(db, write)))

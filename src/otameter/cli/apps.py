@@ -1,7 +1,6 @@
-"""Client commands that set a server up: ``otameter org create|list``, ``otameter app ...``.
+"""``otameter app create|list|delete``: an organization's apps on a running server.
 
-Like ``bundle``, they talk to a running server (``--server``/``--apikey`` or their variables),
-so that a new user goes from an empty database to a first app with the command line alone.
+Like ``bundle``, they talk to a running server (``--server``/``--apikey`` or their variables).
 """
 
 from __future__ import annotations
@@ -12,92 +11,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .cli_client import (
-    EXIT_ERROR,
-    EXIT_HELP,
-    ApikeyOption,
-    JsonOption,
-    Problem,
-    ServerOption,
-    connect,
-    err,
-    human_time,
-    out,
-    print_json,
-    reporting,
-)
-from .cli_plans import org_app
+from .errors import EXIT_ERROR, EXIT_HELP, Problem, reporting
+from .output import JsonOption, err, human_time, out, print_json
+from .target import ApikeyOption, ServerOption, connect
 
 app_app = typer.Typer(
     help="Create, list and delete apps on a running otameter server.", no_args_is_help=True
 )
-
-
-def register(root: typer.Typer) -> None:
-    """Add ``app`` to the command line; ``org create|list`` join the existing ``org`` group."""
-    root.add_typer(app_app, name="app")
-
-
-# -- organizations ---------------------------------------------------------------------------
-
-
-@org_app.command("create", epilog=EXIT_HELP)
-def org_create(
-    name: Annotated[str, typer.Argument(help="The organization's name.")],
-    as_json: JsonOption = False,
-    server: ServerOption = None,
-    apikey: ApikeyOption = None,
-) -> None:
-    """Create an organization; the API key's user becomes its super_admin."""
-    with reporting():
-        if not name.strip():
-            raise Problem("the name must not be empty")
-        with connect(server, apikey) as client:
-            org = client.create_org(name.strip())
-    if as_json:
-        print_json({"id": org["id"], "name": org["name"]})
-        return
-    out.print(
-        f"Created organization [bold]{escape(org['name'])}[/bold] with id {escape(org['id'])}",
-        soft_wrap=True,
-    )
-    err.print(
-        f"[dim]next:[/dim] otameter app create com.example.app --org {escape(org['id'])}",
-        soft_wrap=True,
-    )
-
-
-@org_app.command("list", epilog=EXIT_HELP)
-def org_list(
-    as_json: JsonOption = False,
-    server: ServerOption = None,
-    apikey: ApikeyOption = None,
-) -> None:
-    """List the organizations of the API key's user."""
-    with reporting(), connect(server, apikey) as client:
-        orgs = client.list_orgs()
-    if as_json:
-        print_json(orgs)
-        return
-    if not orgs:
-        out.print("No organizations yet.")
-        err.print('[dim]next:[/dim] otameter org create "My company"', soft_wrap=True)
-        return
-    table = Table(title=f"{len(orgs)} organization{'s' if len(orgs) != 1 else ''}")
-    for column in ("Id", "Name", "Your role", "Plan", "Created (UTC)"):
-        table.add_column(column, no_wrap=column != "Name")
-    for org in orgs:
-        table.add_row(
-            escape(str(org.get("id"))),
-            escape(str(org.get("name"))),
-            escape(str(org.get("role") or "-")),
-            escape(str(org.get("plan") or "-")),
-            human_time(org.get("created_at")),
-        )
-    out.print(table)
-
-
-# -- apps ------------------------------------------------------------------------------------
 
 
 @app_app.command("create", epilog=EXIT_HELP)

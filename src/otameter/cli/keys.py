@@ -13,18 +13,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .cli_client import (
-    EXIT_HELP,
-    ApikeyOption,
-    JsonOption,
-    ServerOption,
-    connect,
-    err,
-    human_time,
-    out,
-    print_json,
-    reporting,
-)
+from .errors import EXIT_HELP, reporting
+from .output import JsonOption, err, human_time, out, print_json
+from .target import ApikeyOption, ServerOption, connect
 
 key_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 

@@ -1,8 +1,11 @@
-"""The ``otameter`` command line."""
+"""Commands that run the server and work on its database and data directory directly.
+
+``serve``, ``migrate``, ``import``, ``backup``, ``restore`` and ``google-ranges load``: they
+take ``--db``/``--data-dir`` (or their variables) rather than a server URL and an API key.
+"""
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import shutil
@@ -15,32 +18,14 @@ from typing import Annotated
 
 import typer
 
-from .cli_bundles import bundles_app
-from .cli_channels import register as register_channel_commands
-from .cli_client import human_bytes
-from .cli_client import register as register_client_commands
-from .cli_common import DataDirOption, DbOption, err, settings_or_exit, write_transaction
-from .cli_common import fail as _fail
-from .cli_keys import key_app
-from .cli_plans import org_app, plan_app
-from .cli_setup import register as register_setup_commands
-from .config import Settings, parse_networks
+from ..config import Settings, parse_networks
+from .database import DataDirOption, DbOption, err, settings_or_exit
+from .database import fail as _fail
+from .output import human_bytes
 
-app = typer.Typer(
-    help="Usage metering and statistics for Capacitor live updates.",
-    no_args_is_help=True,
-)
-user_app = typer.Typer(help="Manage users.", no_args_is_help=True)
 ranges_app = typer.Typer(help="Google IP range lists (the 4-hour rule).", no_args_is_help=True)
-app.add_typer(user_app, name="user")
-app.add_typer(ranges_app, name="google-ranges")
-app.add_typer(plan_app, name="plan")
-app.add_typer(org_app, name="org")
-app.add_typer(bundles_app, name="bundles")
-app.add_typer(key_app, name="key")
 
 
-@app.command()
 def serve(
     db: DbOption = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -93,13 +78,13 @@ def serve(
     the writer and the data directory are ready, GET /metrics in Prometheus' text format
     (OTAMETER_METRICS_TOKEN: require that bearer token).
     """
-    from .billing.plans import parse_quantity
+    from ..billing.plans import parse_quantity
 
     try:
         max_bundle_bytes = parse_quantity(max_bundle_size) if max_bundle_size else None
     except ValueError as exc:
         raise _fail(f"--max-bundle-size: {exc}", 2) from None
-    from .logs import log_config
+    from ..logs import log_config
 
     try:
         logging_config = log_config(log_format.lower())
@@ -112,13 +97,13 @@ def serve(
         trusted_proxies=parse_networks(trusted_proxy) if trusted_proxy else None,
         max_bundle_bytes=max_bundle_bytes,
     )
-    from .health import data_dir_problem
+    from ..health import data_dir_problem
 
     # Checked now rather than as a failed upload later.
     problem = data_dir_problem(settings.data_dir, create=True)
     if problem:
         raise _fail(f"{problem}; choose another with --data-dir or OTAMETER_DATA_DIR", 2)
-    from .storage.db import migrate as run_migrations
+    from ..storage.db import migrate as run_migrations
 
     run_migrations(settings.database_url)
     _hint_bundle_files(settings)
@@ -141,7 +126,7 @@ def serve(
     import logging
     import logging.config
 
-    from .server import serve as run_server
+    from ..server import serve as run_server
 
     logging.config.dictConfig(logging_config)
     logging.getLogger("otameter").info(
@@ -175,8 +160,8 @@ def _hint_bundle_files(settings: Settings) -> None:
     """On PostgreSQL, say when bundles are still files that only this machine can serve."""
     if settings.database_url.startswith("sqlite"):
         return
-    from .bundle_move import files_left
-    from .storage.db import create_db_engine
+    from ..bundle_move import files_left
+    from ..storage.db import create_db_engine
 
     engine = create_db_engine(settings.database_url)
     try:
@@ -194,8 +179,8 @@ def _hint_bundle_files(settings: Settings) -> None:
 def _seed_demo(settings: Settings, host: str, port: int) -> None:
     from datetime import timedelta
 
-    from .demo import ensure_demo, is_empty
-    from .runtime import Runtime
+    from ..demo import ensure_demo, is_empty
+    from ..runtime import Runtime
 
     rt = Runtime(settings)
     rt.start(background=False)
@@ -226,33 +211,16 @@ def _seed_demo(settings: Settings, host: str, port: int) -> None:
     )
 
 
-@app.command()
 def migrate(db: DbOption = None) -> None:
     """Create or upgrade the database schema, then exit."""
     settings = settings_or_exit(database_url=db)
-    from .storage.db import migrate as run_migrations
+    from ..storage.db import migrate as run_migrations
 
     run_migrations(settings.database_url)
     err.print("schema is up to date")
     _hint_bundle_files(settings)
 
 
-@user_app.command("create")
-def user_create(
-    email: Annotated[str, typer.Option(help="The user's email address.")],
-    name: Annotated[str, typer.Option(help="Display name.")] = "",
-    db: DbOption = None,
-) -> None:
-    """Create a user and print its first API key (mode 'all') as one JSON line."""
-    from .users import create_user
-
-    user_id, key = write_transaction(
-        db, lambda conn, now_ms: create_user(conn, email, name, now_ms)
-    )
-    typer.echo(json.dumps({"user_id": user_id, "api_key": key}))
-
-
-@app.command("import")
 def import_events(
     file: Annotated[Path, typer.Argument(help="JSON lines file of events ('-' for stdin).")],
     db: DbOption = None,
@@ -280,7 +248,7 @@ def import_events(
         TimeRemainingColumn,
     )
 
-    from .importing.lines import parsing_pool_for
+    from ..importing.lines import parsing_pool_for
 
     settings = settings_or_exit(database_url=db, data_dir=data_dir)
     spool: Path | None = None
@@ -297,9 +265,9 @@ def import_events(
     # The parsing processes get ready while this process imports the rest of otameter and
     # migrates and opens the database.
     pool = parsing_pool_for(source.stat().st_size, workers)
-    from .importing.importer import Importer, ImportFailed
-    from .runtime import Runtime
-    from .storage.db import migrate as run_migrations
+    from ..importing.importer import Importer, ImportFailed
+    from ..runtime import Runtime
+    from ..storage.db import migrate as run_migrations
 
     rt: Runtime | None = None
     try:
@@ -359,7 +327,6 @@ def import_events(
         raise _fail(f"every line was rejected, nothing was imported{hint}", 1)
 
 
-@app.command("backup")
 def backup_command(
     directory: Annotated[Path, typer.Argument(help="Directory to create for the backup.")],
     db: DbOption = None,
@@ -371,7 +338,7 @@ def backup_command(
     PostgreSQL); the copy restores into SQLite or PostgreSQL. Exit codes: 0 done; 1 failed;
     2 invalid options or DIR not empty.
     """
-    from .backup import BackupError, backup
+    from ..backup import BackupError, backup
 
     settings = settings_or_exit(database_url=db, data_dir=data_dir)
     try:
@@ -392,7 +359,6 @@ def backup_command(
         err.print(f"[yellow]note:[/yellow] bundle file {path} was deleted during the backup")
 
 
-@app.command("restore")
 def restore_command(
     directory: Annotated[Path, typer.Argument(help="A directory written by otameter backup.")],
     db: DbOption = None,
@@ -403,7 +369,7 @@ def restore_command(
     Exit codes: 0 done; 1 failed; 2 invalid options, not a backup, or a database or data
     directory that is not empty.
     """
-    from .backup import BackupError, restore
+    from ..backup import BackupError, restore
 
     settings = settings_or_exit(database_url=db, data_dir=data_dir)
     try:
@@ -431,7 +397,7 @@ def ranges_load(
     data_dir: DataDirOption = None,
 ) -> None:
     """Replace a packaged Google range list with a newer copy (takes effect on restart)."""
-    from .google_ranges import RangeFileError, install_range_file
+    from ..google_ranges import RangeFileError, install_range_file
 
     settings = settings_or_exit(data_dir=data_dir)
     try:
@@ -442,18 +408,3 @@ def ranges_load(
         f"{result.name}: {result.v4_prefixes} IPv4 + {result.v6_prefixes} IPv6 prefixes "
         f"(created {result.creation_time}) installed in {result.path}"
     )
-
-
-# Registered last so that they are listed after the server commands.
-register_client_commands(app)  # bundle, stats, usage: commands that talk to a server
-register_setup_commands(app)  # app (org create|list join the org group above)
-register_channel_commands(app)  # channel set, channel list
-
-
-def main() -> None:
-    try:
-        app()
-    finally:
-        # The interpreter's last collection at exit would walk every object only to find
-        # them all alive: frozen, they are skipped (a tenth of a second of each command).
-        gc.freeze()

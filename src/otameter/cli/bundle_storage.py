@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from .cli_common import DataDirOption, DbOption, err, settings_or_exit
-from .cli_common import fail as _fail
+from .database import DataDirOption, DbOption, err, settings_or_exit
+from .database import fail as _fail
 
 bundles_app = typer.Typer(help="Bundle storage on the server.", no_args_is_help=True)
 
@@ -25,9 +25,9 @@ def move_to_database(
     Run it where the files are, while the servers run; run it again after an interruption.
     Each bundle is checked against its SHA-256 before it is switched over.
     """
-    from .bundle_move import files_left, move_files_to_database
-    from .storage.db import create_db_engine
-    from .storage.db import migrate as run_migrations
+    from ..bundle_move import files_left, move_files_to_database
+    from ..storage.db import create_db_engine
+    from ..storage.db import migrate as run_migrations
 
     settings = settings_or_exit(database_url=db, data_dir=data_dir)
     run_migrations(settings.database_url)

@@ -14,16 +14,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .cli_client import (
-    EXIT_HELP,
-    ApikeyOption,
-    JsonOption,
-    ServerOption,
-    connect,
-    out,
-    print_json,
-    reporting,
-)
+from .errors import EXIT_HELP, reporting
+from .output import JsonOption, out, print_json
+from .target import ApikeyOption, ServerOption, connect
 
 channel_app = typer.Typer(
     help="Create, change and list an app's channels on a running otameter server.",
@@ -38,10 +31,6 @@ class AutoUpdateRule(StrEnum):
     major = "major"
     minor = "minor"
     patch = "patch"
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(channel_app, name="channel")
 
 
 AppArgument = Annotated[str, typer.Argument(help="App id, like com.example.app.")]

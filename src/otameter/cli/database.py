@@ -1,4 +1,5 @@
-"""What the administrative commands share: options, settings, errors, a write transaction."""
+"""What the commands that open the database themselves share: ``--db``/``--data-dir``,
+settings, the error line, one write transaction."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from .config import Settings
+from ..config import Settings
 
 if TYPE_CHECKING:
     # Imported by the commands that need it: a command that starts parsing processes
@@ -56,9 +57,9 @@ def write_transaction(db: str | None, fn: Callable[[Connection, int], T]) -> T:
 
     A ValueError or LookupError from ``fn`` is the user's mistake: it becomes an error line.
     """
-    from .clock import SystemClock, to_ms
-    from .storage.db import create_db_engine
-    from .storage.db import migrate as run_migrations
+    from ..clock import SystemClock, to_ms
+    from ..storage.db import create_db_engine
+    from ..storage.db import migrate as run_migrations
 
     settings = settings_or_exit(database_url=db)
     run_migrations(settings.database_url)

@@ -7,7 +7,7 @@ How the history is built (fast, but through the real rollups):
 - users, the org and its 100 apps are plain rows, written through the single writer;
 - device activity is written as ``activity_deltas`` rows, exactly what the pipeline's group
   commits leave behind (one roaring bitmap of device ordinals per app, day and version), and
-  then ``Rollups.run_blocking()`` folds them into ``activity_bitmaps`` and computes every
+  then ``Rollups.run_blocking()`` merges them into ``activity_bitmaps`` and computes every
   ``daily_usage`` row, as the background worker does. The ``devices`` table is not filled:
   statistics never read it. Bundles and downloads go through ``Pipeline`` events.
 - the big app has ``--devices`` devices (default 1 million) with about 15% of them active each

@@ -195,7 +195,7 @@ def test_a_drain_that_another_drain_got_to_first_stores_nothing(
 def test_a_fold_late_to_rows_whose_ids_were_given_again_stores_and_deletes_nothing(
     harness: Harness, second: Runtime
 ) -> None:
-    """SQLite gives the ids of deleted newest rows again: a late fold must not take the new rows."""
+    """SQLite gives the ids of deleted newest rows again: a late drain must not take new rows."""
     h = harness
     setup_app(h)
     first = [str(uuid.uuid4()) for _ in range(10)]

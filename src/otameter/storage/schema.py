@@ -300,7 +300,7 @@ activity_deltas = Table(
     Column("kind", String(16), nullable=False),
     Column("version_name", String(255), nullable=False),
     Column("bitmap", LargeBinary, nullable=False),
-    # The rollup folds the oldest rows of all apps first.
+    # The rollup merges the oldest rows of all apps first.
     Index("ix_activity_deltas_id", "id"),
 )
 
@@ -313,7 +313,7 @@ checkin_log = Table(
     *app_id_key("checkin_log"),
     Column("checkins", Integer, nullable=False),
     Column("record", LargeBinary, nullable=False),
-    # The fold reads the oldest rows of all apps first. SQLite reads them in rowid order,
+    # The drain reads the oldest rows of all apps first. SQLite reads them in rowid order,
     # which is the id's (app_rows.py), and spares every group commit this index's page.
     Index("ix_checkin_log_id", "id").ddl_if(dialect="postgresql"),
 )

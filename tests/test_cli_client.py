@@ -25,7 +25,6 @@ import uvicorn
 from sqlalchemy import update
 from typer.testing import CliRunner
 
-from otameter import schema as s
 from otameter.api import create_app
 from otameter.cli import app as cli
 from otameter.cli.cleanup import plan_cleanup
@@ -33,8 +32,9 @@ from otameter.cli.output import sparkline
 from otameter.cli.semver import SemVer
 from otameter.clock import SystemClock, to_ms
 from otameter.config import Settings
-from otameter.db import migrate
 from otameter.runtime import Runtime
+from otameter.storage import schema as s
+from otameter.storage.db import migrate
 from otameter.units import format_bytes
 from otameter.users import create_user
 from tests.harness import device_body, zip_bytes

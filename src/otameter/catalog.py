@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, select
 
-from . import schema as s
+from .storage import schema as s
 
 PLATFORMS = frozenset({"ios", "android", "electron"})
 

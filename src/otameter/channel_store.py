@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from sqlalchemy import Connection, false, or_, select, update
 
-from . import schema as s
+from .storage import schema as s
 
 PLATFORMS: Final = ("ios", "android", "electron")
 

@@ -43,10 +43,10 @@ import orjson
 from sqlalchemy import Connection, select, update
 
 from . import metrics
-from . import schema as s
 from .clock import Clock, to_ms
 from .config import Network
-from .writer import Writer
+from .metering.writer import Writer
+from .storage import schema as s
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .. import schema as s
 from ..auth import Level, Principal
 from ..errors import bad_request, not_found
 from ..release_guard import release_alerts
+from ..storage import schema as s
 from .common import JSONResponse, caller, query_page, read_db
 from .management import app_access, iso
 

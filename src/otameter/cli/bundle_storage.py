@@ -26,8 +26,8 @@ def move_to_database(
     Each bundle is checked against its SHA-256 before it is switched over.
     """
     from ..bundle_move import files_left, move_files_to_database
-    from ..db import create_db_engine
-    from ..db import migrate as run_migrations
+    from ..storage.db import create_db_engine
+    from ..storage.db import migrate as run_migrations
 
     settings = settings_or_exit(database_url=db, data_dir=data_dir)
     run_migrations(settings.database_url)

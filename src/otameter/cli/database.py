@@ -58,8 +58,8 @@ def write_transaction(db: str | None, fn: Callable[[Connection, int], T]) -> T:
     A ValueError or LookupError from ``fn`` is the user's mistake: it becomes an error line.
     """
     from ..clock import SystemClock, to_ms
-    from ..db import create_db_engine
-    from ..db import migrate as run_migrations
+    from ..storage.db import create_db_engine
+    from ..storage.db import migrate as run_migrations
 
     settings = settings_or_exit(database_url=db)
     run_migrations(settings.database_url)

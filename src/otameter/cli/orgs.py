@@ -42,7 +42,9 @@ def org_set_plan(
     db: DbOption = None,
 ) -> None:
     """Put an org on a plan; its lock is re-decided at once (a bigger plan unlocks it)."""
-    from ..plans import evaluate_orgs, load_org, set_org_plan
+    from ..billing.enforcement import evaluate_orgs
+    from ..billing.plans import set_org_plan
+    from ..billing.usage import load_org
 
     def write(conn: Connection, now_ms: int) -> dict[str, object]:
         set_org_plan(conn, org_id, plan, cycle_anchor)

@@ -19,7 +19,7 @@ plan_app = typer.Typer(
 
 
 def _quantity(value: str, what: str) -> int:
-    from ..plans import parse_quantity
+    from ..billing.plans import parse_quantity
 
     try:
         return parse_quantity(value)
@@ -43,7 +43,8 @@ def plan_create(
     db: DbOption = None,
 ) -> None:
     """Create or update a plan; orgs on it are re-checked against the new limits at once."""
-    from ..plans import evaluate_orgs, orgs_using_plan, upsert_plan
+    from ..billing.enforcement import evaluate_orgs
+    from ..billing.plans import orgs_using_plan, upsert_plan
 
     limits = (
         _quantity(mau, "mau"),
@@ -65,7 +66,7 @@ def plan_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
     """List plans and their limits."""
-    from ..plans import list_plans
+    from ..billing.plans import list_plans
 
     plans = write_transaction(db, lambda conn, _now: list_plans(conn))
     if as_json:

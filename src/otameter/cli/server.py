@@ -78,7 +78,7 @@ def serve(
     the writer and the data directory are ready, GET /metrics in Prometheus' text format
     (OTAMETER_METRICS_TOKEN: require that bearer token).
     """
-    from ..plans import parse_quantity
+    from ..billing.plans import parse_quantity
 
     try:
         max_bundle_bytes = parse_quantity(max_bundle_size) if max_bundle_size else None
@@ -103,7 +103,7 @@ def serve(
     problem = data_dir_problem(settings.data_dir, create=True)
     if problem:
         raise _fail(f"{problem}; choose another with --data-dir or OTAMETER_DATA_DIR", 2)
-    from ..db import migrate as run_migrations
+    from ..storage.db import migrate as run_migrations
 
     run_migrations(settings.database_url)
     _hint_bundle_files(settings)
@@ -161,7 +161,7 @@ def _hint_bundle_files(settings: Settings) -> None:
     if settings.database_url.startswith("sqlite"):
         return
     from ..bundle_move import files_left
-    from ..db import create_db_engine
+    from ..storage.db import create_db_engine
 
     engine = create_db_engine(settings.database_url)
     try:
@@ -214,7 +214,7 @@ def _seed_demo(settings: Settings, host: str, port: int) -> None:
 def migrate(db: DbOption = None) -> None:
     """Create or upgrade the database schema, then exit."""
     settings = settings_or_exit(database_url=db)
-    from ..db import migrate as run_migrations
+    from ..storage.db import migrate as run_migrations
 
     run_migrations(settings.database_url)
     err.print("schema is up to date")
@@ -248,7 +248,7 @@ def import_events(
         TimeRemainingColumn,
     )
 
-    from ..import_lines import parsing_pool_for
+    from ..importing.lines import parsing_pool_for
 
     settings = settings_or_exit(database_url=db, data_dir=data_dir)
     spool: Path | None = None
@@ -265,9 +265,9 @@ def import_events(
     # The parsing processes get ready while this process imports the rest of otameter and
     # migrates and opens the database.
     pool = parsing_pool_for(source.stat().st_size, workers)
-    from ..db import migrate as run_migrations
-    from ..importer import Importer, ImportFailed
+    from ..importing.importer import Importer, ImportFailed
     from ..runtime import Runtime
+    from ..storage.db import migrate as run_migrations
 
     rt: Runtime | None = None
     try:

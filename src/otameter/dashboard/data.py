@@ -20,9 +20,10 @@ from ..api import devices, management, statistics
 from ..api.common import read_db, runtime
 from ..api.plans import read_usage
 from ..auth import Principal, org_role
+from ..billing.plans import cycle_bounds
+from ..billing.usage import bandwidth_by_app, load_org, storage_by_app
 from ..errors import ApiError
-from ..plans import bandwidth_by_app, cycle_bounds, load_org, storage_by_app
-from ..rollups import devices_by_app
+from ..metering.rollups import devices_by_app
 
 Read = Callable[[Request, Principal], Awaitable[Any]]
 

@@ -5,7 +5,7 @@ applies it in one transaction, commits (one fsync), then answers every waiter. U
 many requests share a commit; an idle server commits each request at once.
 
 Live check-ins (``append``) are only logged: the batch becomes one ``checkin_log`` row per
-app (checkin_log.py), which the rollup folds later. On PostgreSQL a batch of nothing but
+app (checkin_log.py), which the rollup drains later. On PostgreSQL a batch of nothing but
 check-ins is one INSERT on a connection in autocommit mode: one round trip, and no lock
 that the writers of other processes would wait for.
 """
@@ -26,7 +26,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 
-from . import checkin_log, metrics
+from .. import metrics
+from . import checkin_log
 from .events import (
     BundleDelete,
     BundleUpload,
@@ -94,8 +95,6 @@ class Writer:
         self._log_conn: Any = None
         self._postgres = engine.dialect.name == "postgresql"
         self._stopping = False
-        self.commits = 0
-        self.events_written = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -130,7 +129,7 @@ class Writer:
         return await waiter
 
     async def append(self, checkin: CheckIn) -> None:
-        """Log a live check-in; returns once it is committed (the rollup folds it later)."""
+        """Log a live check-in; returns once it is committed (the rollup drains it later)."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         self._put(_Job(None, None, waiter, loop, 1, checkin))
@@ -234,7 +233,6 @@ class Writer:
                 for position, events in pending:
                     results[position] = outcomes[offset : offset + len(events)]
                     offset += len(events)
-                self.events_written += len(flat)
                 kinds.extend(EVENT_KINDS.get(type(event), "other") for event in flat)
                 pending.clear()
 
@@ -250,9 +248,7 @@ class Writer:
             flush()
             if checkins:
                 checkin_log.append(conn, checkins)
-                self.events_written += len(checkins)
                 kinds.extend("checkin" for _ in checkins)
-        self.commits += 1
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
         if kinds:
             metrics.COMMIT_EVENTS.observe(len(kinds))
@@ -276,8 +272,6 @@ class Writer:
             self._close_log_connection()
             self._resolve([(job, exc) for job in batch])
             return
-        self.commits += 1
-        self.events_written += len(checkins)
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
         metrics.COMMIT_EVENTS.observe(len(checkins))
         metrics.count_events(["checkin"] * len(checkins))

@@ -291,7 +291,7 @@ devices = Table(
 )
 
 # Append-only deltas written by each group commit: the ordinals of devices active on a day.
-# The rollup worker folds them into activity_bitmaps and deletes exactly the rows it folded.
+# The rollup worker merges them into activity_bitmaps and deletes exactly the rows it merged.
 activity_deltas = Table(
     "activity_deltas",
     metadata,
@@ -300,12 +300,12 @@ activity_deltas = Table(
     Column("kind", String(16), nullable=False),
     Column("version_name", String(255), nullable=False),
     Column("bitmap", LargeBinary, nullable=False),
-    # The rollup folds the oldest rows of all apps first.
+    # The rollup merges the oldest rows of all apps first.
     Index("ix_activity_deltas_id", "id"),
 )
 
 # The check-in log: each group commit of live check-ins appends one row per app holding the
-# whole batch as one compact record (checkin_log.py). The rollup folds the rows into device
+# whole batch as one compact record (checkin_log.py). The rollup drains the rows into device
 # rows and activity deltas and deletes them in the same transaction (exactly once).
 checkin_log = Table(
     "checkin_log",
@@ -313,12 +313,12 @@ checkin_log = Table(
     *app_id_key("checkin_log"),
     Column("checkins", Integer, nullable=False),
     Column("record", LargeBinary, nullable=False),
-    # The fold reads the oldest rows of all apps first. SQLite reads them in rowid order,
+    # The drain reads the oldest rows of all apps first. SQLite reads them in rowid order,
     # which is the id's (app_rows.py), and spares every group commit this index's page.
     Index("ix_checkin_log_id", "id").ddl_if(dialect="postgresql"),
 )
 
-# Folded per-day device sets. kind "counted" (counts for MAU) or "emudev" (emulators and
+# Merged per-day device sets. kind "counted" (counts for MAU) or "emudev" (emulators and
 # dev builds, kept for the 3% rule); version_name "" is the union over all versions.
 activity_bitmaps = Table(
     "activity_bitmaps",
@@ -438,7 +438,7 @@ daily_usage = Table(
     Column("storage", BigInteger, nullable=False, server_default="0"),
 )
 
-# Rate-limit counters shared by every process (limits.py): one row per limited subject, the
+# Rate-limit counters shared by every process (rate_limits.py): one row per limited subject, the
 # hits of its current window and of the window before (for a sliding estimate).
 rate_counters = Table(
     "rate_counters",

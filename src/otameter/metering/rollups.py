@@ -1,7 +1,7 @@
-"""Rollups: fold the writer's facts into the per-day figures that statistics read.
+"""Rollups: turn the writer's facts into the per-day figures that statistics read.
 
-Each run, in one writer transaction: fold the check-in log into device rows and activity
-deltas (checkin_log.py: read and folded before the transaction, consumed in it), fold
+Each run, in one writer transaction: drain the check-in log into device rows and activity
+deltas (checkin_log.py: read and folded before the transaction, consumed in it), merge
 activity deltas into per-day device bitmaps, then recompute every (app, day) whose figures
 those facts can change:
 
@@ -10,7 +10,7 @@ those facts can change:
 - an upload or delete on D changes ``storage`` from D to today;
 - a new day starts rows for every app (rolling MAU and storage go on without traffic).
 
-Recomputation reads only folded bitmaps, download sums and bundle rows, and is idempotent:
+Recomputation reads only merged bitmaps, download sums and bundle rows, and is idempotent:
 running it twice, or in two processes, gives the same figures.
 """
 
@@ -27,13 +27,13 @@ from typing import Any
 from pyroaring import BitMap
 from sqlalchemy import Connection, Engine, delete, func, select, text
 
+from ..clock import Clock, day_start_ms, month_start, to_ms
+from ..rate_limits import NewDeviceLimit
+from ..storage import schema as s
+from ..storage.dialect import dialect_insert
 from . import checkin_log
-from . import schema as s
-from .checkin_log import PreparedFold
-from .clock import Clock, day_start_ms, month_start, to_ms
+from .checkin_log import PreparedDrain
 from .fold import IpPredicate
-from .ingest import dialect_insert
-from .limits import NewDeviceLimit
 from .writer import Writer
 
 log = logging.getLogger(__name__)
@@ -62,12 +62,12 @@ def days_between(lo: date, hi: date) -> list[date]:
 @dataclass
 class RollupReport:
     checkins_folded: int = 0
-    deltas_folded: int = 0
+    deltas_merged: int = 0
     queue_items: int = 0
     days_recomputed: int = 0
     more_pending: bool = False
     skipped: bool = False
-    # Another process consumed log rows this run had read: they were folded there.
+    # Another process consumed log rows this run had read: they were drained there.
     log_stale: bool = False
 
 
@@ -80,9 +80,9 @@ class Rollups:
         max_rows: int = 5000,
         read_engine: Engine | None = None,
         is_google_ip: IpPredicate | None = None,
-        # Log rows a fold transaction consumes at most: about 2,000 check-ins under load. On
-        # SQLite the fold holds the one writer; kept short, group commits of live traffic
-        # run between two folds instead of waiting behind one large fold.
+        # Log rows a drain transaction consumes at most: about 2,000 check-ins under load. On
+        # SQLite the drain holds the one writer; kept short, group commits of live traffic
+        # run between two drains instead of waiting behind one large drain.
         max_log_rows: int = 64,
     ) -> None:
         self.writer = writer
@@ -97,7 +97,7 @@ class Rollups:
         # Called inside each rollup transaction with the apps whose figures it recomputed.
         self.hooks: list[Callable[[Connection, set[str]], None]] = []
         # Called in the same transaction with the (app, version) pairs whose release-health
-        # device sets it folded.
+        # device sets it merged.
         self.release_hooks: list[Callable[[Connection, set[tuple[str, str]]], None]] = []
 
     def run_blocking(self) -> RollupReport:
@@ -107,22 +107,22 @@ class Rollups:
             prepared = self._prepare_log()
             report = self.writer.run_blocking(partial(self.transaction, prepared=prepared))
             total.checkins_folded += report.checkins_folded
-            total.deltas_folded += report.deltas_folded
+            total.deltas_merged += report.deltas_merged
             total.queue_items += report.queue_items
             total.days_recomputed += report.days_recomputed
             total.skipped = report.skipped
             if not report.more_pending or report.skipped:
                 return total
 
-    def fold_log_blocking(self) -> int:
-        """Fold the check-in log into device rows and deltas only (a lighter, more frequent
+    def drain_log_blocking(self) -> int:
+        """Drain the check-in log into device rows and deltas only (a lighter, more frequent
         pass than the whole rollup: each transaction stays short); returns check-ins folded."""
         folded = 0
         engine = self.read_engine
         while True:
             if engine is not None and engine.dialect.name == "postgresql":
                 # PostgreSQL: on a connection of its own, so that the group commits of live
-                # traffic never wait behind a fold; read and folded under the fold lock, so
+                # traffic never wait behind a drain; read and folded under the rollup lock, so
                 # that processes do not fold the same rows only for one of them to keep it.
                 with engine.begin() as conn:
                     report = self.log_transaction(conn, None)
@@ -130,27 +130,27 @@ class Rollups:
                 prepared = self._prepare_log()
                 if prepared is not None and not prepared.ids:
                     return folded
-                # SQLite has one writer: the fold takes its turn there, with the rows read
+                # SQLite has one writer: the drain takes its turn there, with the rows read
                 # and folded beforehand so that it holds the write lock only to store them.
                 report = self.writer.run_blocking(partial(self.log_transaction, prepared=prepared))
             folded += report.checkins_folded
-            # After a stale read another process is folding (SQLite has no fold lock):
+            # After a stale read another process is draining (SQLite has no rollup lock):
             # leave the log to it until the next tick rather than race it row for row.
             if not report.more_pending or report.skipped or report.log_stale:
                 return folded
 
-    def _prepare_log(self) -> PreparedFold | None:
+    def _prepare_log(self) -> PreparedDrain | None:
         if self.read_engine is None:
             return None
         with self.read_engine.connect() as conn:
             return checkin_log.prepare(conn, self.is_google_ip, self.max_log_rows)
 
-    def log_transaction(self, conn: Connection, prepared: PreparedFold | None) -> RollupReport:
+    def log_transaction(self, conn: Connection, prepared: PreparedDrain | None) -> RollupReport:
         report = RollupReport()
         if not self._lock(conn):
             report.skipped = True
             return report
-        self._fold_log(conn, prepared, report)
+        self._drain_log(conn, prepared, report)
         return report
 
     def _lock(self, conn: Connection) -> bool:
@@ -159,8 +159,8 @@ class Rollups:
             conn.scalar(text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": ROLLUP_LOCK_ID})
         )
 
-    def _fold_log(
-        self, conn: Connection, prepared: PreparedFold | None, report: RollupReport
+    def _drain_log(
+        self, conn: Connection, prepared: PreparedDrain | None, report: RollupReport
     ) -> None:
         if prepared is None:
             prepared = checkin_log.prepare(conn, self.is_google_ip, self.max_log_rows)
@@ -168,10 +168,10 @@ class Rollups:
             report.checkins_folded = prepared.checkins
             report.more_pending = prepared.more
         else:
-            # Another process folded some of these rows first: read the log again.
+            # Another process drained some of these rows first: read the log again.
             report.more_pending = report.log_stale = True
 
-    def transaction(self, conn: Connection, prepared: PreparedFold | None = None) -> RollupReport:
+    def transaction(self, conn: Connection, prepared: PreparedDrain | None = None) -> RollupReport:
         report = RollupReport()
         if not self._lock(conn):
             report.skipped = True  # another process is rolling up
@@ -187,12 +187,12 @@ class Rollups:
             else:
                 span[0], span[1] = min(span[0], lo), max(span[1], hi)
 
-        self._fold_log(conn, prepared, report)
+        self._drain_log(conn, prepared, report)
         self._new_days(conn, today, dirty)
         touched: set[tuple[str, str]] = set()
-        report.deltas_folded = self._fold_deltas(conn, dirty, touched)
+        report.deltas_merged = self._merge_deltas(conn, dirty, touched)
         report.queue_items = self._drain_queue(conn, today, dirty)
-        report.more_pending |= max(report.deltas_folded, report.queue_items) >= self.max_rows
+        report.more_pending |= max(report.deltas_merged, report.queue_items) >= self.max_rows
         for app_id, (lo, hi) in sorted(ranges.items()):
             rows = compute_daily_rows(conn, app_id, lo, hi)
             upsert_daily_rows(conn, rows)
@@ -222,7 +222,7 @@ class Rollups:
             stmt.on_conflict_do_update(index_elements=["key"], set_={"value": today.isoformat()})
         )
 
-    def _fold_deltas(self, conn: Connection, dirty: Any, touched: set[tuple[str, str]]) -> int:
+    def _merge_deltas(self, conn: Connection, dirty: Any, touched: set[tuple[str, str]]) -> int:
         d = s.activity_deltas.c
         rows = conn.execute(
             select(d.id, d.app_id, d.day, d.kind, d.version_name, d.bitmap)
@@ -231,22 +231,22 @@ class Rollups:
         ).all()
         if not rows:
             return 0
-        folded: dict[tuple[str, date, str, str], BitMap] = defaultdict(BitMap)
+        merged: dict[tuple[str, date, str, str], BitMap] = defaultdict(BitMap)
         for row in rows:
             bitmap = BitMap.deserialize(row.bitmap)
-            folded[(row.app_id, row.day, row.kind, row.version_name)] |= bitmap
+            merged[(row.app_id, row.day, row.kind, row.version_name)] |= bitmap
             if row.kind in RELEASE_KINDS:
                 # Release-health outcomes (releases.py): per version only, no daily figure.
                 touched.add((row.app_id, row.version_name))
                 continue
             # Version "" holds the day's devices over all versions.
-            folded[(row.app_id, row.day, row.kind, "")] |= bitmap
+            merged[(row.app_id, row.day, row.kind, "")] |= bitmap
             if row.kind == "counted":
                 dirty(row.app_id, row.day, max(row.day + timedelta(days=29), month_end(row.day)))
             else:
                 dirty(row.app_id, row.day, row.day)
         b = s.activity_bitmaps.c
-        for (app_id, day, kind, version), bitmap in folded.items():
+        for (app_id, day, kind, version), bitmap in merged.items():
             current = conn.scalar(
                 select(b.bitmap).where(
                     b.app_id == app_id, b.day == day, b.kind == kind, b.version_name == version
@@ -268,7 +268,7 @@ class Rollups:
                     set_={"bitmap": stmt.excluded.bitmap, "devices": stmt.excluded.devices},
                 )
             )
-        # Delete exactly what was folded: rows committed meanwhile by other processes stay.
+        # Delete exactly what was merged: rows committed meanwhile by other processes stay.
         conn.execute(delete(s.activity_deltas).where(d.id.in_([row.id for row in rows])))
         return len(rows)
 
@@ -324,7 +324,7 @@ def devices_by_app(
 
 
 def compute_daily_rows(conn: Connection, app_id: str, lo: date, hi: date) -> list[dict[str, Any]]:
-    """The figures of ``app_id`` for each day in [lo, hi], from folded facts only."""
+    """The figures of ``app_id`` for each day in [lo, hi], from merged facts only."""
     first_needed = min(lo - timedelta(days=MAU_WINDOW_DAYS - 1), month_start(lo))
     counted = load_day_bitmaps(conn, app_id, first_needed, hi)
     b = s.activity_bitmaps.c

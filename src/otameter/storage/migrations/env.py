@@ -1,11 +1,11 @@
-"""Alembic environment: runs migrations on the URL given by otameter.db.alembic_config."""
+"""Alembic environment: runs migrations on the URL given by otameter.storage.db.alembic_config."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from otameter.schema import declared_for, metadata
+from otameter.storage.schema import declared_for, metadata
 
 config = context.config
 

@@ -16,9 +16,9 @@ hot path stays as cheap as the traffic it meets allows:
   a few statements per group commit, not three per request. A device can thus slip at most
   ``SHARE_AFTER - 1`` requests a minute per process past the shared count, and the count
   never exceeds what the device really sent, so a device within the limit is never refused.
-- **New devices per client address, app and hour.** Decided in the transaction that folds
+- **New devices per client address, app and hour.** Decided in the transaction that drains
   the check-in log into device rows (``checkin_log.consume`` calls
-  :meth:`NewDeviceLimit.refuse` before it stores a fold's facts): the devices the app has
+  :meth:`NewDeviceLimit.refuse` before it stores the drain's facts): the devices the app has
   not seen, counted against the allowance of their address and clock hour; the devices over
   it are refused, so they are never stored and never counted. The check-in was answered
   (200) when it was logged: the answer does not wait for the device table. An IPv6
@@ -46,10 +46,10 @@ from typing import Any, Final
 import orjson
 from sqlalchemy import Connection, bindparam, func, select, update
 
-from . import schema as s
 from .clock import Clock, day_of_ms, to_ms
-from .events import CheckIn
-from .ingest import dialect_insert
+from .metering.events import CheckIn
+from .storage import schema as s
+from .storage.dialect import dialect_insert
 
 # Local requests a minute a device may send to one process before it is counted in the
 # database (see the module's docstring).
@@ -364,7 +364,7 @@ _running: set[asyncio.Future[None]] = set()
 
 
 class NewDeviceLimit:
-    """New devices per client address, app and clock hour; decided when the log is folded."""
+    """New devices per client address, app and clock hour; decided when the log is drained."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -372,13 +372,13 @@ class NewDeviceLimit:
     def refuse(
         self, conn: Connection, arrivals: dict[tuple[str, str], Arrival]
     ) -> set[tuple[str, str]]:
-        """The devices of a log fold that are refused (see :func:`refuse_arrivals`)."""
+        """The devices of a log drain that are refused (see :func:`refuse_arrivals`)."""
         return refuse_arrivals(conn, self.limit, arrivals)
 
 
 @dataclass(slots=True)
 class Arrival:
-    """A device's live check-ins in one fold of the check-in log (for the new-devices limit)."""
+    """A device's live check-ins in one drain of the check-in log (for the new-devices limit)."""
 
     # The limited part of the address of its first check-in, and that check-in's hour.
     address: str
@@ -388,7 +388,7 @@ class Arrival:
 
 
 def note_arrival(arrivals: dict[tuple[str, str], Arrival], c: CheckIn) -> None:
-    """Record a live check-in while the log is folded (first check-in of a device first)."""
+    """Record a live check-in while the log is drained (first check-in of a device first)."""
     if not c.live or not c.ip:
         return
     key = (c.app_id, c.device_id)
@@ -402,12 +402,12 @@ def note_arrival(arrivals: dict[tuple[str, str], Arrival], c: CheckIn) -> None:
 def refuse_arrivals(
     conn: Connection, limit: int, arrivals: dict[tuple[str, str], Arrival]
 ) -> set[tuple[str, str]]:
-    """The devices of a log fold over their address's new-devices allowance, in the fold's
+    """The devices of a log drain over their address's new-devices allowance, in the drain's
     write transaction: counted in ``rate_counters``, their check-ins added to
     ``refused_devices``. The caller stores nothing of them.
 
     The devices the app has not seen are counted against the allowance of the address and
-    clock hour of their first check-in in the fold, in the order they arrived.
+    clock hour of their first check-in in the drain, in the order they arrived.
     """
     if not arrivals:
         return set()

@@ -3,7 +3,7 @@
 How a file goes in:
 
 1. The file is cut into slices by byte range; each slice is read as whole lines, checked and
-   folded (:mod:`otameter.import_lines`), in parsing processes when the file is large, a
+   folded (:mod:`otameter.importing.lines`), in parsing processes when the file is large, a
    round of slices (one a process) at a time.
 2. The writer stores each round, merged, in one transaction: seen event ids, device rows,
    activity deltas, downloads. Every one of these facts is order-independent.
@@ -31,20 +31,20 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from .clock import Clock, to_ms
-from .events import CheckIn, Event, Outcome
-from .fold import FoldedFacts, merge_batches, merge_facts
-from .import_lines import (
+from ..clock import Clock, to_ms
+from ..metering.events import CheckIn, Event, Outcome
+from ..metering.fold import FoldedFacts, merge_batches, merge_facts
+from ..metering.writer import Writer
+from .lines import (
     PARALLEL_MIN_BYTES,
     FoldedSlice,
     LineError,
     ParsingPool,
     Slice,
-    SliceFolder,
+    SliceReader,
     cut_into_slices,
     default_workers,
 )
-from .writer import Writer
 
 # Slices of at most this size: large enough that a device seen many times in a file is
 # upserted few times (each round's transaction writes every device it saw), small enough
@@ -115,13 +115,13 @@ class Importer:
             parallel = self.workers > 0 and size >= self.parallel_min_bytes
             slices = cut_into_slices(size, self.slice_bytes, self.workers if parallel else 1)
             apps = self.writer.run_blocking(_live_apps)
-            folder = SliceFolder(path, latest_ms, apps, self.writer.pipeline.google_predicate)
+            reader = SliceReader(path, latest_ms, apps, self.writer.pipeline.google_predicate)
             rounds = (
-                self._fold_in_workers(folder, slices)
+                self._read_in_workers(reader, slices)
                 if parallel and len(slices) > 1
-                else ([folder.fold(piece)] for piece in slices)
+                else ([reader.read(piece)] for piece in slices)
             )
-            store = _SliceStore(self, folder, summary, progress)
+            store = _SliceStore(self, reader, summary, progress)
             for ready in rounds:
                 store.add(ready)
             store.flush()
@@ -132,17 +132,17 @@ class Importer:
         summary.rejected.sort()
         return summary
 
-    def _fold_in_workers(
-        self, folder: SliceFolder, slices: list[Slice]
+    def _read_in_workers(
+        self, reader: SliceReader, slices: list[Slice]
     ) -> Iterator[list[FoldedSlice]]:
         if self.pool is not None:
-            yield from self._fold_in(self.pool, folder, slices)
+            yield from self._read_in(self.pool, reader, slices)
             return
         with ParsingPool(self.workers) as pool:
-            yield from self._fold_in(pool, folder, slices)
+            yield from self._read_in(pool, reader, slices)
 
-    def _fold_in(
-        self, pool: ParsingPool, folder: SliceFolder, slices: list[Slice]
+    def _read_in(
+        self, pool: ParsingPool, reader: SliceReader, slices: list[Slice]
     ) -> Iterator[list[FoldedSlice]]:
         """Folded slices in file order, a round at a time: as many as there are processes.
 
@@ -154,7 +154,7 @@ class Importer:
         try:
             # One slice more than there are workers: each worker always has the next one.
             for piece in remaining:
-                pending.append(pool.submit(folder, piece))
+                pending.append(pool.submit(reader, piece))
                 if len(pending) > pool.workers:
                     break
             while pending:
@@ -163,7 +163,7 @@ class Importer:
                     ready.append(_folded(pending.popleft()))
                     following = next(remaining, None)
                     if following is not None:
-                        pending.append(pool.submit(folder, following))
+                        pending.append(pool.submit(reader, following))
                 yield ready
         finally:
             for future in pending:
@@ -221,15 +221,15 @@ class _SliceStore:
     def __init__(
         self,
         importer: Importer,
-        folder: SliceFolder,
+        reader: SliceReader,
         summary: ImportSummary,
         progress: Callable[[int, int], None] | None,
     ) -> None:
         self.importer = importer
-        self.folder = folder
+        self.reader = reader
         self.summary = summary
         self.progress = progress
-        # Events applied after every slice (see SliceFolder), with their line numbers.
+        # Events applied after every slice (see SliceReader), with their line numbers.
         self.waiting: list[tuple[int, Event]] = []
         self._backlog: list[tuple[FoldedSlice, int]] = []
         # Number of the next slice's first line.
@@ -297,14 +297,14 @@ class _SliceStore:
 
     def _event_by_event(self, folded: FoldedSlice, first_line: int) -> None:
         """Apply a slice's events one by one: the pipeline decides each one's outcome."""
-        folder, summary = self.folder, self.summary
+        reader, summary = self.reader, self.summary
         numbers: list[int] = []
         events: list[Event] = []
-        for index, event in folder.events(folded.piece):
+        for index, event in reader.events(folded.piece):
             summary.lines += 1
             if isinstance(event, LineError):
                 summary.rejected.append((first_line + index, str(event)))
-            elif folder.waits(event):
+            elif reader.waits(event):
                 self.waiting.append((first_line + index, event))
             else:
                 numbers.append(first_line + index)

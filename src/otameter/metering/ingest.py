@@ -16,20 +16,19 @@ import orjson
 from pyroaring import BitMap
 from sqlalchemy import (
     Connection,
-    Table,
     and_,
     delete,
     func,
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
-from . import app_rows
-from . import schema as s
-from .bundle_store import delete_chunks
-from .channel_store import PLATFORMS, public_column, unclaimed_platforms
-from .clock import day_of_ms
+from ..bundle_store import delete_chunks
+from ..channel_store import PLATFORMS, public_column, unclaimed_platforms
+from ..clock import day_of_ms
+from ..storage import app_rows
+from ..storage import schema as s
+from ..storage.dialect import placeholder
 from .counting import Verdict
 from .events import (
     ACCEPTED,
@@ -45,13 +44,6 @@ from .events import (
     rejected,
 )
 from .fold import DEVICE_FIELDS, LATEST_FIELDS, Fold, FoldedBatch, FoldedFacts, IpPredicate
-
-
-def dialect_insert(conn: Connection, table: Table) -> Any:
-    """INSERT with ON CONFLICT support for the connection's engine."""
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
 
 
 class Pipeline:
@@ -151,7 +143,7 @@ class Pipeline:
             return set()
         # Plain SQL: this runs once per group commit, where building a Core statement costs
         # more than the query.
-        marks = ", ".join([_placeholder(conn)] * len(wanted))
+        marks = ", ".join([placeholder(conn)] * len(wanted))
         rows = conn.exec_driver_sql(
             f"SELECT app_id FROM apps WHERE app_id IN ({marks}) AND deleted_at IS NULL",
             tuple(wanted),
@@ -244,7 +236,7 @@ class Pipeline:
         """Sorted upload times of the app's bundles (all of them: each opened a window)."""
         rows = conn.exec_driver_sql(
             "SELECT created_at FROM bundles WHERE app_id = "
-            f"{_placeholder(conn)} ORDER BY created_at",
+            f"{placeholder(conn)} ORDER BY created_at",
             (app_id,),
         )
         return [row[0] for row in rows]
@@ -337,7 +329,7 @@ class Pipeline:
         outcomes: list[Outcome | None],
     ) -> None:
         # Imported here: release_ingest builds on this module's helpers.
-        from .release_ingest import store_stats
+        from ..release_ingest import store_stats
 
         store_stats(
             conn,
@@ -370,17 +362,6 @@ DOWNLOAD_COLUMNS = ("app_id", "device_id", "version", "at", "day", "bytes")
 def queue_days(conn: Connection, days: set[tuple[str, date, str]]) -> None:
     """Queue (app, day, what) for the rollup to recompute."""
     app_rows.insert(conn, "rollup_queue", ("app_id", "day", "what"), sorted(days))
-
-
-def date_param(conn: Connection, day: date) -> Any:
-    # SQLAlchemy stores a Date as ISO text on SQLite; statements run with exec_driver_sql
-    # bypass its type handling, so the text is passed as is.
-    return day if conn.dialect.name == "postgresql" else day.isoformat()
-
-
-def _placeholder(conn: Connection) -> str:
-    """The driver's positional parameter mark, for statements run with exec_driver_sql."""
-    return "%s" if conn.dialect.name == "postgresql" else "?"
 
 
 def upsert_devices(conn: Connection, rows: list[list[Any]]) -> list[int]:

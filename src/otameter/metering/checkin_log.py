@@ -1,5 +1,5 @@
 """The check-in log: live check-ins are made durable as one compact record per group commit,
-and folded into facts later, exactly once.
+and drained into facts later, exactly once.
 
 What must be on disk before a device is answered is the event, not its consequences. So a
 group commit of ``POST /updates`` appends, per app of its batch, one ``checkin_log`` row whose
@@ -7,7 +7,7 @@ group commit of ``POST /updates`` appends, per app of its batch, one ``checkin_l
 a few dozen bytes a check-in, written sequentially), commits and answers. The rollup reads
 the rows, folds them with the same :class:`Fold` as every other path (each check-in with its
 own time, so the Google window is judged as when it happened), and in one transaction
-deletes the rows it read and stores the facts they produced: a fold that fails or is killed
+deletes the rows it read and stores the facts they produced: a drain that fails or is killed
 leaves both, one that another process got to first finds rows missing and stores nothing.
 
 A record starts with a format byte. Format 1 is zlib-compressed msgpack of a list of
@@ -27,11 +27,11 @@ import msgspec
 import orjson
 from sqlalchemy import Connection
 
-from . import app_rows
+from ..rate_limits import Arrival, NewDeviceLimit, note_arrival
+from ..storage import app_rows
 from .events import CheckIn
 from .fold import Fold, FoldedFacts, IpPredicate
 from .ingest import Pipeline, store_facts
-from .limits import Arrival, NewDeviceLimit, note_arrival
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +90,13 @@ def append(conn: Connection, checkins: Sequence[CheckIn]) -> None:
     conn.exec_driver_sql(insert_statement(len(rows), postgres), flat_params(rows))
 
 
-# -- folding -----------------------------------------------------------------------------------
+# -- draining ----------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
-class PreparedFold:
-    """Log rows read and folded outside the write transaction, ready to be consumed."""
+class PreparedDrain:
+    """Log rows read and folded outside the write transaction, ready to be consumed: the first
+    half of a drain (``consume`` is the second)."""
 
     ids: list[int]
     checkins: int
@@ -108,7 +109,7 @@ class PreparedFold:
     records: list[bytes] = field(default_factory=list)
 
 
-def prepare(conn: Connection, is_google_ip: IpPredicate, limit: int = 1000) -> PreparedFold:
+def prepare(conn: Connection, is_google_ip: IpPredicate, limit: int = 1000) -> PreparedDrain:
     """Read up to ``limit`` log rows (oldest first) and fold them.
 
     Runs on any connection, outside the write transaction: decoding and folding do not hold
@@ -120,7 +121,7 @@ def prepare(conn: Connection, is_google_ip: IpPredicate, limit: int = 1000) -> P
     more = len(rows) > limit
     rows = rows[:limit]
     if not rows:
-        return PreparedFold([], 0, None)
+        return PreparedDrain([], 0, None)
     apps = Pipeline.existing_apps(conn, {row[1] for row in rows})
     fold = Fold(lambda app_id: Pipeline.upload_times(conn, app_id), is_google_ip)
     add = fold.add_checkin
@@ -145,15 +146,15 @@ def prepare(conn: Connection, is_google_ip: IpPredicate, limit: int = 1000) -> P
                 add(checkin)
                 note_arrival(arrivals, checkin)
     # A read of nothing but unreadable rows says nothing more is pending: no busy loop.
-    return PreparedFold(ids, count, fold.seal(), more and bool(ids), arrivals, records)
+    return PreparedDrain(ids, count, fold.seal(), more and bool(ids), arrivals, records)
 
 
 def consume(
-    conn: Connection, prepared: PreparedFold, new_devices: NewDeviceLimit | None = None
+    conn: Connection, prepared: PreparedDrain, new_devices: NewDeviceLimit | None = None
 ) -> bool:
     """Delete the prepared rows and store their facts, in the caller's transaction.
 
-    False, with nothing written, when any of the rows is gone: another fold consumed it, and
+    False, with nothing written, when any of the rows is gone: another drain consumed it, and
     the caller prepares again. With ``new_devices``, the devices the limit refuses here (in
     the transaction that would store them, so every process counts against one allowance)
     are left out of the facts: not stored, not counted.
@@ -181,13 +182,13 @@ def consume(
     return True
 
 
-def _still_there(conn: Connection, prepared: PreparedFold) -> bool:
+def _still_there(conn: Connection, prepared: PreparedDrain) -> bool:
     """SQLite: whether the rows at the prepared ids still hold the records that were read.
 
-    SQLite gives a new row one past the largest rowid, so once another process has folded
+    SQLite gives a new row one past the largest rowid, so once another process has drained
     and deleted the newest rows, check-ins appended next take their ids again: a delete by id
     alone would then remove rows never folded. Read under the write lock, the records tell.
-    (PostgreSQL's sequences never give an id twice, and its fold reads under the lock.)
+    (PostgreSQL's sequences never give an id twice, and its drain reads under the lock.)
     """
     rows = conn.exec_driver_sql(_RECORDS_SQLITE, (orjson.dumps(prepared.ids).decode(),)).all()
     now = {row_id: bytes(record) for row_id, record in rows}
@@ -213,10 +214,10 @@ def without_devices(facts: FoldedFacts, refused: set[tuple[str, str]]) -> Folded
     return FoldedFacts(rows, activity, facts.downloads)
 
 
-def fold_everything(conn: Connection, is_google_ip: IpPredicate | None = None) -> int:
-    """Fold the whole log in the caller's transaction; returns the check-ins folded."""
+def drain_all(conn: Connection, is_google_ip: IpPredicate | None = None) -> int:
+    """Drain the whole log in the caller's transaction; returns the check-ins folded."""
     if is_google_ip is None:
-        from .google_ranges import load_google_ranges
+        from ..google_ranges import load_google_ranges
 
         is_google_ip = load_google_ranges().contains
     total = 0
@@ -225,12 +226,12 @@ def fold_everything(conn: Connection, is_google_ip: IpPredicate | None = None) -
         if not prepared.ids:
             return total
         if not consume(conn, prepared):
-            raise RuntimeError("the check-in log changed during a fold that holds it")
+            raise RuntimeError("the check-in log changed during a drain that holds it")
         total += prepared.checkins
 
 
 def pending_checkins(conn: Connection) -> int:
-    """Check-ins logged and not folded yet."""
+    """Check-ins logged and not drained yet."""
     total = conn.exec_driver_sql("SELECT COALESCE(SUM(checkins), 0) FROM checkin_log").scalar()
     return int(total or 0)
 

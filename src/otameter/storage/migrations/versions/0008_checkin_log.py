@@ -133,10 +133,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    from otameter.checkin_log import fold_everything
+    from otameter.metering.checkin_log import drain_all
 
     conn = op.get_bind()
-    fold_everything(conn)
+    drain_all(conn)
     op.drop_table("checkin_log")
     mapping = _mapping(
         conn.exec_driver_sql(

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from .clock import day_of_ms
+from ..clock import day_of_ms
 from .counting import Verdict, classify, device_verdict
 from .events import CheckIn, Download
 

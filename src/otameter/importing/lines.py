@@ -2,7 +2,7 @@
 
 An events file is cut into slices by byte range. A parsing process (or the importing process
 itself, for a small file) reads a slice's whole lines, checks each one, and folds the slice's
-check-ins and downloads with the same counting code as live traffic (:mod:`otameter.fold`);
+check-ins and downloads with the same counting code as live traffic (:mod:`otameter.metering.fold`);
 the writer then stores the folded slices of each round (one a process) in one transaction.
 """
 
@@ -23,11 +23,11 @@ from typing import Annotated, Any, Literal
 import msgspec
 import orjson
 
-from .clock import EPOCH, ONE_MS
-from .events import BundleDelete, BundleUpload, CheckIn, Download, Event, PluginStat
-from .fold import Fold, FoldedBatch, IpPredicate
-from .releases import ACTION_RE as STAT_ACTION_RE
-from .releases import parse_duration, stat_metadata
+from ..clock import EPOCH, ONE_MS
+from ..metering.events import BundleDelete, BundleUpload, CheckIn, Download, Event, PluginStat
+from ..metering.fold import Fold, FoldedBatch, IpPredicate
+from ..releases import ACTION_RE as STAT_ACTION_RE
+from ..releases import parse_duration, stat_metadata
 
 # What a device id may hold: hex digits and dashes (its length is checked apart).
 UUID_CHARS = "0123456789abcdefABCDEF-"
@@ -431,7 +431,7 @@ class FoldedSlice:
     batch: FoldedBatch | None = None
 
 
-class SliceFolder:
+class SliceReader:
     """Reads and folds slices of one file.
 
     Two kinds of events wait until every slice is stored: bundle uploads and deletes, and
@@ -466,7 +466,7 @@ class SliceFolder:
                 if event is not None:
                     yield index, event
 
-    def fold(self, piece: Slice) -> FoldedSlice:
+    def read(self, piece: Slice) -> FoldedSlice:
         result = FoldedSlice(piece, 0)
         apps, is_google_ip = self.apps, self.is_google_ip
         # The fold sees no upload times: it never meets a check-in from a Google address,
@@ -544,10 +544,10 @@ def init_worker() -> None:
     gc.disable()
 
 
-def fold_in_worker(folder: SliceFolder, piece: Slice) -> FoldedSlice:
-    # The folder travels with each slice (a few hundred bytes), so that the processes can be
+def read_in_worker(reader: SliceReader, piece: Slice) -> FoldedSlice:
+    # The reader travels with each slice (a few hundred bytes), so that the processes can be
     # started before the import knows its apps.
-    return folder.fold(piece)
+    return reader.read(piece)
 
 
 # Files at least this large are folded in parsing processes, in parallel with the writer.
@@ -578,8 +578,8 @@ class ParsingPool:
         for _ in range(workers):
             self._executor.submit(os.getpid)
 
-    def submit(self, folder: SliceFolder, piece: Slice) -> Future[FoldedSlice]:
-        return self._executor.submit(fold_in_worker, folder, piece)
+    def submit(self, reader: SliceReader, piece: Slice) -> Future[FoldedSlice]:
+        return self._executor.submit(read_in_worker, reader, piece)
 
     def close(self) -> None:
         self._executor.shutdown(cancel_futures=True)

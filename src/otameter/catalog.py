@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, select
 
 from . import schema as s
+from .models.shapes import PLATFORMS as PLATFORM_ORDER
 
-PLATFORMS = frozenset({"ios", "android", "electron"})
+PLATFORMS = frozenset(PLATFORM_ORDER)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,13 +24,12 @@ from .cli_client import (
     print_json,
     reporting,
 )
+from .models.shapes import PLATFORMS
 
 channel_app = typer.Typer(
     help="Create, change and list an app's channels on a running otameter server.",
     no_args_is_help=True,
 )
-
-PLATFORMS = ("ios", "android", "electron")
 
 
 class AutoUpdateRule(StrEnum):

@@ -26,12 +26,13 @@ import orjson
 from .clock import EPOCH, ONE_MS
 from .events import BundleDelete, BundleUpload, CheckIn, Download, Event, PluginStat
 from .fold import Fold, FoldedBatch, IpPredicate
+from .models.shapes import PLATFORMS as PLATFORM_ORDER
 from .releases import ACTION_RE as STAT_ACTION_RE
 from .releases import parse_duration, stat_metadata
 
 # What a device id may hold: hex digits and dashes (its length is checked apart).
 UUID_CHARS = "0123456789abcdefABCDEF-"
-PLATFORMS = frozenset({"ios", "android", "electron"})
+PLATFORMS = frozenset(PLATFORM_ORDER)
 _fromisoformat = datetime.fromisoformat
 _loads = orjson.loads
 # Byte counts and sizes are stored as 64-bit integers.

@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from . import schema as s
 from .bundle_store import delete_chunks
-from .channel_store import PLATFORMS, public_column, unclaimed_platforms
+from .channel_store import public_column, unclaimed_platforms
 from .clock import day_of_ms
 from .counting import Verdict
 from .events import (
@@ -44,6 +44,7 @@ from .events import (
     rejected,
 )
 from .fold import DEVICE_FIELDS, LATEST_FIELDS, Fold, FoldedBatch, FoldedFacts, IpPredicate
+from .models.shapes import PLATFORMS
 
 
 def dialect_insert(conn: Connection, table: Table) -> Any:

@@ -19,11 +19,26 @@ from ..auth import Level
 from ..clock import to_ms
 from ..errors import ApiError, bad_request, not_found
 from ..limits import refused_by_day
+from ..models import plans as models
+from ..models.common import StatusOk
+from ..models.shapes import iso
+from ..openapi import (
+    AUTH,
+    BAD_REQUEST,
+    PAGE_PARAM,
+    STR,
+    UNAUTHORIZED,
+    answer,
+    describe,
+    error,
+    json_body,
+    org_id_param,
+)
 from ..plans import compute_usage, list_plans
 from ..release_guard import THRESHOLDS
 from ..webhooks import MIN_SECRET_LENGTH, TargetError, delivery_json, parse_target
 from .common import JSONResponse, caller, json_object, query_page, read_db, runtime
-from .management import INSUFFICIENT, iso, org_access
+from .management import INSUFFICIENT, org_access
 
 PAGE_SIZE = 50
 STATUSES = ("pending", "delivered", "failed")
@@ -241,3 +256,173 @@ routes = [
     Route("/organization/{org_id}/webhooks/deliveries", list_deliveries, methods=["GET"]),
     Route("/organization/{org_id}/webhooks/{webhook_id}", delete_webhook, methods=["DELETE"]),
 ]
+
+
+# -- the OpenAPI description of these routes --------------------------------------------------
+
+
+describe(
+    "/plans",
+    {
+        "get": {
+            "tags": ["plans"],
+            "summary": "The plans",
+            "security": AUTH,
+            "responses": {
+                "200": answer("Plans.", list[models.Plan]),
+                "401": UNAUTHORIZED,
+            },
+        }
+    },
+)
+
+describe(
+    "/organization/{org_id}/release_guard",
+    {
+        "get": {
+            "tags": ["plans"],
+            "summary": "The org's release-guard thresholds",
+            "description": (
+                "When a `release_regression` is raised: the server's thresholds "
+                "(`OTAMETER_RELEASE_*`) with the org's own `overrides`."
+            ),
+            "security": AUTH,
+            "parameters": [org_id_param()],
+            "responses": {
+                "200": answer("The thresholds in effect.", models.ReleaseGuard),
+                "401": UNAUTHORIZED,
+                "404": error("Organization not found (or not visible to the key)."),
+            },
+        },
+        "put": {
+            "tags": ["plans"],
+            "summary": "Set the org's release-guard thresholds",
+            "description": "Sets the thresholds given; `null` goes back to the server's value.",
+            "security": AUTH,
+            "parameters": [org_id_param()],
+            "requestBody": json_body(models.ReleaseGuardUpdate),
+            "responses": {
+                "200": answer("The thresholds in effect.", models.ReleaseGuard),
+                "400": BAD_REQUEST,
+                "401": UNAUTHORIZED,
+                "403": error("Needs `admin`, with a key not limited to some apps."),
+                "404": error("Organization not found (or not visible to the key)."),
+            },
+        },
+    },
+)
+
+describe(
+    "/organization/{org_id}/usage",
+    {
+        "get": {
+            "tags": ["plans"],
+            "summary": "An organization's usage against its plan",
+            "description": "contract.md, Plans and usage.",
+            "security": AUTH,
+            "parameters": [org_id_param()],
+            "responses": {
+                "200": answer("The usage.", models.Usage),
+                "401": UNAUTHORIZED,
+                "404": error("Organization not found."),
+            },
+        }
+    },
+)
+
+describe(
+    "/organization/{org_id}/webhooks",
+    {
+        "get": {
+            "tags": ["webhooks"],
+            "summary": "An organization's webhooks",
+            "security": AUTH,
+            "parameters": [org_id_param()],
+            "responses": {
+                "200": answer("Webhooks.", list[models.Webhook]),
+                "401": UNAUTHORIZED,
+                "403": error("Needs `admin` and a key not limited to some apps."),
+                "404": error("Organization not found."),
+            },
+        },
+        "post": {
+            "tags": ["webhooks"],
+            "summary": "Add a webhook",
+            "description": (
+                "Events are POSTed to `url`, signed as Standard Webhooks do: headers "
+                "`webhook-id` (the delivery id, the same on every retry), `webhook-timestamp` "
+                "(Unix seconds) and `webhook-signature: v1,<base64 HMAC-SHA256 of "
+                '"id.timestamp.body">`, keyed with `secret` as UTF-8 bytes; `X-Otameter-Event` '
+                "names the event. Without `secret` one is generated and returned once. `url` "
+                "must be an absolute http(s) URL without credentials, spaces or control "
+                "characters, whose host resolves only to public addresses: loopback, private, "
+                "link-local, multicast and reserved ones are refused (400) unless the operator "
+                "allows them with `OTAMETER_WEBHOOK_ALLOW_PRIVATE`. The address is checked "
+                "again at every delivery; redirects are not followed."
+            ),
+            "security": AUTH,
+            "parameters": [org_id_param()],
+            "requestBody": json_body(models.NewWebhook),
+            "responses": {
+                "201": answer("Created.", models.Webhook),
+                "400": error(
+                    "`url` is not an absolute http(s) URL, carries credentials or control "
+                    "characters, does not resolve or resolves to a non-public address; or "
+                    "`secret` is not 8 to 255 characters."
+                ),
+                "401": UNAUTHORIZED,
+                "403": error("Needs `admin` and a key not limited to some apps."),
+                "404": error("Organization not found."),
+            },
+        },
+    },
+)
+
+describe(
+    "/organization/{org_id}/webhooks/deliveries",
+    {
+        "get": {
+            "tags": ["webhooks"],
+            "summary": "Webhook deliveries, newest first",
+            "security": AUTH,
+            "parameters": [
+                org_id_param(),
+                {
+                    "name": "status",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"enum": ["pending", "delivered", "failed"]},
+                },
+                PAGE_PARAM,
+            ],
+            "responses": {
+                "200": answer("Deliveries.", list[models.WebhookDelivery]),
+                "400": BAD_REQUEST,
+                "401": UNAUTHORIZED,
+                "403": error("Needs `admin` and a key not limited to some apps."),
+                "404": error("Organization not found."),
+            },
+        }
+    },
+)
+
+describe(
+    "/organization/{org_id}/webhooks/{webhook_id}",
+    {
+        "delete": {
+            "tags": ["webhooks"],
+            "summary": "Remove a webhook",
+            "security": AUTH,
+            "parameters": [
+                org_id_param(),
+                {"name": "webhook_id", "in": "path", "required": True, "schema": STR},
+            ],
+            "responses": {
+                "200": answer("Removed.", StatusOk),
+                "401": UNAUTHORIZED,
+                "403": error("Needs `admin` and a key not limited to some apps."),
+                "404": error("Organization or webhook not found."),
+            },
+        }
+    },
+)

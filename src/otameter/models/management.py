@@ -1,0 +1,249 @@
+"""The management API's requests and answers: organizations, members, API keys, apps,
+bundles and channels."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from .shapes import AppId, DateTime, NonNegative
+
+Role = Literal["read", "upload", "write", "admin", "super_admin"]
+KeyMode = Literal["read", "upload", "write", "all"]
+Uuid = Annotated[str, msgspec.Meta(extra_json_schema={"format": "uuid"})]
+OrgId = Annotated[str, msgspec.Meta(max_length=36)]
+
+
+class NewOrganization(msgspec.Struct):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class CreatedOrganization(msgspec.Struct):
+    id: Uuid
+    name: str
+
+
+class Organization(msgspec.Struct):
+    id: Uuid
+    name: str
+    role: Role
+    plan: str | None
+    created_at: DateTime
+
+
+class NewMember(msgspec.Struct):
+    orgId: OrgId
+    email: Annotated[str, msgspec.Meta(max_length=320)]
+    invite_type: Role
+
+
+class Membership(msgspec.Struct):
+    """The membership, or the invitation (the same shape)."""
+
+    org_id: str
+    email: str
+    role: str
+    status: Literal["ok"]
+
+
+class NewApiKey(msgspec.Struct):
+    name: str | msgspec.UnsetType = msgspec.UNSET
+    mode: KeyMode = "read"
+    limited_to_orgs: list[str] | msgspec.UnsetType = msgspec.UNSET
+    limited_to_apps: list[str] | msgspec.UnsetType = msgspec.UNSET
+    expires_at: DateTime | None = None
+
+
+class CreatedApiKey(msgspec.Struct):
+    """The new key, shown once."""
+
+    id: str
+    key: str
+    name: str
+    mode: str
+    limited_to_orgs: list[str]
+    limited_to_apps: list[str]
+    created_at: DateTime | msgspec.UnsetType = msgspec.UNSET
+    expires_at: DateTime | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class ApiKeyInfo(msgspec.Struct):
+    """An API key as listed: never the key itself."""
+
+    id: str
+    name: str
+    mode: KeyMode
+    limited_to_orgs: list[str]
+    limited_to_apps: list[str]
+    created_at: DateTime
+    expires_at: DateTime | None
+    expired: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+class RevokedKey(msgspec.Struct):
+    status: Literal["ok"]
+    id: str
+
+
+class NewApp(msgspec.Struct):
+    app_id: AppId
+    owner_org: OrgId
+    name: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class App(msgspec.Struct):
+    app_id: str
+    name: str
+    owner_org: str
+    created_at: DateTime
+
+
+Version = Annotated[str, msgspec.Meta(max_length=255)]
+
+
+class BundleForm(msgspec.Struct):
+    """A bundle uploaded as a multipart form: `app_id` and `version` before `file`."""
+
+    app_id: str
+    version: Version
+    file: Annotated[str, msgspec.Meta(extra_json_schema={"contentMediaType": "application/zip"})]
+    channel: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class ExternalBundle(msgspec.Struct):
+    """A bundle served from its own URL, never counted in storage or bandwidth."""
+
+    app_id: str
+    version: Version
+    external_url: Annotated[str, msgspec.Meta(max_length=2048, extra_json_schema={"format": "uri"})]
+    channel: str | msgspec.UnsetType = msgspec.UNSET
+    checksum: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-fA-F]{64}\Z")] | msgspec.UnsetType = (
+        msgspec.UNSET
+    )
+    size: (
+        Annotated[int, msgspec.Meta(ge=0, extra_json_schema={"maximum": 2**63 - 1})]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+
+
+class Bundle(msgspec.Struct):
+    id: str
+    app_id: str
+    version: str
+    size: NonNegative
+    checksum: str | None
+    external_url: str | None
+    channel: str
+    created_at: DateTime
+
+
+class BundleListItem(msgspec.Struct):
+    id: str
+    app_id: str
+    version: str
+    size: NonNegative
+    checksum: str | None
+    external: bool
+    created_at: DateTime
+    channels: list[str]
+    external_url: str | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class DeletedBundle(msgspec.Struct):
+    status: Literal["ok"]
+    app_id: str
+    version: str
+
+
+AutoUpdate = Annotated[
+    Literal["none", "major", "minor", "patch"],
+    msgspec.Meta(
+        description=(
+            "The semver step, from the device's native version, that devices may not "
+            "auto-update across (`disable_auto_update_to_major`, ... answers)."
+        )
+    ),
+]
+Flag = bool | msgspec.UnsetType
+
+
+class ChannelFlags(msgspec.Struct):
+    public: (
+        Annotated[
+            bool,
+            msgspec.Meta(
+                description=(
+                    "Sent: true makes the channel the public channel of every platform it "
+                    "serves (taking each from the channel that had it), false of none. "
+                    "Answered: public for at least one platform."
+                )
+            ),
+        ]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+    allow_device_self_set: Flag = msgspec.UNSET
+    allow_emulator: Flag = msgspec.UNSET
+    allow_dev: Flag = msgspec.UNSET
+    ios: Flag = msgspec.UNSET
+    android: Flag = msgspec.UNSET
+    electron: Flag = msgspec.UNSET
+    disable_auto_update: AutoUpdate | msgspec.UnsetType = msgspec.UNSET
+    disable_auto_update_under_native: (
+        Annotated[
+            bool,
+            msgspec.Meta(description="Never offer a bundle below the device's native version."),
+        ]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+    auto_rollback: (
+        Annotated[
+            bool,
+            msgspec.Meta(
+                description=(
+                    "Release guard: when a `release_regression` is raised for the channel's "
+                    "bundle, the channel goes back to the bundle it served before (default "
+                    "false)."
+                )
+            ),
+        ]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+
+
+class ChannelPublic(msgspec.Struct):
+    """Which platforms the channel is the public (default) channel of."""
+
+    public_ios: bool
+    public_android: bool
+    public_electron: bool
+    disable_auto_update: Any
+
+
+class ChannelUpdate(msgspec.Struct):
+    app_id: str
+    channel: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    version: str | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class ChannelKey(msgspec.Struct):
+    id: int
+    app_id: str
+    channel: str
+    version: str | None
+
+
+class ChannelListKey(msgspec.Struct):
+    id: int
+    channel: str
+    version: str | None
+    devices: Annotated[
+        NonNegative,
+        msgspec.Meta(
+            description=(
+                "Devices seen in the last 30 days whose last check-in reported running this "
+                "channel's bundle (a fresh install: its native version) on a platform the "
+                "channel serves."
+            )
+        ),
+    ]

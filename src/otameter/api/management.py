@@ -102,7 +102,7 @@ def app_access(conn: Connection, principal: Principal, app_id: str, need: Level)
     return app
 
 
-def _app_json(row: Any) -> dict[str, Any]:
+def _app_json(row: Any) -> models.App:
     return {
         "app_id": row.app_id,
         "name": row.name,
@@ -313,7 +313,7 @@ def _expiry(data: dict[str, Any], now_ms: int) -> int | None:
     return expires_ms
 
 
-def _key_json(row: Any, now_ms: int) -> dict[str, Any]:
+def _key_json(row: Any, now_ms: int) -> models.ApiKeyInfo:
     return {
         "id": row.id,
         "name": row.name,
@@ -397,7 +397,7 @@ async def list_keys(request: Request) -> Response:
     _require_key_manager(principal)
     now_ms = to_ms(runtime(request).clock.now())
 
-    def read(conn: Connection) -> list[dict[str, Any]]:
+    def read(conn: Connection) -> list[models.ApiKeyInfo]:
         return [_key_json(r, now_ms) for r in _manageable_keys(conn, principal)]
 
     return JSONResponse(await read_db(request, read))
@@ -455,7 +455,7 @@ async def create_app(request: Request) -> Response:
 async def list_apps(request: Request) -> Response:
     principal = await caller(request)
 
-    def read(conn: Connection) -> list[dict[str, Any]]:
+    def read(conn: Connection) -> list[models.App]:
         a, m = s.apps.c, s.org_members.c
         rows = conn.execute(
             select(s.apps)

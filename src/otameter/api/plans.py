@@ -71,7 +71,7 @@ async def get_usage(request: Request) -> Response:
     return JSONResponse(await read_db(request, read))
 
 
-def _webhook_json(row: Any) -> dict[str, Any]:
+def _webhook_json(row: Any) -> models.Webhook:
     return {
         "id": row.id,
         "org_id": row.org_id,
@@ -107,7 +107,7 @@ async def create_webhook(request: Request) -> Response:
     except TargetError as exc:
         raise bad_request(str(exc)) from None
 
-    def write(conn: Connection) -> dict[str, Any]:
+    def write(conn: Connection) -> models.Webhook:
         org_access(conn, principal, org_id, Level.ADMIN, whole_org=True)
         conn.execute(
             s.webhooks.insert().values(
@@ -133,7 +133,7 @@ async def list_webhooks(request: Request) -> Response:
     principal = await caller(request)
     org_id = request.path_params["org_id"]
 
-    def read(conn: Connection) -> list[dict[str, Any]]:
+    def read(conn: Connection) -> list[models.Webhook]:
         org_access(conn, principal, org_id, Level.ADMIN, whole_org=True)
         w = s.webhooks.c
         rows = conn.execute(
@@ -192,11 +192,16 @@ async def list_deliveries(request: Request) -> Response:
 # -- release guard thresholds (release_guard.py) ---------------------------------------------
 
 
-def _guard_json(rt: Any, org: Any) -> dict[str, Any]:
+def _guard_json(rt: Any, org: Any) -> models.ReleaseGuard:
     overrides = orjson.loads(org.release_guard) if org.release_guard else {}
+    values = rt.release_guard.thresholds(org.release_guard)
     return {
         "org_id": org.id,
-        **rt.release_guard.thresholds(org.release_guard),
+        # Validated as an integer wherever it is set.
+        "min_devices": int(values["min_devices"]),
+        "max_rollback_rate": values["max_rollback_rate"],
+        "max_crash_rate": values["max_crash_rate"],
+        "max_failure_rate": values["max_failure_rate"],
         "overrides": overrides,
     }
 
@@ -207,7 +212,7 @@ async def get_release_guard(request: Request) -> Response:
     rt = runtime(request)
     org_id = request.path_params["org_id"]
 
-    def read(conn: Connection) -> dict[str, Any]:
+    def read(conn: Connection) -> models.ReleaseGuard:
         return _guard_json(rt, org_access(conn, principal, org_id, Level.READ))
 
     return JSONResponse(await read_db(request, read))
@@ -231,7 +236,7 @@ async def put_release_guard(request: Request) -> Response:
         elif not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
             raise bad_request(f"'{name}' must be a rate from 0 to 1")
 
-    def write(conn: Connection) -> dict[str, Any]:
+    def write(conn: Connection) -> models.ReleaseGuard:
         org = org_access(conn, principal, org_id, Level.ADMIN, whole_org=True)
         overrides = orjson.loads(org.release_guard) if org.release_guard else {}
         for name, value in data.items():

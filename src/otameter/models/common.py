@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypedDict
 
 import msgspec
 
 
-class Error(msgspec.Struct):
+class Error(TypedDict):
     """Every API error: `{"error": message, "status": "KO"}`."""
 
     error: Annotated[str, msgspec.Meta(description="What went wrong, for a person.")]
     status: Literal["KO"]
 
 
-class StatusOk(msgspec.Struct):
+class StatusOk(TypedDict):
     status: Literal["ok"]

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypedDict
 
 import msgspec
 
 from .shapes import DateTime, NonNegative
 
 
-class Device(msgspec.Struct):
+class Device(TypedDict):
     device_id: str
     custom_id: str
     platform: str
@@ -26,13 +26,13 @@ class Device(msgspec.Struct):
     last_seen: DateTime
 
 
-class DevicePage(msgspec.Struct):
+class DevicePage(TypedDict):
     data: list[Device]
     page: NonNegative
     next_page: NonNegative | None
 
 
-class DeviceEvent(msgspec.Struct):
+class DeviceEvent(TypedDict):
     id: int
     action: str
     version_name: str
@@ -41,12 +41,12 @@ class DeviceEvent(msgspec.Struct):
     metadata: dict[str, Any] | None
 
 
-class DeviceEventPage(msgspec.Struct):
+class DeviceEventPage(TypedDict):
     data: list[DeviceEvent]
     next_before: int | None
 
 
-class ReleaseAlert(msgspec.Struct):
+class ReleaseAlert(TypedDict):
     version: str
     channel: str | None
     reason: Literal["rollback", "crash", "failure"]
@@ -56,5 +56,5 @@ class ReleaseAlert(msgspec.Struct):
     created_at: DateTime
 
 
-class ReleaseAlerts(msgspec.Struct):
+class ReleaseAlerts(TypedDict):
     data: list[ReleaseAlert]

@@ -3,7 +3,7 @@ bundles and channels."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 import msgspec
 
@@ -19,12 +19,12 @@ class NewOrganization(msgspec.Struct):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 
-class CreatedOrganization(msgspec.Struct):
+class CreatedOrganization(TypedDict):
     id: Uuid
     name: str
 
 
-class Organization(msgspec.Struct):
+class Organization(TypedDict):
     id: Uuid
     name: str
     role: Role
@@ -38,7 +38,7 @@ class NewMember(msgspec.Struct):
     invite_type: Role
 
 
-class Membership(msgspec.Struct):
+class Membership(TypedDict):
     """The membership, or the invitation (the same shape)."""
 
     org_id: str
@@ -55,7 +55,7 @@ class NewApiKey(msgspec.Struct):
     expires_at: DateTime | None = None
 
 
-class CreatedApiKey(msgspec.Struct):
+class CreatedApiKey(TypedDict):
     """The new key, shown once."""
 
     id: str
@@ -64,11 +64,11 @@ class CreatedApiKey(msgspec.Struct):
     mode: str
     limited_to_orgs: list[str]
     limited_to_apps: list[str]
-    created_at: DateTime | msgspec.UnsetType = msgspec.UNSET
-    expires_at: DateTime | msgspec.UnsetType | None = msgspec.UNSET
+    created_at: NotRequired[DateTime]
+    expires_at: NotRequired[DateTime | None]
 
 
-class ApiKeyInfo(msgspec.Struct):
+class ApiKeyInfo(TypedDict):
     """An API key as listed: never the key itself."""
 
     id: str
@@ -78,10 +78,10 @@ class ApiKeyInfo(msgspec.Struct):
     limited_to_apps: list[str]
     created_at: DateTime
     expires_at: DateTime | None
-    expired: bool | msgspec.UnsetType = msgspec.UNSET
+    expired: NotRequired[bool]
 
 
-class RevokedKey(msgspec.Struct):
+class RevokedKey(TypedDict):
     status: Literal["ok"]
     id: str
 
@@ -92,7 +92,7 @@ class NewApp(msgspec.Struct):
     name: str | msgspec.UnsetType = msgspec.UNSET
 
 
-class App(msgspec.Struct):
+class App(TypedDict):
     app_id: str
     name: str
     owner_org: str
@@ -127,7 +127,7 @@ class ExternalBundle(msgspec.Struct):
     ) = msgspec.UNSET
 
 
-class Bundle(msgspec.Struct):
+class Bundle(TypedDict):
     id: str
     app_id: str
     version: str
@@ -138,7 +138,7 @@ class Bundle(msgspec.Struct):
     created_at: DateTime
 
 
-class BundleListItem(msgspec.Struct):
+class BundleListItem(TypedDict):
     id: str
     app_id: str
     version: str
@@ -146,11 +146,11 @@ class BundleListItem(msgspec.Struct):
     checksum: str | None
     external: bool
     created_at: DateTime
+    external_url: str | None
     channels: list[str]
-    external_url: str | msgspec.UnsetType | None = msgspec.UNSET
 
 
-class DeletedBundle(msgspec.Struct):
+class DeletedBundle(TypedDict):
     status: Literal["ok"]
     app_id: str
     version: str
@@ -211,7 +211,7 @@ class ChannelFlags(msgspec.Struct):
     ) = msgspec.UNSET
 
 
-class ChannelPublic(msgspec.Struct):
+class ChannelPublic(TypedDict):
     """Which platforms the channel is the public (default) channel of."""
 
     public_ios: bool
@@ -226,14 +226,14 @@ class ChannelUpdate(msgspec.Struct):
     version: str | msgspec.UnsetType | None = msgspec.UNSET
 
 
-class ChannelKey(msgspec.Struct):
+class ChannelKey(TypedDict):
     id: int
     app_id: str
     channel: str
     version: str | None
 
 
-class ChannelListKey(msgspec.Struct):
+class ChannelListKey(TypedDict):
     id: int
     channel: str
     version: str | None

@@ -7,7 +7,7 @@ built byte-exactly by ``protocol.py``; these models are what the OpenAPI documen
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, NotRequired, TypedDict
 
 import msgspec
 
@@ -134,7 +134,7 @@ class StatsEvent(msgspec.Struct):
     ) = None
 
 
-class PluginError(msgspec.Struct):
+class PluginError(TypedDict):
     """A plugin endpoint's error or no-update answer (`no_new_version_available`,
     `no_channel`, `need_plan_upgrade`, `disable_auto_update_to_major`, a field validation
     code, ...). Usually sent with HTTP 200 so that the plugin reads the code. Blocked answers
@@ -152,7 +152,7 @@ class RateLimited(PluginError):
     retryAfterSeconds: int
 
 
-class UnknownApp(msgspec.Struct):
+class UnknownApp(TypedDict):
     """An update check for an app this server does not know: the device backs off for
     `Retry-After` seconds (one hour) instead of asking at every launch."""
 
@@ -161,54 +161,54 @@ class UnknownApp(msgspec.Struct):
     retryAfterSeconds: int
 
 
-class ManifestEntry(msgspec.Struct):
+class ManifestEntry(TypedDict):
     file_name: str
     file_hash: str
     download_url: str
 
 
-class UpdateAvailable(msgspec.Struct):
+class UpdateAvailable(TypedDict):
     """A bundle to install. Never carries `error` or `kind`."""
 
     version: str
     url: Annotated[str, msgspec.Meta(extra_json_schema={"format": "uri"})]
     checksum: Annotated[str, msgspec.Meta(description="Lowercase hex SHA-256 of the zip.")]
-    session_key: str | msgspec.UnsetType = msgspec.UNSET
-    manifest: list[ManifestEntry] | msgspec.UnsetType = msgspec.UNSET
-    link: str | msgspec.UnsetType = msgspec.UNSET
-    comment: str | msgspec.UnsetType = msgspec.UNSET
+    session_key: NotRequired[str]
+    manifest: NotRequired[list[ManifestEntry]]
+    link: NotRequired[str]
+    comment: NotRequired[str]
 
 
-class StatsResult(msgspec.Struct):
+class StatsResult(TypedDict):
     status: Literal["ok", "error"]
     index: NonNegative
-    error: str | msgspec.UnsetType = msgspec.UNSET
-    message: str | msgspec.UnsetType = msgspec.UNSET
+    error: NotRequired[str]
+    message: NotRequired[str]
 
 
-class StatsOk(msgspec.Struct):
+class StatsOk(TypedDict):
     status: Literal["ok"]
-    results: list[StatsResult] | msgspec.UnsetType = msgspec.UNSET
+    results: NotRequired[list[StatsResult]]
 
 
-class ChannelSetOk(msgspec.Struct):
+class ChannelSetOk(TypedDict):
     """setChannel's success: never an `error` key."""
 
     status: Literal["ok"]
-    message: str | msgspec.UnsetType = msgspec.UNSET
-    allowSet: bool | msgspec.UnsetType = msgspec.UNSET
-    unset: bool | msgspec.UnsetType = msgspec.UNSET
+    message: NotRequired[str]
+    allowSet: NotRequired[bool]
+    unset: NotRequired[bool]
 
 
-class ChannelGet(msgspec.Struct):
+class ChannelGet(TypedDict):
     """getChannel's answer: never an `error` key."""
 
     channel: str
     status: Literal["default", "override"]
-    allowSet: bool | msgspec.UnsetType = msgspec.UNSET
+    allowSet: NotRequired[bool]
 
 
-class ChannelListEntry(msgspec.Struct):
+class ChannelListEntry(TypedDict):
     id: int
     name: str
     public: bool

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, overload
 
 import msgspec
 
@@ -70,6 +70,14 @@ Day = Annotated[
 ]
 DateTime = Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"})]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+
+
+@overload
+def iso(ms: int) -> str: ...
+@overload
+def iso(ms: None) -> None: ...
+@overload
+def iso(ms: int | None) -> str | None: ...
 
 
 def iso(ms: int | None) -> str | None:

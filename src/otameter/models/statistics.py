@@ -3,14 +3,14 @@ health, refused devices."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, NotRequired, TypedDict
 
 import msgspec
 
 from .shapes import Day, NonNegative
 
 
-class StatsRow(msgspec.Struct):
+class StatsRow(TypedDict):
     date: Day
     mau: Annotated[
         NonNegative, msgspec.Meta(description="Unique counted devices in the 30 days to `date`.")
@@ -21,7 +21,7 @@ class StatsRow(msgspec.Struct):
     bandwidth: Annotated[
         NonNegative, msgspec.Meta(description="Bytes of bundle downloads served that day.")
     ]
-    new_devices: (
+    new_devices: NotRequired[
         Annotated[
             NonNegative,
             msgspec.Meta(
@@ -31,20 +31,18 @@ class StatsRow(msgspec.Struct):
                 )
             ),
         ]
-        | msgspec.UnsetType
-    ) = msgspec.UNSET
-    dau: (
+    ]
+    dau: NotRequired[
         Annotated[
             NonNegative, msgspec.Meta(description="With `breakdown=true`: devices active that day.")
         ]
-        | msgspec.UnsetType
-    ) = msgspec.UNSET
+    ]
 
 
 class StatsDay(StatsRow):
     """One day's figures."""
 
-    previous: (
+    previous: NotRequired[
         Annotated[
             StatsRow,
             msgspec.Meta(
@@ -54,26 +52,23 @@ class StatsDay(StatsRow):
                 )
             ),
         ]
-        | msgspec.UnsetType
-    ) = msgspec.UNSET
+    ]
 
 
-class Period(msgspec.Struct):
-    """With `compare=previous`: the period of equal length ending the day before `from`."""
-
-    from_: Day = msgspec.field(name="from")
-    to: Day
+# "from" is a keyword: the functional form names the key.
+Period = TypedDict("Period", {"from": Day, "to": Day})
+Period.__doc__ = "With `compare=previous`: the period of equal length ending the day before `from`."
 
 
-class StatsAnswer(msgspec.Struct):
+class StatsAnswer(TypedDict):
     data: Annotated[
         list[StatsDay],
         msgspec.Meta(description="One row per day, oldest first; days after today are left out."),
     ]
-    previous_period: Period | msgspec.UnsetType = msgspec.UNSET
+    previous_period: NotRequired[Period]
 
 
-class VersionShare(msgspec.Struct):
+class VersionShare(TypedDict):
     version: str
     devices: NonNegative
     share: Annotated[
@@ -89,17 +84,17 @@ class VersionShare(msgspec.Struct):
     ]
 
 
-class BundleUsageDay(msgspec.Struct):
+class BundleUsageDay(TypedDict):
     date: Day
     devices: Annotated[NonNegative, msgspec.Meta(description="Counted devices active that day.")]
     versions: Annotated[list[VersionShare], msgspec.Meta(description="Most used first.")]
 
 
-class BundleUsageAnswer(msgspec.Struct):
+class BundleUsageAnswer(TypedDict):
     data: list[BundleUsageDay]
 
 
-class ReleaseRow(msgspec.Struct):
+class ReleaseRow(TypedDict):
     """One bundle version's release health (or one version's day, with `by=day`)."""
 
     version: str
@@ -131,19 +126,17 @@ class ReleaseRow(msgspec.Struct):
         NonNegative | None,
         msgspec.Meta(description="95th percentile launch time (ms), within 1%; null if none."),
     ]
-    date: Annotated[Day, msgspec.Meta(description="With `by=day` only.")] | msgspec.UnsetType = (
-        msgspec.UNSET
-    )
+    date: NotRequired[Annotated[Day, msgspec.Meta(description="With `by=day` only.")]]
 
 
-class ReleasesAnswer(msgspec.Struct):
+class ReleasesAnswer(TypedDict):
     data: list[ReleaseRow]
 
 
-class RefusedDay(msgspec.Struct):
+class RefusedDay(TypedDict):
     date: Day
     refused_new_devices: NonNegative
 
 
-class RefusedDevicesAnswer(msgspec.Struct):
+class RefusedDevicesAnswer(TypedDict):
     data: list[RefusedDay]

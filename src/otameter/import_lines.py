@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 import orjson
@@ -27,6 +27,7 @@ from .clock import EPOCH, ONE_MS
 from .events import BundleDelete, BundleUpload, CheckIn, Download, Event, PluginStat
 from .fold import Fold, FoldedBatch, IpPredicate
 from .models.shapes import PLATFORMS as PLATFORM_ORDER
+from .models.shapes import Platform
 from .releases import ACTION_RE as STAT_ACTION_RE
 from .releases import parse_duration, stat_metadata
 
@@ -229,7 +230,7 @@ class _CheckinLine(msgspec.Struct, tag_field="type", tag="checkin"):
     time: str
     app_id: _Text
     device_id: Annotated[str, msgspec.Meta(min_length=1, max_length=36)]
-    platform: Literal["ios", "android", "electron"]
+    platform: Platform
     version_name: _Text
     is_emulator: bool
     is_prod: bool

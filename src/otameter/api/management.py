@@ -47,6 +47,7 @@ from ..text import has_control
 from .common import (
     JSONResponse,
     caller,
+    json_model,
     json_object,
     optional_bool,
     optional_str,
@@ -121,8 +122,7 @@ def _rejection(outcome: Outcome) -> ApiError:
 
 async def create_org(request: Request) -> Response:
     principal = await caller(request)
-    data = await json_object(request)
-    name = require_str(data, "name", max_len=200)
+    name = (await json_model(request, models.NewOrganization)).name.strip()
     if (
         principal.level < Level.OWNER
         or principal.limited_orgs is not None

@@ -7,6 +7,7 @@ import secrets
 import uuid
 from typing import Any
 
+import msgspec
 import orjson
 from sqlalchemy import Connection, select, update
 from starlette.concurrency import run_in_threadpool
@@ -37,7 +38,7 @@ from ..openapi import (
 from ..plans import compute_usage, list_plans
 from ..release_guard import THRESHOLDS
 from ..webhooks import MIN_SECRET_LENGTH, TargetError, delivery_json, parse_target
-from .common import JSONResponse, caller, json_object, query_page, read_db, runtime
+from .common import JSONResponse, caller, json_model, json_object, query_page, read_db, runtime
 from .management import INSUFFICIENT, org_access
 
 PAGE_SIZE = 50
@@ -223,23 +224,16 @@ async def put_release_guard(request: Request) -> Response:
     principal = await caller(request)
     rt = runtime(request)
     org_id = request.path_params["org_id"]
-    data = await json_object(request)
-    unknown = sorted(set(data) - set(THRESHOLDS))
-    if unknown:
-        raise bad_request(f"unknown threshold {unknown[0]!r}; use {', '.join(THRESHOLDS)}")
-    for name, value in data.items():
-        if value is None:
-            continue
-        if name == "min_devices":
-            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10**9:
-                raise bad_request("'min_devices' must be an integer from 1 to 1000000000")
-        elif not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
-            raise bad_request(f"'{name}' must be a rate from 0 to 1")
+    given = await json_model(request, models.ReleaseGuardUpdate)
+    # Absent: kept; null: back to the server's value.
+    changes = {
+        name: value for name in THRESHOLDS if (value := getattr(given, name)) is not msgspec.UNSET
+    }
 
     def write(conn: Connection) -> models.ReleaseGuard:
         org = org_access(conn, principal, org_id, Level.ADMIN, whole_org=True)
         overrides = orjson.loads(org.release_guard) if org.release_guard else {}
-        for name, value in data.items():
+        for name, value in changes.items():
             if value is None:
                 overrides.pop(name, None)
             else:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 import msgspec
 
-from .shapes import AppId, DateTime, NonNegative
+from .shapes import NOT_BLANK, AppId, DateTime, NonNegative
 
 Role = Literal["read", "upload", "write", "admin", "super_admin"]
 KeyMode = Literal["read", "upload", "write", "all"]
@@ -16,7 +16,7 @@ OrgId = Annotated[str, msgspec.Meta(max_length=36)]
 
 
 class NewOrganization(msgspec.Struct):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NOT_BLANK)]
 
 
 class CreatedOrganization(TypedDict):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, NotRequired, TypedDict
+from typing import Annotated, Any, ClassVar, Literal, NotRequired, TypedDict
 
 import msgspec
 
@@ -65,6 +65,18 @@ Rate = Annotated[float, msgspec.Meta(ge=0, le=1)]
 
 class ReleaseGuardUpdate(msgspec.Struct, forbid_unknown_fields=True):
     """The thresholds to set (others are kept); `null` goes back to the server's value."""
+
+    unknown_field: ClassVar[str] = (
+        "unknown threshold {name!r}; use min_devices, max_rollback_rate, max_failure_rate, "
+        "max_crash_rate"
+    )
+    messages: ClassVar[dict[str, str]] = {
+        "min_devices": "'min_devices' must be an integer from 1 to 1000000000",
+        **{
+            name: f"'{name}' must be a rate from 0 to 1"
+            for name in ("max_rollback_rate", "max_failure_rate", "max_crash_rate")
+        },
+    }
 
     min_devices: Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000)] | msgspec.UnsetType | None = (
         msgspec.UNSET

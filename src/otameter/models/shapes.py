@@ -32,6 +32,8 @@ SEMVER_CORE: Final = (
 DAY_CORE: Final = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 
 MAX_APP_ID: Final = 255
+#: A name or id given as text holds more than white space (it is stored stripped).
+NOT_BLANK: Final = r"\S"
 
 
 def python_pattern(core: str) -> str:

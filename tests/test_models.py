@@ -1,0 +1,166 @@
+"""The models (otameter.models): the shapes every API shares are defined once, handlers decode
+into the models with the API's own error messages, and the models agree with the code that
+fills them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import msgspec.inspect
+import pytest
+
+from otameter import protocol
+from otameter.models import plugin, shapes, statistics
+from otameter.releases import RELEASE_ROW_FIELDS
+from tests.harness import Harness
+
+SRC = Path(__file__).parent.parent / "src" / "otameter"
+
+
+def _sources() -> dict[Path, str]:
+    return {
+        path: path.read_text()
+        for path in SRC.rglob("*.py")
+        # A migration keeps the values of its day: it must not follow today's code.
+        if "migrations" not in path.parts
+    }
+
+
+def test_shared_shapes_are_written_once() -> None:
+    sources = _sources()
+    shapes_file = SRC / "models" / "shapes.py"
+    for literal in (
+        shapes.APP_ID_CORE,
+        shapes.UUID_CORE,
+        r"(?:0|[1-9][0-9]*)",  # semver's numeric identifier
+        '"ios", "android", "electron"',
+        "datetime.fromtimestamp(ms / 1000, UTC).isoformat()",
+    ):
+        holders = [path for path, text in sources.items() if literal in text]
+        assert holders == [shapes_file], (literal, holders)
+    # Nor in another spelling: no module compiles its own app-id or UUID pattern.
+    for path, text in sources.items():
+        if path != shapes_file:
+            assert not re.search(r"\[a-z0-9\]\+\(\\\.\[", text), path
+            assert "{8}-[0-9a-f" not in text.lower(), path
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["com.example.app", "A1.b_c-d", "com.example", "com", ".com", "com.", "com..x", "cöm.x",
+     "com.exa mple", "com.example\n", "", "x" * 256 + ".y"],
+)  # fmt: skip
+def test_the_app_id_type_is_the_protocols_rule(value: str) -> None:
+    by_protocol = bool(shapes.APP_ID_RE.fullmatch(value)) and len(value) <= shapes.MAX_APP_ID
+    try:
+        msgspec.convert(value, shapes.AppId)
+    except msgspec.ValidationError:
+        by_model = False
+    else:
+        by_model = True
+    assert by_model == by_protocol
+
+
+def test_the_update_decoder_is_the_documented_model() -> None:
+    # The one-pass decoder of POST /updates is DeviceInfo, only stricter on unknown fields.
+    assert issubclass(plugin.UpdateBody, plugin.DeviceInfo)
+    assert plugin.UpdateBody.__struct_fields__ == plugin.DeviceInfo.__struct_fields__
+    assert protocol.PLATFORMS is shapes.PLATFORMS
+
+
+def test_release_rows_are_the_model() -> None:
+    info = msgspec.inspect.type_info(statistics.ReleaseRow)
+    assert isinstance(info, msgspec.inspect.TypedDictType)
+    assert {f.name for f in info.fields if f.required} == set(RELEASE_ROW_FIELDS)
+    assert {f.name for f in info.fields if not f.required} == {"date"}
+    # Written in the order of the CSV's columns.
+    assert list(statistics.ReleaseRow.__annotations__)[:-1] == list(RELEASE_ROW_FIELDS)
+
+
+def test_document_patterns_are_in_json_schemas_dialect(sqlite_harness: Harness) -> None:
+    doc = sqlite_harness.client.get("/openapi.json").json()
+    patterns: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key == "pattern" and isinstance(item, str):
+                    patterns.append(item)
+                else:
+                    walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(doc)
+    assert patterns and not [p for p in patterns if p.endswith("\\Z")]
+    app_id = doc["components"]["schemas"]["DeviceInfo"]["properties"]["app_id"]
+    assert app_id["pattern"] == f"^(?:{shapes.APP_ID_CORE})$"
+    assert doc["components"]["schemas"]["StatsEvent"]["properties"]["app_id"] == app_id
+
+
+# -- handlers decode into the models, answering as before --------------------------------------
+
+
+def test_release_guard_update_is_read_through_its_model(harness: Harness) -> None:
+    _, key = harness.user("owner@example.com")
+    org_id = harness.org(key)
+    path = f"/organization/{org_id}/release_guard"
+    auth = harness.auth(key)
+
+    def refused(body: Any) -> str:
+        r = harness.client.put(path, json=body, headers=auth)
+        assert r.status_code == 400, r.text
+        assert r.json()["status"] == "KO"
+        message: str = r.json()["error"]
+        return message
+
+    assert refused({"max_rate": 0.1}) == (
+        "unknown threshold 'max_rate'; use min_devices, max_rollback_rate, max_failure_rate, "
+        "max_crash_rate"
+    )
+    # An unknown field is named before a faulty value.
+    assert refused({"min_devices": 0, "zzz": 1}).startswith("unknown threshold 'zzz'")
+    for bad in (0, 10**9 + 1, 1.5, True, "5", [5]):
+        assert refused({"min_devices": bad}) == (
+            "'min_devices' must be an integer from 1 to 1000000000"
+        )
+    for bad in (-0.1, 1.01, True, "0.1", {}):
+        assert refused({"max_crash_rate": bad}) == "'max_crash_rate' must be a rate from 0 to 1"
+    assert refused({"max_failure_rate": 2}) == "'max_failure_rate' must be a rate from 0 to 1"
+    assert refused([]) == "Request body must be a JSON object"
+
+    r = harness.client.put(path, json={"min_devices": 5, "max_crash_rate": 1}, headers=auth)
+    assert r.status_code == 200, r.text
+    assert r.json()["overrides"] == {"min_devices": 5, "max_crash_rate": 1}
+    # Absent: kept; null: back to the server's value.
+    r = harness.client.put(path, json={"max_crash_rate": None}, headers=auth)
+    assert r.json()["overrides"] == {"min_devices": 5}
+    assert r.json()["min_devices"] == 5
+    r = harness.client.put(path, json={}, headers=auth)
+    assert r.json()["overrides"] == {"min_devices": 5}
+
+
+def test_new_organization_is_read_through_its_model(harness: Harness) -> None:
+    _, key = harness.user("owner@example.com")
+    auth = harness.auth(key)
+    required = "'name' is required and must be a non-empty string"
+    for body, message in (
+        ({}, required),
+        ({"name": ""}, required),
+        ({"name": "   "}, required),
+        ({"name": 5}, required),
+        ({"name": None}, required),
+        ({"name": "x" * 201}, "'name' must be at most 200 characters"),
+        ({"name": "Org\u0000"}, "'name' must not contain control characters"),
+    ):
+        r = harness.client.post("/organization", json=body, headers=auth)
+        assert (r.status_code, r.json()) == (400, {"error": message, "status": "KO"}), body
+    r = harness.client.post("/organization", json={"name": "  Acme  ", "extra": 1}, headers=auth)
+    assert r.status_code == 201, r.text
+    assert r.json()["name"] == "Acme"
+    r = harness.client.post("/organization", json={"name": "y" * 200}, headers=auth)
+    assert r.status_code == 201, r.text

@@ -5,6 +5,7 @@ fills them."""
 from __future__ import annotations
 
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,8 @@ import msgspec
 import msgspec.inspect
 import pytest
 
-from otameter import protocol
-from otameter.models import plugin, shapes, statistics
+from otameter import auth, protocol
+from otameter.models import management, plugin, shapes, statistics
 from otameter.releases import RELEASE_ROW_FIELDS
 from tests.harness import Harness
 
@@ -69,6 +70,11 @@ def test_the_update_decoder_is_the_documented_model() -> None:
     assert issubclass(plugin.UpdateBody, plugin.DeviceInfo)
     assert plugin.UpdateBody.__struct_fields__ == plugin.DeviceInfo.__struct_fields__
     assert protocol.PLATFORMS is shapes.PLATFORMS
+
+
+def test_roles_and_key_modes_are_the_servers() -> None:
+    assert typing.get_args(management.Role) == tuple(auth.ROLES)
+    assert typing.get_args(management.KeyMode) == tuple(auth.KEY_MODES)
 
 
 def test_release_rows_are_the_model() -> None:
@@ -164,3 +170,38 @@ def test_new_organization_is_read_through_its_model(harness: Harness) -> None:
     assert r.json()["name"] == "Acme"
     r = harness.client.post("/organization", json={"name": "y" * 200}, headers=auth)
     assert r.status_code == 201, r.text
+
+
+def test_new_member_is_read_through_its_model(harness: Harness) -> None:
+    _, key = harness.user("owner@example.com")
+    auth = harness.auth(key)
+    org_id = harness.org(key)
+    good = {"orgId": org_id, "email": "x@example.com", "invite_type": "read"}
+
+    roles = "'invite_type' must be one of read, upload, write, admin, super_admin"
+
+    def required(name: str) -> str:
+        return f"'{name}' is required and must be a non-empty string"
+
+    for changes, message in (
+        ({"orgId": None}, required("orgId")),
+        ({"orgId": " "}, required("orgId")),
+        ({"orgId": "x" * 37}, "'orgId' must be at most 36 characters"),
+        ({"email": 7}, required("email")),
+        ({"email": "x" * 321}, "'email' must be at most 320 characters"),
+        ({"invite_type": ""}, required("invite_type")),
+        ({"invite_type": "owner" * 4}, "'invite_type' must be at most 16 characters"),
+        ({"invite_type": "owner"}, roles),
+        ({"email": "nobody"}, "'email' must be an e-mail address"),
+        # The first faulty field in the order they are read.
+        ({"orgId": 1, "email": 2}, required("orgId")),
+        ({"email": "", "invite_type": "owner"}, required("email")),
+        ({"email": "nobody", "invite_type": "owner"}, roles),
+    ):  # fmt: skip
+        body = {k: v for k, v in {**good, **changes}.items() if v is not None}
+        r = harness.client.post("/organization/members", json=body, headers=auth)
+        assert (r.status_code, r.json()) == (400, {"error": message, "status": "KO"}), changes
+    body = {**good, "email": "  X@Example.com ", "invite_type": " read"}
+    r = harness.client.post("/organization/members", json=body, headers=auth)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"org_id": org_id, "email": "x@example.com", "role": "read", "status": "ok"}

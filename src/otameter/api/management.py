@@ -189,10 +189,10 @@ async def add_member(request: Request) -> Response:
     leaves an org without one.
     """
     principal = await caller(request)
-    data = await json_object(request)
-    org_id = require_str(data, "orgId", max_len=36)
-    email = require_str(data, "email", max_len=320).lower()
-    role = require_str(data, "invite_type", max_len=16)
+    given = await json_model(request, models.NewMember)
+    org_id = given.orgId.strip()
+    email = given.email.strip().lower()
+    role = given.invite_type.strip()
     if role not in ROLES:
         raise bad_request(f"'invite_type' must be one of {', '.join(ROLES)}")
     if "@" not in email:

@@ -3,6 +3,7 @@ bundles and channels."""
 
 from __future__ import annotations
 
+import typing
 from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 import msgspec
@@ -33,9 +34,19 @@ class Organization(TypedDict):
 
 
 class NewMember(msgspec.Struct):
-    orgId: OrgId
-    email: Annotated[str, msgspec.Meta(max_length=320)]
-    invite_type: Role
+    # Read in this order, each as a non-blank string; the handler then checks that the role
+    # is one of the roles and that the address holds an "@".
+    orgId: Annotated[str, msgspec.Meta(min_length=1, max_length=36, pattern=NOT_BLANK)]
+    email: Annotated[str, msgspec.Meta(min_length=1, max_length=320, pattern=NOT_BLANK)]
+    invite_type: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1,
+            max_length=16,
+            pattern=NOT_BLANK,
+            extra_json_schema={"enum": list(typing.get_args(Role))},
+        ),
+    ]
 
 
 class Membership(TypedDict):

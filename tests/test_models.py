@@ -11,12 +11,16 @@ from typing import Any
 
 import msgspec
 import msgspec.inspect
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from otameter import auth, protocol
 from otameter.models import management, plugin, shapes, statistics
 from otameter.releases import RELEASE_ROW_FIELDS
 from tests.harness import Harness
+from tests.test_protocol import ANDROID_BODY, DEVICE_ANDROID, body, stats_event
 
 SRC = Path(__file__).parent.parent / "src" / "otameter"
 
@@ -154,7 +158,7 @@ def test_new_organization_is_read_through_its_model(harness: Harness) -> None:
     _, key = harness.user("owner@example.com")
     auth = harness.auth(key)
     required = "'name' is required and must be a non-empty string"
-    for body, message in (
+    for sent, message in (
         ({}, required),
         ({"name": ""}, required),
         ({"name": "   "}, required),
@@ -163,8 +167,8 @@ def test_new_organization_is_read_through_its_model(harness: Harness) -> None:
         ({"name": "x" * 201}, "'name' must be at most 200 characters"),
         ({"name": "Org\u0000"}, "'name' must not contain control characters"),
     ):
-        r = harness.client.post("/organization", json=body, headers=auth)
-        assert (r.status_code, r.json()) == (400, {"error": message, "status": "KO"}), body
+        r = harness.client.post("/organization", json=sent, headers=auth)
+        assert (r.status_code, r.json()) == (400, {"error": message, "status": "KO"}), sent
     r = harness.client.post("/organization", json={"name": "  Acme  ", "extra": 1}, headers=auth)
     assert r.status_code == 201, r.text
     assert r.json()["name"] == "Acme"
@@ -205,3 +209,153 @@ def test_new_member_is_read_through_its_model(harness: Harness) -> None:
     r = harness.client.post("/organization/members", json=body, headers=auth)
     assert r.status_code == 200, r.text
     assert r.json() == {"org_id": org_id, "email": "x@example.com", "role": "read", "status": "ok"}
+
+
+# -- the plugin's /stats and /channel_self decode into their models in one pass, with the
+# -- results of the field-by-field reading (as /updates does, tests/test_protocol.py) -------
+
+
+def _outcome(read: Any, raw: bytes) -> Any:
+    try:
+        return read(raw)
+    except protocol.ProtocolError as exc:
+        return (exc.code, exc.message, exc.http_status, exc.field)
+
+
+def _channel_readings(raw: bytes, require_channel: bool) -> tuple[Any, Any]:
+    return (
+        _outcome(
+            lambda b: protocol.decode_channel_request(b, require_channel=require_channel), raw
+        ),
+        _outcome(
+            lambda b: protocol.parse_channel_request(
+                protocol.decode_json(b), require_channel=require_channel
+            ),
+            raw,
+        ),
+    )
+
+
+def _stats_readings(raw: bytes, cap: int = 200) -> tuple[Any, Any]:
+    def full(b: bytes) -> Any:
+        data = protocol.decode_json(b)
+        return isinstance(data, list), protocol.parse_stats_body(data, cap)
+
+    def fast(b: bytes) -> Any:
+        return protocol.decode_stats_body(b, cap)
+
+    def comparable(result: Any) -> Any:
+        # ProtocolError compares by identity: compare what it says.
+        if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], list):
+            return result[0], [
+                (e.code, e.message, e.http_status, e.field)
+                if isinstance(e, protocol.ProtocolError)
+                else e
+                for e in result[1]
+            ]
+        return result
+
+    return comparable(_outcome(fast, raw)), comparable(_outcome(full, raw))
+
+
+_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**64 - 1),
+    st.floats(allow_nan=False),
+    st.text(max_size=40),
+    st.sampled_from(["android", "ios", "electron", "", DEVICE_ANDROID, "8.51.14", "set"]),
+    st.text(alphabet="abcdefABCDEF0123456789-.", min_size=30, max_size=40),
+    st.dictionaries(
+        st.text(max_size=70), st.text(max_size=5) | st.integers(-(2**63), 2**63 - 1), max_size=3
+    ),
+)
+_CHANNEL_KEYS = [*ANDROID_BODY, "key_id", "channel", "other"]
+_STATS_KEYS = [*stats_event(), "metadata", "channel", "other"]
+
+
+@given(
+    changes=st.dictionaries(st.sampled_from(_CHANNEL_KEYS), _values, max_size=4),
+    dropped=st.sets(st.sampled_from(_CHANNEL_KEYS), max_size=2),
+    require_channel=st.booleans(),
+)
+def test_channel_decoder_agrees_with_the_full_reading(
+    changes: dict[str, Any], dropped: set[str], require_channel: bool
+) -> None:
+    data = body(**{"channel": "beta", **changes})
+    for key in dropped:
+        data.pop(key, None)
+    fast, full = _channel_readings(orjson.dumps(data), require_channel)
+    assert fast == full
+
+
+@given(
+    events=st.lists(
+        st.tuples(
+            st.dictionaries(st.sampled_from(_STATS_KEYS), _values, max_size=3),
+            st.sets(st.sampled_from(_STATS_KEYS), max_size=2),
+        ),
+        max_size=3,
+    ),
+    single=st.booleans(),
+)
+def test_stats_decoder_agrees_with_the_full_reading(
+    events: list[tuple[dict[str, Any], set[str]]], single: bool
+) -> None:
+    items = []
+    for changes, dropped in events:
+        item = stats_event(**changes)
+        for key in dropped:
+            item.pop(key, None)
+        items.append(item)
+    payload: Any = items[0] if single and items else items
+    fast, full = _stats_readings(orjson.dumps(payload))
+    assert fast == full
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"null",
+        b"{",
+        b'"x"',
+        b"[]",
+        orjson.dumps(stats_event()),
+        orjson.dumps([stats_event(), stats_event(action="download_complete")]),
+        orjson.dumps([stats_event()] * 201),
+        orjson.dumps([stats_event(), stats_event(app_id="bad")] * 101),
+        orjson.dumps(stats_event(metadata={"duration_ms": "120", "k" * 64: "v" * 2048})),
+        orjson.dumps(stats_event(metadata={f"k{i}": "v" for i in range(31)})),
+        orjson.dumps(stats_event(metadata={"error": "line\nbreak"})),
+        orjson.dumps(stats_event(timestamp=True)),
+        orjson.dumps(stats_event(timestamp=2**62)),
+        orjson.dumps(stats_event(plugin_version="")),
+        orjson.dumps(stats_event(device_id=DEVICE_ANDROID.upper())),
+        orjson.dumps(stats_event(version_name="")),
+        orjson.dumps(stats_event())[:-1] + b',"extra":1e400}',
+    ],
+)
+def test_stats_decoder_agrees_on_edge_bodies(raw: bytes) -> None:
+    fast, full = _stats_readings(raw)
+    assert fast == full
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        orjson.dumps(body(channel="beta")),
+        orjson.dumps(body(channel="")),
+        orjson.dumps(body()),
+        orjson.dumps(body(plugin_version="")),
+        orjson.dumps(body(plugin_version=...)),
+        orjson.dumps(body(version_name="", version_build="")),
+        orjson.dumps(body(device_id=DEVICE_ANDROID.upper(), channel=None)),
+        orjson.dumps(body(channel="beta\u0000")),
+        orjson.dumps(body())[:-1] + b',"extra":[1,{"a":null}]}',
+    ],
+)
+def test_channel_decoder_agrees_on_edge_bodies(raw: bytes) -> None:
+    for require_channel in (False, True):
+        fast, full = _channel_readings(raw, require_channel)
+        assert fast == full

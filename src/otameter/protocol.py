@@ -31,6 +31,8 @@ from .models.plugin import (
     MAX_STATS_VERSION_NAME,
     MAX_TEXT,
     MAX_TIMESTAMP_MS,
+    ChannelBody,
+    StatsEventBody,
     UpdateBody,
 )
 from .models.shapes import APP_ID_RE, MAX_APP_ID, PLATFORMS, SEMVER_RE, UUID_RE
@@ -54,7 +56,9 @@ __all__ = [
     "channel_get",
     "channel_list_entry",
     "channel_set_ok",
+    "decode_channel_request",
     "decode_json",
+    "decode_stats_body",
     "decode_update_request",
     "kind_for_code",
     "no_update",
@@ -440,6 +444,46 @@ def parse_channel_request(data: Any, *, require_channel: bool = False) -> Channe
     )
 
 
+_decode_channel_body = msgspec.json.Decoder(ChannelBody).decode
+
+
+def decode_channel_request(body: bytes, *, require_channel: bool = False) -> ChannelRequest:
+    """Decode and validate a ``POST``/``PUT /channel_self`` body in one pass.
+
+    Equal to ``parse_channel_request(decode_json(body), ...)``, which reads a body the model
+    refuses (or that may hold a control character) and names its first faulty field, as
+    :func:`decode_update_request` does.
+    """
+    if not may_hold_control(body):
+        try:
+            b = _decode_channel_body(body)
+        except msgspec.DecodeError:
+            pass
+        else:
+            if require_channel and not b.channel:
+                raise ProtocolError(
+                    "missing_channel", "channel is required to set a channel", 200, "channel"
+                )
+            return ChannelRequest(
+                b.platform,
+                b.device_id.lower(),
+                b.app_id,
+                b.custom_id or "",
+                b.version_build,
+                b.version_code or "",
+                b.version_os or "",
+                b.version_name,
+                b.plugin_version or "",
+                False if b.is_emulator is None else b.is_emulator,
+                True if b.is_prod is None else b.is_prod,
+                b.install_source,
+                b.defaultChannel,
+                b.key_id,
+                b.channel,
+            )
+    return parse_channel_request(decode_json(body), require_channel=require_channel)
+
+
 def parse_channel_query(params: Mapping[str, str]) -> ChannelRequest:
     """Validate the query string of ``GET channelUrl`` (listChannels).
 
@@ -503,6 +547,62 @@ def parse_stats_body(
             )
         return [_parse_stats_item(item) for item in data]
     raise ProtocolError("invalid_json_body", "Stats body must be a JSON object or array")
+
+
+_decode_stats_body = msgspec.json.Decoder(StatsEventBody | list[StatsEventBody]).decode
+
+
+def decode_stats_body(
+    body: bytes, max_events: int = MAX_STATS_BATCH
+) -> tuple[bool, list[StatsEvent | ProtocolError]]:
+    """Decode and validate a stats POST in one pass: (whether it is an array, its events).
+
+    Equal to ``parse_stats_body(decode_json(body), max_events)``, which reads a body the
+    model refuses (or that may hold a control character): a batch with a faulty element is
+    read element by element there, as :func:`decode_update_request` does.
+    """
+    if not may_hold_control(body):
+        try:
+            decoded = _decode_stats_body(body)
+        except msgspec.DecodeError:
+            pass
+        else:
+            if not isinstance(decoded, list):
+                return False, [_stats_event(decoded)]
+            cap = min(max_events, MAX_STATS_BATCH)
+            if len(decoded) > cap:
+                raise ProtocolError(
+                    "too_many_events",
+                    f"A stats batch may hold at most {cap} events, got {len(decoded)}",
+                    413,
+                )
+            return True, [_stats_event(item) for item in decoded]
+    data = decode_json(body)
+    return isinstance(data, list), parse_stats_body(data, max_events)
+
+
+def _stats_event(b: StatsEventBody) -> StatsEvent:
+    return StatsEvent(
+        app_id=b.app_id,
+        device_id=b.device_id.lower(),
+        platform=b.platform,
+        action=b.action,
+        version_name=b.version_name,
+        old_version_name=b.old_version_name,
+        version_build=b.version_build,
+        version_code=b.version_code,
+        version_os=b.version_os,
+        plugin_version=b.plugin_version,
+        custom_id=b.custom_id,
+        is_emulator=False if b.is_emulator is None else b.is_emulator,
+        is_prod=True if b.is_prod is None else b.is_prod,
+        install_source=b.install_source,
+        default_channel=b.defaultChannel,
+        key_id=b.key_id,
+        channel=b.channel,
+        timestamp=b.timestamp,
+        metadata=b.metadata,
+    )
 
 
 def _parse_stats_item(item: Any) -> StatsEvent | ProtocolError:

@@ -143,8 +143,11 @@ def _first_fault(data: dict[str, Any], model: type[msgspec.Struct]) -> str:
         except msgspec.ValidationError as exc:
             value = data[name]
             longest = _LONGER_THAN.search(str(exc))
-            if isinstance(value, str) and value.strip() and longest:
-                return f"'{name}' must be at most {longest[1]} characters"
+            if isinstance(value, str) and value.strip():
+                if longest:
+                    return f"'{name}' must be at most {longest[1]} characters"
+                if has_control(value):
+                    return f"'{name}' must not contain control characters"
             if name in messages:
                 return messages[name]
             return _required(name)

@@ -268,8 +268,9 @@ async def download(request: Request) -> Response:
 async def stats(request: Request) -> Response:
     rt = runtime(request)
     try:
-        data = protocol.decode_json(await request.body())
-        parsed = protocol.parse_stats_body(data, rt.settings.stats_max_events)
+        batch, parsed = protocol.decode_stats_body(
+            await request.body(), rt.settings.stats_max_events
+        )
     except ProtocolError as exc:
         return JSONResponse(exc.body(), status_code=exc.http_status)
     now_ms = to_ms(rt.clock.now())
@@ -312,7 +313,7 @@ async def stats(request: Request) -> Response:
         return rate_limited(longest, "Too many stats posts from this device")
     if events:
         await rt.submit(events)
-    if isinstance(data, list):
+    if batch:
         return JSONResponse(protocol.stats_ok(results))
     # A single object answers like Capgo: its own error, or a plain ok.
     (only,) = parsed
@@ -338,8 +339,9 @@ async def channel_self(request: Request) -> Response:
             if not req.device_id:
                 raise ProtocolError("missing_device_id", "device_id is required", 400, "device_id")
         else:
-            data = protocol.decode_json(await request.body())
-            req = protocol.parse_channel_request(data, require_channel=request.method == "POST")
+            req = protocol.decode_channel_request(
+                await request.body(), require_channel=request.method == "POST"
+            )
     except ProtocolError as exc:
         return JSONResponse(exc.body(), status_code=exc.http_status)
     snapshot = await app_snapshot(rt, req.app_id)

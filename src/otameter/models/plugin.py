@@ -98,6 +98,11 @@ class ChannelRequest(msgspec.Struct):
     channel: Text | None = None
 
 
+class ChannelBody(ChannelRequest, forbid_unknown_fields=True):
+    """``ChannelRequest`` as ``POST``/``PUT /channel_self`` decode it in one pass (unknown
+    fields refused here, then ignored by the full reading, as with :class:`UpdateBody`)."""
+
+
 StatsVersion = Annotated[str, msgspec.Meta(max_length=MAX_STATS_VERSION_NAME)]
 
 
@@ -132,6 +137,10 @@ class StatsEvent(msgspec.Struct):
         ]
         | None
     ) = None
+
+
+class StatsEventBody(StatsEvent, forbid_unknown_fields=True):
+    """``StatsEvent`` as ``POST /stats`` decodes it in one pass (as :class:`UpdateBody`)."""
 
 
 class PluginError(TypedDict):

@@ -32,8 +32,6 @@ SEMVER_CORE: Final = (
 DAY_CORE: Final = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 
 MAX_APP_ID: Final = 255
-#: A name or id given as text holds more than white space (it is stored stripped).
-NOT_BLANK: Final = r"\S"
 
 
 def python_pattern(core: str) -> str:
@@ -47,6 +45,11 @@ def python_pattern(core: str) -> str:
 def schema_pattern(pattern: str) -> str:
     """A pattern of :func:`python_pattern` in JSON Schema's (ECMA-262) dialect."""
     return pattern[:-2] + "$" if pattern.endswith("\\Z") else pattern
+
+
+#: A name or id given as text: one line (no control character, text.py's rule) holding more
+#: than white space (it is stored stripped).
+NOT_BLANK: Final = python_pattern(r"(?=.*\S)[^\x00-\x1f\x7f-\x9f]*")
 
 
 # Compiled for the checks written in Python (re.ASCII: no other script's letters or digits).

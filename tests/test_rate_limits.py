@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from otameter import checkin_log
 from otameter import schema as s
@@ -68,6 +68,47 @@ def test_a_device_over_100_checkins_a_minute_is_refused(harness: Harness) -> Non
             (device,),
         ).scalar()
     assert hits == 1
+
+
+def test_busy_devices_asking_together_are_counted_in_batches_exactly(harness: Harness) -> None:
+    """Requests waiting for the shared count share writer jobs, and decide as if one by one."""
+    import asyncio
+
+    setup_app(harness)
+    rate = harness.rt.limits.checkins
+    sent = {str(uuid.uuid4()): n for n in (150, 130, 20)}
+
+    async def ask_all() -> dict[str, int]:
+        requests = [device for device, n in sent.items() for _ in range(n)]
+        answers = await asyncio.gather(*(rate.admit(APP, device) for device in requests))
+        served = dict.fromkeys(sent, 0)
+        for device, wait in zip(requests, answers, strict=True):
+            served[device] += wait is None
+        return served
+
+    statements: list[str] = []
+
+    def note(conn: object, cursor: object, sql: str, *args: object) -> None:
+        if "rate_counters" in sql:
+            statements.append(sql)
+
+    event.listen(harness.rt.write_engine, "before_cursor_execute", note)
+    try:
+        served = asyncio.run(ask_all())
+    finally:
+        event.remove(harness.rt.write_engine, "before_cursor_execute", note)
+    assert list(served.values()) == [100, 100, 20]
+    # 291 requests past the local allowance, counted by a few statements, not some each.
+    assert 2 <= len(statements) <= 20
+    with harness.rt.read_engine.connect() as conn:
+        hits = dict(
+            conn.execute(
+                select(s.rate_counters.c.subject, s.rate_counters.c.hits).where(
+                    s.rate_counters.c.scope == "checkins"
+                )
+            ).all()
+        )
+    assert hits == dict(zip(sent, [100, 100, 20], strict=True))
 
 
 def test_a_device_at_the_floor_is_always_served(harness: Harness) -> None:

@@ -21,6 +21,11 @@ So the server keeps httptools (the faster parser) and adds, per connection:
 - at most ``max_connections`` connections per process: one more is answered 503 and closed
   at once, before it can hold anything.
 
+The time bounds are deadlines that one watch per event loop checks every
+``WATCH_INTERVAL`` seconds (so a timeout ends up to that much late), not timers armed and
+cancelled three times per request: on the check-in path those cost as much as the handler's
+decode.
+
 Answers are written by the protocol itself (the app never sees these requests) in the API's
 error shape, with ``Connection: close``.
 """
@@ -28,6 +33,7 @@ error shape, with ``Connection: close``.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,8 +77,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # exact size of the head as parsed (checked when the head is complete).
         self._head_read = 0
         self._head_size = 0
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._body_timer: asyncio.TimerHandle | None = None
+        # Deadlines (the loop's clock) that the process's watch checks, instead of a timer
+        # armed and cancelled for every request: a header, a body, or None.
+        self._head_deadline: float | None = None
+        self._body_deadline: float | None = None
+        self.watch: _Watch | None = None
         self._refused = False
 
     # -- connection ------------------------------------------------------------------------
@@ -87,12 +96,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
         self._cancel_body_timer()
+        if self.watch is not None:
+            self.watch.protocols.discard(self)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        if self._in_head and self._head_timer is None:
+        if self._in_head and self._head_deadline is None:
             # The first bytes of a request on a kept-alive connection start its head's clock.
             self._arm_head_timer()
         self._unset_keepalive_if_required()
@@ -123,7 +134,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._in_head = True
         self._head_size = 0
-        if self._head_timer is None:
+        if self._head_deadline is None:
             self._arm_head_timer()
 
     def on_url(self, url: bytes) -> None:
@@ -163,30 +174,32 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     # -- refusing --------------------------------------------------------------------------
 
     def _arm_head_timer(self) -> None:
-        self._cancel_head_timer()
-        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+        self._head_deadline = self.loop.time() + self.limits.header_timeout
+        _watch(self)
 
     def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._head_deadline = None
 
     def _head_timed_out(self) -> None:
-        self._head_timer = None
+        self._head_deadline = None
         if self._in_head and not self._refused:
             self._refuse(408, "Request header not received in time")
 
     def _arm_body_timer(self) -> None:
-        self._cancel_body_timer()
-        self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
+        self._body_deadline = self.loop.time() + self.limits.body_timeout
+        _watch(self)
 
     def _cancel_body_timer(self) -> None:
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
+        self._body_deadline = None
+
+    def _check_deadlines(self, now: float) -> None:
+        if self._head_deadline is not None and now >= self._head_deadline:
+            self._head_timed_out()
+        if self._body_deadline is not None and now >= self._body_deadline:
+            self._body_timed_out()
 
     def _body_timed_out(self) -> None:
-        self._body_timer = None
+        self._body_deadline = None
         if self._refused or self._in_head:
             return
         if self.flow is not None and self.flow.read_paused:
@@ -229,6 +242,47 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
 class _HeadTooLarge(Exception):
     pass
+
+
+# How often the watch looks at the deadlines: a timeout ends at most this much late.
+WATCH_INTERVAL = 0.25
+
+
+class _Watch:
+    """One timer per event loop that checks the deadlines of its watched connections."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.protocols: set[BoundedHttpToolsProtocol] = set()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, protocol: BoundedHttpToolsProtocol) -> None:
+        self.protocols.add(protocol)
+        if self.timer is None:
+            self.timer = self.loop.call_later(WATCH_INTERVAL, self.look)
+
+    def look(self) -> None:
+        now = self.loop.time()
+        for protocol in list(self.protocols):
+            if protocol.transport is None or protocol.transport.is_closing():
+                self.protocols.discard(protocol)
+            else:
+                protocol._check_deadlines(now)
+        self.timer = self.loop.call_later(WATCH_INTERVAL, self.look) if self.protocols else None
+
+
+_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watch] = weakref.WeakKeyDictionary()
+
+
+def _watch(protocol: BoundedHttpToolsProtocol) -> None:
+    """Have the loop's watch check this connection's deadlines until it closes."""
+    watch = protocol.watch
+    if watch is None:
+        watch = _watches.get(protocol.loop)
+        if watch is None:
+            watch = _watches[protocol.loop] = _Watch(protocol.loop)
+        protocol.watch = watch
+    watch.add(protocol)
 
 
 class _OneWriteTransport:

@@ -11,7 +11,9 @@ hot path stays as cheap as the traffic it meets allows:
   for an update when the app comes to the foreground) is served on that count alone. A busier
   device is counted in the database from then on, its requests so far in this minute
   included, through a writer transaction, and refused once its count over the sliding minute
-  reaches the limit. A device can thus slip at most ``SHARE_AFTER - 1`` requests a minute per
+  reaches the limit. The busy devices' requests of a moment are counted together (one batch,
+  two statements, while the next batch gathers), so a load of busy devices costs the writer
+  a few statements per group commit, not three per request. A device can thus slip at most ``SHARE_AFTER - 1`` requests a minute per
   process past the shared count, and the count never exceeds what the device really sent, so
   a device within the limit is never refused.
 - **New devices per client address, app and hour.** Decided in the transaction that folds
@@ -33,10 +35,11 @@ fits counters written inside the single writer's transactions.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Final
 
@@ -74,65 +77,68 @@ def address_key(ip: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Taken:
-    """What :func:`take` granted: hits allowed, and the window's counts after it."""
+    """What :func:`take_many` granted a subject: hits allowed, and its counts after them."""
 
     allowed: int
     current: int
     previous: int
 
 
-def take(
+@dataclass(slots=True)
+class Ask:
+    """A subject's hits in one window that a batch counts: already served, and asking."""
+
+    served: int = 0
+    asking: int = 0
+
+
+def take_many(
     conn: Connection,
     scope: str,
-    app_id: str,
-    subject: str,
-    window: int,
+    asks: dict[tuple[str, str, int], Ask],
     *,
-    served: int,
-    asking: int,
     limit: int,
     previous_weight: float,
-) -> Taken:
-    """Count hits of a subject in its window, in a writer transaction.
+) -> dict[tuple[str, str, int], Taken]:
+    """Count many subjects' hits in their windows at once, in a writer transaction.
 
-    ``served`` hits were already answered and are counted whatever the limit; of ``asking``
-    more, as many are allowed as keep ``previous * previous_weight + current`` within
-    ``limit``. The row is locked (PostgreSQL) from the read to the write, so concurrent
-    writers of several processes add up.
+    For each (app, subject, window), ``served`` hits were already answered and are counted
+    whatever the limit; of ``asking`` more, as many are allowed as keep
+    ``previous * previous_weight + current`` within ``limit``. Two statements for the whole
+    batch: one upsert adds the served hits (rolling each row's windows) and returns the
+    counts, one update adds the allowed hits. On PostgreSQL the upsert locks the rows, in key
+    order (no deadlock between processes), until the transaction ends, so concurrent writers
+    of several processes add up. A subject's window older than its row's (the minute turned
+    in another process) is left as it is and allowed.
     """
-    rc = s.rate_counters.c
-    conn.execute(
-        dialect_insert(conn, s.rate_counters)
-        .values(
-            scope=scope,
-            app_id=app_id,
-            subject=subject,
-            window_start=window,
-            hits=0,
-            prev_hits=0,
+    rows = [[a, s_, w, ask.served] for (a, s_, w), ask in sorted(asks.items())]
+    sql = _ADD_POSTGRESQL if conn.dialect.name == "postgresql" else _ADD_SQLITE
+    result = conn.exec_driver_sql(sql, (scope, orjson.dumps(rows).decode()))
+    taken: dict[tuple[str, str, int], Taken] = {}
+    grants: list[dict[str, Any]] = []
+    for app_id, subject, window_start, hits, prev_hits in result:
+        key = (app_id, subject, window_start)
+        ask = asks.get(key)
+        if ask is None:
+            continue  # the row is in a later window than the one asked: see below
+        current, previous = int(hits), int(prev_hits)
+        room = math.floor(limit - previous * previous_weight - current + 1e-9)
+        allowed = max(0, min(ask.asking, room))
+        if allowed:
+            grants.append({"a": app_id, "s": subject, "n": allowed})
+        taken[key] = Taken(allowed, current + allowed, previous)
+    for key, ask in asks.items():
+        # The row had moved on to a later window: this minute is over for the subject.
+        taken.setdefault(key, Taken(ask.asking, 0, 0))
+    if grants:
+        rc = s.rate_counters.c
+        conn.execute(
+            update(s.rate_counters)
+            .where(rc.scope == scope, rc.app_id == bindparam("a"), rc.subject == bindparam("s"))
+            .values(hits=rc.hits + bindparam("n")),
+            grants,
         )
-        .on_conflict_do_nothing(index_elements=["scope", "app_id", "subject"])
-    )
-    where = (rc.scope == scope, rc.app_id == app_id, rc.subject == subject)
-    row = conn.execute(
-        select(rc.window_start, rc.hits, rc.prev_hits).where(*where).with_for_update()
-    ).one()
-    if row.window_start == window:
-        current, previous = row.hits, row.prev_hits
-    elif row.window_start == window - 1:
-        current, previous = 0, row.hits
-    else:
-        current, previous = 0, 0
-    current += served
-    room = math.floor(limit - previous * previous_weight - current + 1e-9)
-    allowed = max(0, min(asking, room))
-    current += allowed
-    conn.execute(
-        update(s.rate_counters)
-        .where(*where)
-        .values(window_start=window, hits=current, prev_hits=previous)
-    )
-    return Taken(allowed, current, previous)
+    return taken
 
 
 def count_fixed_windows(
@@ -191,6 +197,34 @@ _COUNT_POSTGRESQL = (
     " ORDER BY e.n" + _COUNT_SET
 )
 
+# Adds served hits without ever moving a row back to an older window (GREATEST/max keep the
+# later one): a batch may carry a window another process has already left.
+_ADD_SET = (
+    " ON CONFLICT (scope, app_id, subject) DO UPDATE SET"
+    " hits = CASE WHEN rate_counters.window_start = excluded.window_start"
+    " THEN rate_counters.hits + excluded.hits"
+    " WHEN rate_counters.window_start < excluded.window_start THEN excluded.hits"
+    " ELSE rate_counters.hits END,"
+    " prev_hits = CASE WHEN rate_counters.window_start = excluded.window_start"
+    " THEN rate_counters.prev_hits"
+    " WHEN rate_counters.window_start = excluded.window_start - 1 THEN rate_counters.hits"
+    " WHEN rate_counters.window_start < excluded.window_start THEN 0"
+    " ELSE rate_counters.prev_hits END,"
+    " window_start = {later}(rate_counters.window_start, excluded.window_start)"
+    " RETURNING app_id, subject, window_start, hits, prev_hits"
+)
+_ADD_SQLITE = (
+    "INSERT INTO rate_counters (scope, app_id, subject, window_start, hits, prev_hits)"
+    " SELECT ?, value->>0, value->>1, value->>2, value->>3, 0 FROM json_each(?)"
+    " WHERE true ORDER BY key" + _ADD_SET.format(later="max")
+)
+_ADD_POSTGRESQL = (
+    "INSERT INTO rate_counters (scope, app_id, subject, window_start, hits, prev_hits)"
+    " SELECT %s, e.v->>0, e.v->>1, (e.v->>2)::bigint, (e.v->>3)::integer, 0"
+    " FROM json_array_elements(%s::json) WITH ORDINALITY AS e(v, n)"
+    " ORDER BY e.n" + _ADD_SET.format(later="GREATEST")
+)
+
 
 def sliding_retry_after(current: int, previous: int, fraction: float, limit: int) -> int:
     """Seconds until a sliding minute at ``fraction`` of its window has room for one more."""
@@ -207,7 +241,13 @@ def sliding_retry_after(current: int, previous: int, fraction: float, limit: int
 
 
 class DeviceRate:
-    """Requests of one kind per device over a sliding minute, shared by every process."""
+    """Requests of one kind per device over a sliding minute, shared by every process.
+
+    Requests that must be counted in the database wait for a batch: one writer job counts
+    every device asking meanwhile (:func:`take_many`, two statements), while the next batch
+    gathers, as the writer's group commit does for check-ins. The decisions are those of
+    counting each request in turn: the batch sees the shared counts under its rows' locks.
+    """
 
     def __init__(self, scope: str, limit: int, clock: Clock, run: Run) -> None:
         self.scope = scope
@@ -220,6 +260,8 @@ class DeviceRate:
         self._previous: dict[str, int] = {}
         # Hits of this window already counted in the database, per device counted there.
         self._reported: dict[str, int] = {}
+        self._gathering: _Batch | None = None
+        self._counting = False
 
     def _roll(self, window: int) -> None:
         self._previous = self._current if window == self._window + 1 else {}
@@ -245,21 +287,22 @@ class DeviceRate:
         served = current - self._reported.get(key, 0)
         # Claimed before waiting: a concurrent request of the device does not count them again.
         self._reported[key] = current
-
-        def count(conn: Connection) -> Taken:
-            return take(
-                conn,
-                self.scope,
-                app_id,
-                device_id,
-                window,
-                served=served,
-                asking=1,
-                limit=self.limit,
-                previous_weight=1 - fraction,
-            )
-
-        taken: Taken = await self._run(count)
+        batch = self._gathering
+        if batch is None or batch.window != window:
+            if batch is not None:
+                self._gathering = None
+                self._count(batch)  # an earlier minute's requests: counted on their own
+            batch = self._gathering = _Batch(window, fraction)
+        batch.fraction = fraction
+        ask = batch.asks.setdefault((app_id, device_id, window), Ask())
+        ask.served += served
+        ask.asking += 1
+        waiter: asyncio.Future[Taken] = asyncio.get_running_loop().create_future()
+        batch.waiters.append(((app_id, device_id, window), waiter))
+        if not self._counting:
+            self._gathering = None
+            self._count(batch)
+        taken = await waiter
         if window != self._window:  # the minute turned while the writer counted
             return None if taken.allowed else 1
         if taken.allowed:
@@ -267,6 +310,57 @@ class DeviceRate:
             self._reported[key] = self._reported.get(key, 0) + 1
             return None
         return sliding_retry_after(taken.current, taken.previous, fraction, self.limit)
+
+    def _count(self, batch: _Batch) -> None:
+        self._counting = True
+        task = asyncio.ensure_future(self._count_batch(batch))
+        _running.add(task)
+        task.add_done_callback(_running.discard)
+
+    async def _count_batch(self, batch: _Batch) -> None:
+        try:
+            taken = await self._run(
+                lambda conn: take_many(
+                    conn,
+                    self.scope,
+                    batch.asks,
+                    limit=self.limit,
+                    previous_weight=1 - batch.fraction,
+                )
+            )
+        except Exception as exc:
+            for _, waiter in batch.waiters:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            return
+        finally:
+            self._counting = False
+            following = self._gathering
+            if following is not None:
+                self._gathering = None
+                self._count(following)
+        # A device's allowed hits go to its requests in the order they came.
+        left = {key: granted.allowed for key, granted in taken.items()}
+        for key, waiter in batch.waiters:
+            granted = taken[key]
+            allowed = left[key] > 0
+            left[key] -= allowed
+            if not waiter.done():
+                waiter.set_result(Taken(int(allowed), granted.current, granted.previous))
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Requests of one minute waiting to be counted together."""
+
+    window: int
+    fraction: float
+    asks: dict[tuple[str, str, int], Ask] = field(default_factory=dict)
+    waiters: list[tuple[tuple[str, str, int], asyncio.Future[Taken]]] = field(default_factory=list)
+
+
+# Counting tasks in flight (the event loop keeps only weak references to tasks).
+_running: set[asyncio.Future[None]] = set()
 
 
 class NewDeviceLimit:

@@ -13,9 +13,9 @@ hot path stays as cheap as the traffic it meets allows:
   included, through a writer transaction, and refused once its count over the sliding minute
   reaches the limit. The busy devices' requests of a moment are counted together (one batch,
   two statements, while the next batch gathers), so a load of busy devices costs the writer
-  a few statements per group commit, not three per request. A device can thus slip at most ``SHARE_AFTER - 1`` requests a minute per
-  process past the shared count, and the count never exceeds what the device really sent, so
-  a device within the limit is never refused.
+  a few statements per group commit, not three per request. A device can thus slip at most
+  ``SHARE_AFTER - 1`` requests a minute per process past the shared count, and the count
+  never exceeds what the device really sent, so a device within the limit is never refused.
 - **New devices per client address, app and hour.** Decided in the transaction that folds
   the check-in log into device rows (``checkin_log.consume`` calls
   :meth:`NewDeviceLimit.refuse` before it stores a fold's facts): the devices the app has

@@ -359,3 +359,47 @@ def test_channel_decoder_agrees_on_edge_bodies(raw: bytes) -> None:
     for require_channel in (False, True):
         fast, full = _channel_readings(raw, require_channel)
         assert fast == full
+
+
+def test_new_app_is_read_through_its_model(harness: Harness) -> None:
+    _, key = harness.user("owner@example.com")
+    auth = harness.auth(key)
+    org_id = harness.org(key)
+    not_an_id = "'app_id' must be a reverse-domain id like com.example.app"
+    long_id = "'app_id' must be at most 255 characters"
+    control = "'app_id' must not contain control characters"
+    long_org = "'owner_org' must be at most 36 characters"
+
+    def required(name: str) -> str:
+        return f"'{name}' is required and must be a non-empty string"
+
+    for sent, message in (
+        ({"owner_org": org_id}, required("app_id")),
+        ({"app_id": "   ", "owner_org": org_id}, required("app_id")),
+        ({"app_id": 5, "owner_org": org_id}, required("app_id")),
+        ({"app_id": None, "owner_org": org_id}, required("app_id")),
+        ({"app_id": "a" * 254 + ".b", "owner_org": org_id}, long_id),
+        ({"app_id": "com", "owner_org": org_id}, not_an_id),
+        ({"app_id": "com..x", "owner_org": org_id}, not_an_id),
+        ({"app_id": "\tcom.example.x", "owner_org": org_id}, control),
+        ({"app_id": "com.example.x"}, required("owner_org")),
+        ({"app_id": "com.example.x", "owner_org": "o" * 37}, long_org),
+        ({"app_id": "com", "owner_org": 5}, not_an_id),
+    ):  # fmt: skip
+        r = harness.client.post("/app", json=sent, headers=auth)
+        assert (r.status_code, r.json()) == (400, {"error": message, "status": "KO"}), sent
+    r = harness.client.post(
+        "/app", json={"app_id": " com.example.one ", "owner_org": org_id, "name": 5}, headers=auth
+    )
+    assert r.status_code == 201, r.text
+    assert (r.json()["app_id"], r.json()["name"]) == ("com.example.one", "5")
+    r = harness.client.post(
+        "/app", json={"app_id": "com.example.two", "owner_org": org_id, "name": ""}, headers=auth
+    )
+    assert r.json()["name"] == "com.example.two"
+    r = harness.client.post(
+        "/app",
+        json={"app_id": "com.example.three", "owner_org": org_id, "name": "n" * 300},
+        headers=auth,
+    )
+    assert r.json()["name"] == "n" * 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import typing
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -136,7 +137,7 @@ def _first_fault(data: dict[str, Any], model: type[msgspec.Struct]) -> str:
         name = f.encode_name
         if name not in data:
             if f.required:
-                return messages.get(name, _required(name))
+                return _required(name) if _is_text(f.type) else messages.get(name, _required(name))
             continue
         try:
             msgspec.convert(data[name], f.type, strict=True)
@@ -148,10 +149,19 @@ def _first_fault(data: dict[str, Any], model: type[msgspec.Struct]) -> str:
                     return f"'{name}' must be at most {longest[1]} characters"
                 if has_control(value):
                     return f"'{name}' must not contain control characters"
+            elif _is_text(f.type):
+                return _required(name)
             if name in messages:
                 return messages[name]
             return _required(name)
     return "Request body is invalid"  # the model refused the whole but no field: not reached
+
+
+def _is_text(annotation: Any) -> bool:
+    """Whether a field is text (``str``, constrained or not): read as require_str reads it."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation is str
 
 
 _LONGER_THAN = re.compile(r"of length <= (\d+)")

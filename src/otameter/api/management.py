@@ -28,7 +28,7 @@ from ..errors import ApiError, bad_request, not_found
 from ..events import BundleDelete, BundleUpload, Outcome
 from ..models import management as models
 from ..models.common import StatusOk
-from ..models.shapes import APP_ID_RE, PLATFORMS, iso
+from ..models.shapes import PLATFORMS, iso
 from ..openapi import (
     AUTH,
     BAD_REQUEST,
@@ -427,12 +427,10 @@ async def revoke_key(request: Request) -> Response:
 
 async def create_app(request: Request) -> Response:
     principal = await caller(request)
-    data = await json_object(request)
-    app_id = require_str(data, "app_id")
-    if not APP_ID_RE.fullmatch(app_id):
-        raise bad_request("'app_id' must be a reverse-domain id like com.example.app")
-    name = optional_str(data, "name", app_id)
-    owner_org = require_str(data, "owner_org", max_len=36)
+    given = await json_model(request, models.NewApp)
+    app_id = given.app_id.strip()
+    name = optional_str({"name": given.name}, "name", app_id)
+    owner_org = given.owner_org.strip()
     rt = runtime(request)
     now_ms = to_ms(rt.clock.now())
 

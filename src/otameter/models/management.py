@@ -4,11 +4,19 @@ bundles and channels."""
 from __future__ import annotations
 
 import typing
-from typing import Annotated, Any, Literal, NotRequired, TypedDict
+from typing import Annotated, Any, ClassVar, Literal, NotRequired, TypedDict
 
 import msgspec
 
-from .shapes import NOT_BLANK, AppId, DateTime, NonNegative
+from .shapes import (
+    APP_ID_CORE,
+    CONTROL,
+    MAX_APP_ID,
+    NOT_BLANK,
+    DateTime,
+    NonNegative,
+    python_pattern,
+)
 
 Role = Literal["read", "upload", "write", "admin", "super_admin"]
 KeyMode = Literal["read", "upload", "write", "all"]
@@ -97,10 +105,26 @@ class RevokedKey(TypedDict):
     id: str
 
 
-class NewApp(msgspec.Struct):
-    app_id: AppId
-    owner_org: OrgId
-    name: str | msgspec.UnsetType = msgspec.UNSET
+class NewApp(msgspec.Struct, kw_only=True):
+    # Read in this order, as require_str and optional_str read them.
+    app_id: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1,
+            max_length=MAX_APP_ID,
+            # An app id, white space around it aside (it is stored stripped); no control
+            # character anywhere.
+            pattern=python_pattern(rf"(?![\s\S]*{CONTROL})\s*(?:{APP_ID_CORE})\s*"),
+            description="A reverse-domain app id like `com.example.app`.",
+        ),
+    ]
+    # Any value but null and "" is taken as text, cut to 200 characters (default: the app id).
+    name: Annotated[Any, msgspec.Meta(extra_json_schema={"type": "string"})] = None
+    owner_org: Annotated[str, msgspec.Meta(min_length=1, max_length=36, pattern=NOT_BLANK)]
+
+    messages: ClassVar[dict[str, str]] = {
+        "app_id": "'app_id' must be a reverse-domain id like com.example.app"
+    }
 
 
 class App(TypedDict):

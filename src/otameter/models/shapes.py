@@ -49,6 +49,7 @@ def schema_pattern(pattern: str) -> str:
 
 #: A name or id given as text: one line (no control character, text.py's rule) holding more
 #: than white space (it is stored stripped).
+CONTROL: Final = r"[\x00-\x1f\x7f-\x9f]"
 NOT_BLANK: Final = python_pattern(r"(?=.*\S)[^\x00-\x1f\x7f-\x9f]*")
 
 

@@ -38,11 +38,13 @@ import httpx
 from pyroaring import BitMap
 from sqlalchemy import Connection, select
 
+from otameter import app_rows
 from otameter import schema as s
 from otameter.clock import SystemClock, day_start_ms
 from otameter.config import Settings
 from otameter.db import migrate
 from otameter.events import BundleUpload, Download
+from otameter.ingest import DELTA_COLUMNS
 from otameter.runtime import Runtime
 from otameter.users import create_user
 
@@ -105,17 +107,9 @@ def build(db_url: str, data_dir: Path, devices: int, seed: int) -> tuple[str, st
             for n in range(DAYS):
                 day = first + timedelta(days=n)
                 active = BitMap(rng.sample(range(1, population + 1), per_day))
-                deltas.append(
-                    {
-                        "app_id": app_id,
-                        "day": day,
-                        "kind": "counted",
-                        "version_name": f"1.0.{n // 30}",
-                        "bitmap": active.serialize(),
-                    }
-                )
+                deltas.append((app_id, day, "counted", f"1.0.{n // 30}", active.serialize()))
             rt.writer.run_blocking(
-                lambda conn, d=deltas: conn.execute(s.activity_deltas.insert(), d)
+                lambda conn, d=deltas: app_rows.insert(conn, "activity_deltas", DELTA_COLUMNS, d)
             )
         events: list[BundleUpload | Download] = []
         for app_id in apps:

@@ -77,6 +77,10 @@ def test_round_trip_keeps_statistics_usage_and_downloads(
         answer = h.checkin(APP, devices[0]).json()
         path = answer["url"].removeprefix("http://otameter.test")
         assert h.client.get(path).content == data
+        # A batch that repeats an event leaves an id unused (ids are not dense).
+        first = device_body(APP, devices[0], action="set", version_name="1.1.0", timestamp=1)
+        second = {**first, "timestamp": 2}
+        assert h.client.post("/stats", json=[first, first, second]).status_code == 200
         before = snapshot(h, key, org_id)
         assert before["app"]["data"][-1]["bandwidth"] == len(data)
         assert max(r["mau"] for r in before["app"]["data"]) == 26
@@ -97,6 +101,13 @@ def test_round_trip_keeps_statistics_usage_and_downloads(
             h.rollup()
             rows = h.stats(key, f"app/{APP}", now.date().isoformat(), now.date().isoformat())
             assert rows[-1]["mau"] == before["app"]["data"][-1]["mau"] + 1
+            # Rows get new ids after the restored ones (SQLite: rowid kept equal to id).
+            third = {**first, "timestamp": 3}
+            assert h.client.post("/stats", json=[third]).status_code == 200
+            events = h.client.get(
+                f"/app/{APP}/devices/{devices[0]}/events", headers=h.auth(key)
+            ).json()["data"]
+            assert [e["id"] for e in events][1:] == [3, 1] and events[0]["id"] > 3
 
         # Restore fills only an empty database and data directory.
         again = CliRunner().invoke(

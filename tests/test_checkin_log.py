@@ -15,7 +15,7 @@ import pytest
 from alembic import command
 from sqlalchemy import func, inspect, select
 
-from otameter import checkin_log, ingest
+from otameter import app_rows, checkin_log, ingest
 from otameter import schema as s
 from otameter.checkin_log import RecordError, decode_record, encode_record
 from otameter.clock import ManualClock, to_ms
@@ -191,6 +191,31 @@ def test_a_fold_that_another_fold_got_to_first_stores_nothing(
     assert day_devices(h) == {h.clock.now().date(): set(ordinals(h).values())}
 
 
+def test_a_fold_late_to_rows_whose_ids_were_given_again_stores_and_deletes_nothing(
+    harness: Harness, second: Runtime
+) -> None:
+    """SQLite gives the ids of deleted newest rows again: a late fold must not take the new rows."""
+    h = harness
+    setup_app(h)
+    first = [str(uuid.uuid4()) for _ in range(10)]
+    for device in first:
+        assert h.checkin(APP, device).status_code == 200
+    mine = h.rt.rollups._prepare_log()
+    theirs = second.rollups._prepare_log()
+    assert mine is not None and theirs is not None and mine.ids == theirs.ids
+    assert second.writer.run_blocking(lambda conn: checkin_log.consume(conn, theirs))
+    # The log is empty again: the next check-ins are logged under the same ids (on SQLite).
+    later = [str(uuid.uuid4()) for _ in range(10)]
+    for device in later:
+        assert h.checkin(APP, device).status_code == 200
+    assert not h.rt.writer.run_blocking(lambda conn: checkin_log.consume(conn, mine))
+    assert logged(h) == 10
+    h.rollup()
+    assert logged(h) == 0
+    assert set(ordinals(h)) == set(first) | set(later)
+    assert len(day_devices(h)[h.clock.now().date()]) == 20
+
+
 def test_rollups_racing_in_two_processes_fold_each_record_once(
     harness: Harness, second: Runtime
 ) -> None:
@@ -301,8 +326,8 @@ def test_a_record_this_version_cannot_read_stays_and_the_rest_is_folded(
     assert h.checkin(APP, device).status_code == 200
     # A record of a format this version does not know, as a newer writer would leave it.
     h.rt.writer.run_blocking(
-        lambda conn: conn.execute(
-            s.checkin_log.insert().values(app_id=APP, checkins=1, record=b"\x09unknown")
+        lambda conn: app_rows.insert(
+            conn, "checkin_log", ("app_id", "checkins", "record"), [(APP, 1, b"\x09unknown")]
         )
     )
     assert h.checkin(APP, str(uuid.uuid4())).status_code == 200

@@ -6,15 +6,19 @@ import sqlite3
 import subprocess
 import sys
 from contextlib import closing
+from datetime import date
 from pathlib import Path
+from typing import Any
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
+from sqlalchemy.exc import IntegrityError
 
 from otameter.db import HEAD_REVISION, alembic_config, create_db_engine, migrate, schema_revision
-from otameter.schema import metadata
+from otameter.schema import declared_for, metadata
 
 
 def test_migrations_match_schema(db_url: str) -> None:
@@ -23,7 +27,13 @@ def test_migrations_match_schema(db_url: str) -> None:
     engine = create_db_engine(db_url)
     try:
         with engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            context = MigrationContext.configure(
+                conn,
+                opts={
+                    "compare_type": True,
+                    "include_object": lambda item, *_: declared_for(item, conn.dialect.name),
+                },
+            )
             assert compare_metadata(context, metadata) == []
             assert set(inspect(conn).get_table_names()) >= set(metadata.tables)
     finally:
@@ -332,5 +342,253 @@ def test_release_health_migration_keeps_rows_both_ways(db_url: str) -> None:
             assert "device_ts" not in columns
         migrate(db_url)
         assert schema_revision(db_url) == HEAD_REVISION
+    finally:
+        engine.dispose()
+
+
+def test_every_table_with_an_app_id_is_keyed_by_it_first(db_url: str) -> None:
+    # Distribution by app (Citus) needs the distribution column in every primary key.
+    migrate(db_url)
+    engine = create_db_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            inspector = inspect(conn)
+            keyed = {}
+            for table in inspector.get_table_names():
+                columns = {c["name"] for c in inspector.get_columns(table)}
+                if "app_id" in columns:
+                    keyed[table] = inspector.get_pk_constraint(table)["constrained_columns"]
+    finally:
+        engine.dispose()
+    assert {"checkin_log", "channels", "bundles", "rate_counters"} <= set(keyed)
+    assert {table: key for table, key in keyed.items() if key[0] != "app_id"} == {}
+
+
+# Tables 0010 re-keys, with the columns they are read back by in the test below.
+_REKEYED = {
+    "activity_deltas": "id, app_id, day, kind, version_name, bitmap",
+    "checkin_log": "id, app_id, checkins, record",
+    "downloads": "id, app_id, device_id, version, at, day, bytes",
+    "device_events": "id, app_id, device_id, action, version_name, at, device_ts",
+    "rollup_queue": "id, app_id, day, what",
+    "bundles": "id, app_id, version, size, created_at",
+    "channels": "id, app_id, name, bundle_id, public_ios",
+    "channel_devices": "app_id, device_id, channel_id, updated_at",
+    "bundle_uploads": "bundle_id, app_id, storage, started_at",
+    "rate_counters": "scope, app_id, subject, window_start, hits, prev_hits",
+}
+
+
+def test_0010_leads_every_app_key_with_app_id_and_back(db_url: str) -> None:
+    # 0010 re-keys the app tables (app_id, ...) keeping every row and id; new rows get ids
+    # above every id of every app; its downgrade restores the previous keys, rows and all.
+    from sqlalchemy import text
+
+    from otameter import app_rows
+    from otameter.ingest import insert_channel
+
+    config = alembic_config(db_url)
+    command.upgrade(config, "0008")
+    engine = create_db_engine(db_url)
+    postgres = engine.dialect.name == "postgresql"
+    apps = ("com.a.app", "com.b.app")
+    bundles = {"com.a.app": "00000000-0000-4000-8000-00000000000a", "com.b.app": "b-bundle"}
+
+    def fill_0008(conn: Any) -> None:
+        conn.execute(text("INSERT INTO users (id, email, created_at) VALUES ('u', 'u@x.io', 0)"))
+        conn.execute(
+            text("INSERT INTO orgs (id, name, created_by, created_at) VALUES ('o', 'O', 'u', 0)")
+        )
+        for n, app_id in enumerate(apps):
+            params = {"a": app_id, "b": bundles[app_id], "n": n}
+            conn.execute(
+                text(
+                    "INSERT INTO apps (app_id, name, owner_org, created_at) VALUES (:a, :a, 'o', 0)"
+                ),
+                params,
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO bundles (id, app_id, version, size, created_at)"
+                    " VALUES (:b, :a, '1.0.0', 10, 1)"
+                ),
+                params,
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO channels (app_id, name, bundle_id, created_at, updated_at)"
+                    " VALUES (:a, 'prod', :b, 0, 0)"
+                ),
+                params,
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO bundle_uploads (bundle_id, app_id, storage, started_at)"
+                    " VALUES (:a || '-up', :a, 'file', 3)"
+                ),
+                params,
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO rate_counters (scope, app_id, subject, window_start, hits,"
+                    " prev_hits) VALUES ('device', :a, 'd1', 7, 2, 1)"
+                ),
+                params,
+            )
+        for app_id in apps:
+            conn.execute(
+                text(
+                    "INSERT INTO channel_devices (app_id, device_id, channel_id, updated_at)"
+                    " SELECT app_id, 'dev-1', id, 5 FROM channels WHERE app_id = :a"
+                ),
+                {"a": app_id},
+            )
+        # Rows of both apps interleaved, so that each app's ids have gaps.
+        for n in range(6):
+            params = {"a": apps[n % 2], "n": n, "blob": bytes([n])}
+            conn.execute(
+                text(
+                    "INSERT INTO activity_deltas (app_id, day, kind, version_name, bitmap)"
+                    " VALUES (:a, '2026-05-01', 'counted', '', :blob)"
+                ),
+                params,
+            )
+            conn.execute(
+                text("INSERT INTO checkin_log (app_id, checkins, record) VALUES (:a, :n, :blob)"),
+                params,
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO downloads (app_id, device_id, version, at, day, bytes)"
+                    " VALUES (:a, 'd', '1.0.0', :n, '2026-05-01', 100)"
+                ),
+                params,
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO device_events (app_id, device_id, action, version_name, at,"
+                    " device_ts) VALUES (:a, 'd', 'set', '1.0.0', :n, :n)"
+                ),
+                params,
+            )
+            conn.execute(
+                text("INSERT INTO rollup_queue (app_id, day, what) VALUES (:a, '2026-05-01', 'x')"),
+                params,
+            )
+
+    def state() -> dict[str, list[tuple[Any, ...]]]:
+        with engine.connect() as conn:
+            return {
+                table: sorted(
+                    tuple(row) for row in conn.execute(text(f"SELECT {columns} FROM {table}")).all()
+                )
+                for table, columns in _REKEYED.items()
+            }
+
+    def keys() -> dict[str, list[str]]:
+        with engine.connect() as conn:
+            inspector = inspect(conn)
+            return {
+                table: inspector.get_pk_constraint(table)["constrained_columns"]
+                for table in _REKEYED
+            }
+
+    def foreign_keys() -> dict[str, list[str]]:
+        with engine.connect() as conn:
+            inspector = inspect(conn)
+            return {
+                f"{table}->{fk['referred_table']}": fk["constrained_columns"]
+                for table in ("channels", "channel_devices")
+                for fk in inspector.get_foreign_keys(table)
+            }
+
+    def rowids_equal_ids() -> None:
+        if postgres:
+            return
+        with engine.connect() as conn:
+            for table in app_rows.DRAWN_ID_TABLES:
+                pairs = conn.execute(text(f"SELECT rowid, id FROM {table}")).all()
+                assert pairs and all(rowid == row_id for rowid, row_id in pairs), table
+
+    try:
+        with engine.begin() as conn:
+            fill_0008(conn)
+        before = state()
+        keys_before = keys()
+        assert keys_before["checkin_log"] == ["id"] and keys_before["bundles"] == ["id"]
+        assert keys_before["rate_counters"] == ["scope", "app_id", "subject"]
+        assert len(before["checkin_log"]) == 6 and len(before["channel_devices"]) == 2
+
+        migrate(db_url)
+        assert state() == before
+        keys_after = keys()
+        assert {table: key[0] for table, key in keys_after.items()} == dict.fromkeys(
+            _REKEYED, "app_id"
+        )
+        assert keys_after["checkin_log"] == ["app_id", "id"]
+        assert keys_after["rate_counters"] == ["app_id", "scope", "subject"]
+        assert foreign_keys() == {
+            "channels->apps": ["app_id"],
+            "channels->bundles": ["app_id", "bundle_id"],
+            "channel_devices->channels": ["app_id", "channel_id"],
+        }
+        rowids_equal_ids()
+
+        # New rows: ids above every app's, unique across apps, in insert order.
+        top = {table: max(row[0] for row in before[table]) for table in app_rows.DRAWN_ID_TABLES}
+        with engine.begin() as conn:
+            logged = app_rows.insert(
+                conn,
+                "checkin_log",
+                ("app_id", "checkins", "record"),
+                [(apps[1], 7, b"x"), (apps[0], 8, b"y")],
+                returning=True,
+            )
+            app_rows.insert(
+                conn,
+                "rollup_queue",
+                ("app_id", "day", "what"),
+                [(apps[0], date(2026, 5, 2), "y")] * 2,
+            )
+            channel = insert_channel(
+                conn, {"app_id": apps[1], "name": "beta", "created_at": 0, "updated_at": 0}
+            )
+        assert logged == [top["checkin_log"] + 1, top["checkin_log"] + 2]
+        assert channel == top["channels"] + 1
+        after = state()
+        assert [row[0] for row in after["rollup_queue"][-2:]] == [
+            top["rollup_queue"] + 1,
+            top["rollup_queue"] + 2,
+        ]
+        rowids_equal_ids()
+        # A channel override names a channel of its own app only.
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO channel_devices (app_id, device_id, channel_id, updated_at)"
+                    " VALUES (:a, 'dev-2', :c, 0)"
+                ),
+                {"a": apps[0], "c": channel},
+            )
+
+        command.downgrade(config, "0008")
+        assert state() == after
+        assert keys() == keys_before
+        if postgres:
+            # The sequences go on after the highest id.
+            with engine.begin() as conn:
+                drawn = conn.execute(
+                    text(
+                        "INSERT INTO checkin_log (app_id, checkins, record)"
+                        " VALUES ('com.a.app', 1, 'z') RETURNING id"
+                    )
+                ).scalar_one()
+            assert drawn == top["checkin_log"] + 3
+            after = state()
+
+        migrate(db_url)
+        assert state() == after
+        assert keys() == keys_after
+        rowids_equal_ids()
     finally:
         engine.dispose()

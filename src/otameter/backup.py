@@ -31,8 +31,21 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, Date, Engine, LargeBinary, MetaData, Table, insert, select, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    Date,
+    Engine,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    insert,
+    select,
+    text,
+)
 
+from .app_rows import DRAWN_ID_TABLES
 from .clock import SystemClock
 from .db import create_db_engine, schema_revision
 
@@ -228,6 +241,17 @@ def _reset_sequences(conn: Connection, tables: list[Table]) -> None:
             )
 
 
+def _keeps_rowid_equal_to_id(conn: Connection, table: Table) -> bool:
+    """SQLite: whether the table's rows keep ``rowid`` equal to ``id`` (app_rows.py); if
+    so, the table gets a ``rowid`` column for the restore to write."""
+    if conn.dialect.name != "sqlite" or table.name not in DRAWN_ID_TABLES:
+        return False
+    if [column.name for column in table.primary_key.columns] == ["id"]:
+        return False  # before migration 0010 the id is the rowid itself
+    table.append_column(Column("rowid", Integer))
+    return True
+
+
 def restore(source: Path, db_url: str, data_dir: Path, progress: Progress | None = None) -> Summary:
     """Fill an empty database and data directory from the backup in ``source``."""
     from alembic import command
@@ -269,11 +293,15 @@ def restore(source: Path, db_url: str, data_dir: Path, progress: Progress | None
                     raise BackupError(f"table {entry['name']} is not in the schema")
                 note(f"restoring {table.name}")
                 names = entry["columns"]
+                rowid = _keeps_rowid_equal_to_id(conn, table)
                 count = 0
                 batch: list[dict[str, Any]] = []
                 path = source / "tables" / f"{table.name}.jsonl"
                 for row in _rows(path, entry["kinds"]):
-                    batch.append(dict(zip(names, row, strict=True)))
+                    values = dict(zip(names, row, strict=True))
+                    if rowid:
+                        values["rowid"] = values["id"]
+                    batch.append(values)
                     if len(batch) >= _batch(table.name):
                         conn.execute(insert(table), batch)
                         count += len(batch)

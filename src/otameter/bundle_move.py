@@ -86,7 +86,12 @@ def move_files_to_database(
         with engine.begin() as conn:
             switched = conn.execute(
                 update(s.bundles)
-                .where(b.id == row.id, b.storage == FILE, b.deleted_at.is_(None))
+                .where(
+                    b.app_id == row.app_id,
+                    b.id == row.id,
+                    b.storage == FILE,
+                    b.deleted_at.is_(None),
+                )
                 .values(storage=DATABASE)
             ).rowcount
         if not switched:

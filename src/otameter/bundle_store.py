@@ -480,10 +480,13 @@ def sweep_abandoned(conn: Connection, stores: BundleStores, now_ms: int) -> list
     gone = []
     for row in rows:
         # A bundle row with this id means the upload did finish: only its marker was left.
-        recorded = conn.scalar(select(s.bundles.c.id).where(s.bundles.c.id == row.bundle_id))
+        b = s.bundles.c
+        recorded = conn.scalar(select(b.id).where(b.app_id == row.app_id, b.id == row.bundle_id))
         if recorded is None:
             if row.storage == DATABASE:
                 delete_chunks(conn, row.app_id, row.bundle_id)
             gone.append(BundleBytes(row.bundle_id, row.app_id, row.storage, row.storage_path, 0))
-        conn.execute(delete(s.bundle_uploads).where(u.bundle_id == row.bundle_id))
+        conn.execute(
+            delete(s.bundle_uploads).where(u.app_id == row.app_id, u.bundle_id == row.bundle_id)
+        )
     return gone

@@ -109,7 +109,10 @@ def load_snapshot(engine: Engine, app_id: str) -> AppSnapshot | None:
                 b.external_url,
                 b.size,
             )
-            .outerjoin(s.bundles, (b.id == c.bundle_id) & b.deleted_at.is_(None))
+            .outerjoin(
+                s.bundles,
+                (b.app_id == c.app_id) & (b.id == c.bundle_id) & b.deleted_at.is_(None),
+            )
             .where(c.app_id == app_id)
         ).all()
         overrides: dict[str, int] = {

@@ -32,7 +32,9 @@ def claim_public(conn: Connection, app_id: str, channel_id: int, at_ms: int) -> 
     then bring ``public`` back in line with the per-platform flags of the app's channels."""
     c = s.channels.c
     row = conn.execute(
-        select(*(c[public_column(p)] for p in PLATFORMS)).where(c.id == channel_id)
+        select(*(c[public_column(p)] for p in PLATFORMS)).where(
+            c.app_id == app_id, c.id == channel_id
+        )
     ).one()
     for platform, is_public in zip(PLATFORMS, row, strict=True):
         if not is_public:

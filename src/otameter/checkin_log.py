@@ -27,6 +27,7 @@ import msgspec
 import orjson
 from sqlalchemy import Connection
 
+from . import app_rows
 from .events import CheckIn
 from .fold import Fold, FoldedFacts, IpPredicate
 from .ingest import Pipeline, store_facts
@@ -70,10 +71,12 @@ def log_rows(checkins: Sequence[CheckIn]) -> list[LogRow]:
     return [(app_id, len(batch), encode_record(batch)) for app_id, batch in by_app.items()]
 
 
+_COLUMNS = ("app_id", "checkins", "record")
+
+
 def insert_statement(rows: int, postgres: bool) -> str:
     """One INSERT of ``rows`` log rows (one statement: one round trip on PostgreSQL)."""
-    mark = "(%s, %s, %s)" if postgres else "(?, ?, ?)"
-    return f"INSERT INTO checkin_log (app_id, checkins, record) VALUES {', '.join([mark] * rows)}"
+    return app_rows.insert_sql("checkin_log", _COLUMNS, rows, postgres=postgres)
 
 
 def flat_params(rows: list[LogRow]) -> tuple[Any, ...]:
@@ -101,6 +104,8 @@ class PreparedFold:
     more: bool = False
     # The live check-ins by device, for the new-devices limit (decided in ``consume``).
     arrivals: dict[tuple[str, str], Arrival] = field(default_factory=dict)
+    # SQLite: the records read, by position of ``ids`` (see ``consume``).
+    records: list[bytes] = field(default_factory=list)
 
 
 def prepare(conn: Connection, is_google_ip: IpPredicate, limit: int = 1000) -> PreparedFold:
@@ -110,10 +115,8 @@ def prepare(conn: Connection, is_google_ip: IpPredicate, limit: int = 1000) -> P
     the write lock. Check-ins of an app deleted meanwhile are dropped, as the writer drops
     events of an unknown app.
     """
-    mark = "%s" if conn.dialect.name == "postgresql" else "?"
-    rows = conn.exec_driver_sql(
-        f"SELECT id, app_id, record FROM checkin_log ORDER BY id LIMIT {mark}", (limit + 1,)
-    ).all()
+    postgres = conn.dialect.name == "postgresql"
+    rows = conn.exec_driver_sql(_READ_POSTGRESQL if postgres else _READ_SQLITE, (limit + 1,)).all()
     more = len(rows) > limit
     rows = rows[:limit]
     if not rows:
@@ -123,6 +126,7 @@ def prepare(conn: Connection, is_google_ip: IpPredicate, limit: int = 1000) -> P
     add = fold.add_checkin
     count = 0
     ids: list[int] = []
+    records: list[bytes] = []
     arrivals: dict[tuple[str, str], Arrival] = {}
     for row_id, app_id, record in rows:
         try:
@@ -133,13 +137,15 @@ def prepare(conn: Connection, is_google_ip: IpPredicate, limit: int = 1000) -> P
             log.error("check-in log row %s cannot be read here: %s", row_id, exc)
             continue
         ids.append(row_id)
+        if not postgres:
+            records.append(bytes(record))
         count += len(checkins)
         if app_id in apps:
             for checkin in checkins:
                 add(checkin)
                 note_arrival(arrivals, checkin)
     # A read of nothing but unreadable rows says nothing more is pending: no busy loop.
-    return PreparedFold(ids, count, fold.seal(), more and bool(ids), arrivals)
+    return PreparedFold(ids, count, fold.seal(), more and bool(ids), arrivals, records)
 
 
 def consume(
@@ -156,6 +162,9 @@ def consume(
         return True
     savepoint = conn.begin_nested()
     postgres = conn.dialect.name == "postgresql"
+    if not postgres and not _still_there(conn, prepared):
+        savepoint.rollback()
+        return False
     sql = _DELETE_POSTGRESQL if postgres else _DELETE_SQLITE
     deleted = conn.exec_driver_sql(sql, (orjson.dumps(prepared.ids).decode(),)).rowcount
     if deleted != len(prepared.ids):
@@ -170,6 +179,22 @@ def consume(
         store_facts(conn, facts)
     savepoint.commit()
     return True
+
+
+def _still_there(conn: Connection, prepared: PreparedFold) -> bool:
+    """SQLite: whether the rows at the prepared ids still hold the records that were read.
+
+    SQLite gives a new row one past the largest rowid, so once another process has folded
+    and deleted the newest rows, check-ins appended next take their ids again: a delete by id
+    alone would then remove rows never folded. Read under the write lock, the records tell.
+    (PostgreSQL's sequences never give an id twice, and its fold reads under the lock.)
+    """
+    rows = conn.exec_driver_sql(_RECORDS_SQLITE, (orjson.dumps(prepared.ids).decode(),)).all()
+    now = {row_id: bytes(record) for row_id, record in rows}
+    return all(
+        now.get(row_id) == record
+        for row_id, record in zip(prepared.ids, prepared.records, strict=True)
+    )
 
 
 def without_devices(facts: FoldedFacts, refused: set[tuple[str, str]]) -> FoldedFacts:
@@ -210,7 +235,14 @@ def pending_checkins(conn: Connection) -> int:
     return int(total or 0)
 
 
-_DELETE_SQLITE = "DELETE FROM checkin_log WHERE id IN (SELECT value FROM json_each(?))"
+# Oldest first across apps. SQLite reads and deletes by rowid, which equals the id
+# (app_rows.py) and needs no index of its own (the table is a B-tree on it).
+_READ_POSTGRESQL = "SELECT id, app_id, record FROM checkin_log ORDER BY id LIMIT %s"
+_READ_SQLITE = "SELECT rowid, app_id, record FROM checkin_log ORDER BY rowid LIMIT ?"
+_RECORDS_SQLITE = (
+    "SELECT rowid, record FROM checkin_log WHERE rowid IN (SELECT value FROM json_each(?))"
+)
+_DELETE_SQLITE = "DELETE FROM checkin_log WHERE rowid IN (SELECT value FROM json_each(?))"
 _DELETE_POSTGRESQL = (
     "DELETE FROM checkin_log WHERE id IN (SELECT json_array_elements_text(%s::json)::bigint)"
 )

@@ -54,6 +54,7 @@ class Download(msgspec.Struct, gc=False):
 class DownloadCorrection(msgspec.Struct, gc=False):
     """The true byte count of a download recorded before its last chunk could be sent."""
 
+    app_id: str
     download_id: int
     bytes: int
 

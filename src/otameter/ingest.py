@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from . import app_rows
 from . import schema as s
 from .bundle_store import delete_chunks
 from .channel_store import public_column, unclaimed_platforms
@@ -99,10 +100,7 @@ class Pipeline:
         self._downloads(conn, events, fresh, outcomes, queue)
         self._stats(conn, events, fresh, outcomes)
         if queue:
-            conn.execute(
-                s.rollup_queue.insert(),
-                [{"app_id": a, "day": d, "what": w} for a, d, w in sorted(queue)],
-            )
+            queue_days(conn, queue)
         # A rejected event was not applied: the same event may be imported once it can be.
         refused = [
             event_id
@@ -191,7 +189,11 @@ class Pipeline:
         if event.bundle_id:
             # The upload is recorded: its bytes are no longer an upload in progress.
             u = s.bundle_uploads.c
-            conn.execute(delete(s.bundle_uploads).where(u.bundle_id == event.bundle_id))
+            conn.execute(
+                delete(s.bundle_uploads).where(
+                    u.app_id == event.app_id, u.bundle_id == event.bundle_id
+                )
+            )
         if event.channel:
             link_channel(conn, event.app_id, event.channel, bundle_id, event.at_ms)
         if event.external_url is None:
@@ -212,12 +214,14 @@ class Pipeline:
         if bundle is None:
             return rejected(f"no bundle {event.version!r} for {event.app_id}")
         conn.execute(
-            update(s.bundles).where(s.bundles.c.id == bundle.id).values(deleted_at=event.at_ms)
+            update(s.bundles)
+            .where(s.bundles.c.app_id == event.app_id, s.bundles.c.id == bundle.id)
+            .values(deleted_at=event.at_ms)
         )
         # A channel never serves a deleted bundle.
         conn.execute(
             update(s.channels)
-            .where(s.channels.c.bundle_id == bundle.id)
+            .where(s.channels.c.app_id == event.app_id, s.channels.c.bundle_id == bundle.id)
             .values(bundle_id=None, updated_at=event.at_ms)
         )
         if bundle.storage == "database":
@@ -305,26 +309,19 @@ class Pipeline:
                 day = day_of_ms(event.at_ms)
                 queue.add((event.app_id, day, "bandwidth"))
                 rows.append(
-                    {
-                        "app_id": event.app_id,
-                        "device_id": event.device_id,
-                        "version": event.version,
-                        "at": event.at_ms,
-                        "day": day,
-                        "bytes": event.bytes,
-                    }
+                    (event.app_id, event.device_id, event.version, event.at_ms, day, event.bytes)
                 )
             # The live download route needs each row's id (to correct its byte count later).
-            stmt = s.downloads.insert().returning(s.downloads.c.id, sort_by_parameter_order=True)
-            ids = conn.scalars(stmt, rows).all()
+            ids = app_rows.insert(conn, "downloads", DOWNLOAD_COLUMNS, rows, returning=True)
             for i, download_id in zip(downloads, ids, strict=True):
                 outcomes[i] = Outcome("accepted", value=download_id)
         for i in pending:
             event = events[i]
             if isinstance(event, DownloadCorrection):
+                dl = s.downloads.c
                 row = conn.execute(
                     update(s.downloads)
-                    .where(s.downloads.c.id == event.download_id)
+                    .where(dl.app_id == event.app_id, dl.id == event.download_id)
                     .values(bytes=event.bytes)
                     .returning(s.downloads.c.app_id, s.downloads.c.day)
                 ).first()
@@ -353,31 +350,27 @@ def store_facts(conn: Connection, facts: FoldedFacts) -> None:
     """Store a batch's folded facts: device rows, activity deltas and downloads."""
     ordinals = upsert_devices(conn, facts.device_rows) if facts.device_rows else []
     if facts.activity:
-        conn.execute(
-            s.activity_deltas.insert(),
+        app_rows.insert(
+            conn,
+            "activity_deltas",
+            DELTA_COLUMNS,
             [
-                {
-                    "app_id": app_id,
-                    "day": day,
-                    "kind": kind,
-                    "version_name": version,
-                    "bitmap": BitMap([ordinals[i] for i in members]).serialize(),
-                }
+                (app_id, day, kind, version, BitMap([ordinals[i] for i in members]).serialize())
                 for (app_id, day, kind, version), members in facts.activity.items()
             ],
         )
     if facts.downloads:
-        columns = "app_id, device_id, version, at, day, bytes"
-        marks = ", ".join([_placeholder(conn)] * 6)
-        conn.exec_driver_sql(
-            f"INSERT INTO downloads ({columns}) VALUES ({marks})",
-            [(*row[:4], date_param(conn, row[4]), row[5]) for row in facts.downloads],
-        )
-        days = {(row[0], row[4], "bandwidth") for row in facts.downloads}
-        conn.execute(
-            s.rollup_queue.insert(),
-            [{"app_id": a, "day": d, "what": w} for a, d, w in sorted(days)],
-        )
+        app_rows.insert(conn, "downloads", DOWNLOAD_COLUMNS, facts.downloads)
+        queue_days(conn, {(row[0], row[4], "bandwidth") for row in facts.downloads})
+
+
+DELTA_COLUMNS = ("app_id", "day", "kind", "version_name", "bitmap")
+DOWNLOAD_COLUMNS = ("app_id", "device_id", "version", "at", "day", "bytes")
+
+
+def queue_days(conn: Connection, days: set[tuple[str, date, str]]) -> None:
+    """Queue (app, day, what) for the rollup to recompute."""
+    app_rows.insert(conn, "rollup_queue", ("app_id", "day", "what"), sorted(days))
 
 
 def date_param(conn: Connection, day: date) -> Any:
@@ -555,14 +548,23 @@ def link_channel(conn: Connection, app_id: str, name: str, bundle_id: str, at_ms
         return
     # The new channel serves every platform; it becomes the public one of those without one.
     unclaimed = unclaimed_platforms(conn, app_id)
-    conn.execute(
-        s.channels.insert().values(
-            app_id=app_id,
-            name=name,
-            bundle_id=bundle_id,
-            public=bool(unclaimed),
+    insert_channel(
+        conn,
+        {
+            "app_id": app_id,
+            "name": name,
+            "bundle_id": bundle_id,
+            "public": bool(unclaimed),
             **{public_column(p): p in unclaimed for p in PLATFORMS},
-            created_at=at_ms,
-            updated_at=at_ms,
-        )
+            "created_at": at_ms,
+            "updated_at": at_ms,
+        },
     )
+
+
+def insert_channel(conn: Connection, values: dict[str, Any]) -> int:
+    """Insert a channel row (columns not given take their defaults); returns its id."""
+    (channel_id,) = app_rows.insert(
+        conn, "channels", list(values), [list(values.values())], returning=True
+    )
+    return channel_id

@@ -114,7 +114,7 @@ class ReleaseGuard:
         c, bn = s.channels.c, s.bundles.c
         serving = conn.execute(
             select(c.id, c.name, c.auto_rollback, c.bundle_id, c.previous_bundle_id)
-            .join(s.bundles, bn.id == c.bundle_id)
+            .join(s.bundles, (bn.app_id == c.app_id) & (bn.id == c.bundle_id))
             .where(c.app_id == app_id, bn.version == version)
             .order_by(c.name)
         ).all()
@@ -182,13 +182,15 @@ class ReleaseGuard:
             return None
         bn = s.bundles.c
         previous = conn.scalar(
-            select(bn.version).where(bn.id == channel.previous_bundle_id, bn.deleted_at.is_(None))
+            select(bn.version).where(
+                bn.app_id == app_id, bn.id == channel.previous_bundle_id, bn.deleted_at.is_(None)
+            )
         )
         if previous is None:
             return None
         conn.execute(
             update(s.channels)
-            .where(s.channels.c.id == channel.id)
+            .where(s.channels.c.app_id == app_id, s.channels.c.id == channel.id)
             .values(
                 bundle_id=channel.previous_bundle_id,
                 previous_bundle_id=channel.bundle_id,

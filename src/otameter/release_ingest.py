@@ -12,13 +12,14 @@ from datetime import date
 
 import orjson
 from pyroaring import BitMap
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, delete, select, tuple_
 
+from . import app_rows
 from . import schema as s
 from .clock import day_of_ms
 from .counting import Verdict, device_verdict
 from .events import PluginStat
-from .ingest import date_param, upsert_devices
+from .ingest import DELTA_COLUMNS, date_param, upsert_devices
 from .releases import ACTION_OUTCOMES, LAUNCH_ACTION, launch_bucket, release_version
 
 _COUNTED = Verdict.COUNTED
@@ -50,20 +51,12 @@ def store_stats(conn: Connection, stats: Sequence[PluginStat]) -> None:
         ordinals = device_ordinals(
             conn, [stats[i] for i in counted if stats[i].action in ACTION_OUTCOMES]
         )
-        conn.exec_driver_sql(
-            _sql(
-                conn,
-                "INSERT INTO activity_deltas (app_id, day, kind, version_name, bitmap)"
-                " VALUES (?, ?, ?, ?, ?)",
-            ),
+        app_rows.insert(
+            conn,
+            "activity_deltas",
+            DELTA_COLUMNS,
             [
-                (
-                    app_id,
-                    date_param(conn, day),
-                    kind,
-                    version,
-                    BitMap([ordinals[key] for key in members]).serialize(),
-                )
+                (app_id, day, kind, version, BitMap([ordinals[key] for key in members]).serialize())
                 for (app_id, day, kind, version), members in groups.items()
             ],
         )
@@ -178,9 +171,13 @@ def _sql(conn: Connection, statement: str) -> str:
 
 _RAW_COLUMNS = "app_id, device_id, action, version_name, old_version_name, at, metadata, device_ts"
 _RAW_KEY = "app_id, device_id, device_ts, action, version_name"
+# The n-th event of the array gets the n-th id after the table's last row (app_rows.py); an
+# event already there leaves its id unused.
+_NEXT_EVENT_ID = app_rows.sqlite_id("device_events", "key + 1")
 _RAW_INSERT_SQLITE = (
-    f"INSERT INTO device_events ({_RAW_COLUMNS})"
-    " SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6,"
+    f"INSERT INTO device_events (rowid, id, {_RAW_COLUMNS})"
+    f" SELECT {_NEXT_EVENT_ID}, {_NEXT_EVENT_ID},"
+    " value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6,"
     " value->>7 FROM json_each(?) WHERE true"
     f" ON CONFLICT ({_RAW_KEY}) DO NOTHING RETURNING {_RAW_KEY}"
 )
@@ -208,7 +205,13 @@ PRUNE_BATCH = 10_000
 def prune_events(conn: Connection, before_ms: int, limit: int = PRUNE_BATCH) -> int:
     """Delete raw stats events older than ``before_ms``, at most ``limit`` (oldest first)."""
     e = s.device_events.c
-    ids = list(conn.scalars(select(e.id).where(e.at < before_ms).order_by(e.at).limit(limit)))
-    if ids:
-        conn.execute(delete(s.device_events).where(e.id.in_(ids)))
-    return len(ids)
+    rows = conn.execute(
+        select(e.app_id, e.id).where(e.at < before_ms).order_by(e.at).limit(limit)
+    ).all()
+    if rows:
+        conn.execute(
+            delete(s.device_events).where(
+                tuple_(e.app_id, e.id).in_([(app_id, row_id) for app_id, row_id in rows])
+            )
+        )
+    return len(rows)

@@ -1,10 +1,17 @@
 """The database schema (SQLAlchemy Core), portable between SQLite and PostgreSQL.
 
 Instants are stored as epoch milliseconds (BIGINT) and days as DATE (UTC). Every table
-on the ingest path carries ``app_id`` so that a deployment can be distributed by app.
+on the ingest path carries ``app_id``, and the primary key of every table with an
+``app_id`` starts with it, so that a deployment can be distributed by app (migration 0010).
+
+An integer ``id`` beside ``app_id`` in a key is still unique across apps: PostgreSQL fills
+it from the column's sequence, SQLite (which autoincrements only a lone INTEGER PRIMARY
+KEY) gets it from ``app_rows.py`` as the row's rowid.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -12,6 +19,7 @@ from sqlalchemy import (
     Column,
     Date,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -32,8 +40,26 @@ metadata = MetaData(
     }
 )
 
+
+def declared_for(item: object, dialect: str) -> bool:
+    """Whether a schema item exists on ``dialect`` (``Index.ddl_if`` may limit it to one)."""
+    condition = getattr(item, "_ddl_if", None)
+    return condition is None or condition.dialect in (None, dialect)
+
+
 # SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL wants BIGINT identities.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def app_id_key(table: str) -> list[Column[Any] | PrimaryKeyConstraint]:
+    """``app_id`` and an ``id`` drawn from a sequence (PostgreSQL) or by ``app_rows.py``
+    (SQLite), keyed ``(app_id, id)``."""
+    return [
+        Column("id", BigId, nullable=False, autoincrement=True),
+        Column("app_id", String(255), nullable=False),
+        PrimaryKeyConstraint("app_id", "id", name=f"pk_{table}"),
+    ]
+
 
 users = Table(
     "users",
@@ -139,7 +165,7 @@ apps = Table(
 bundles = Table(
     "bundles",
     metadata,
-    Column("id", String(36), primary_key=True),
+    Column("id", String(36), nullable=False),
     Column("app_id", String(255), ForeignKey("apps.app_id"), nullable=False),
     Column("version", String(255), nullable=False),
     Column("size", BigInteger, nullable=False, server_default="0"),
@@ -152,8 +178,11 @@ bundles = Table(
     # Where the bytes are (bundle_store.py): "file" (storage_path under the data directory)
     # or "database" (bundle_chunks); NULL for external and imported bundles, which have none.
     Column("storage", String(16), nullable=True),
+    PrimaryKeyConstraint("app_id", "id", name="pk_bundles"),
     UniqueConstraint("app_id", "version", name="uq_bundles_app_version"),
     Index("ix_bundles_app_created", "app_id", "created_at"),
+    # Signed download links name the bundle by its id alone (a UUID).
+    Index("ix_bundles_id", "id"),
 )
 
 # The bytes of bundles stored in the database (PostgreSQL), in chunks of
@@ -175,21 +204,21 @@ bundle_chunks = Table(
 bundle_uploads = Table(
     "bundle_uploads",
     metadata,
-    Column("bundle_id", String(36), primary_key=True),
+    Column("bundle_id", String(36), nullable=False),
     Column("app_id", String(255), nullable=False),
     Column("storage", String(16), nullable=False),
     Column("storage_path", Text, nullable=True),
     Column("started_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("app_id", "bundle_id", name="pk_bundle_uploads"),
 )
 
 channels = Table(
     "channels",
     metadata,
     # The plugin requires integer channel ids.
-    Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("app_id", String(255), ForeignKey("apps.app_id"), nullable=False),
+    *app_id_key("channels"),
     Column("name", String(255), nullable=False),
-    Column("bundle_id", String(36), ForeignKey("bundles.id"), nullable=True),
+    Column("bundle_id", String(36), nullable=True),
     Column("public", Boolean, nullable=False, server_default="0"),
     Column("allow_device_self_set", Boolean, nullable=False, server_default="0"),
     Column("allow_emulator", Boolean, nullable=False, server_default="1"),
@@ -213,6 +242,12 @@ channels = Table(
     # The bundle the channel served before its current one (what auto_rollback goes back to).
     Column("previous_bundle_id", String(36), nullable=True),
     UniqueConstraint("app_id", "name", name="uq_channels_app_name"),
+    ForeignKeyConstraint(["app_id"], ["apps.app_id"], name="fk_channels_app_id_apps"),
+    ForeignKeyConstraint(
+        ["app_id", "bundle_id"],
+        ["bundles.app_id", "bundles.id"],
+        name="fk_channels_bundle_id_bundles",
+    ),
 )
 
 channel_devices = Table(
@@ -220,8 +255,13 @@ channel_devices = Table(
     metadata,
     Column("app_id", String(255), primary_key=True),
     Column("device_id", String(36), primary_key=True),
-    Column("channel_id", BigInteger, ForeignKey("channels.id"), nullable=False),
+    Column("channel_id", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    ForeignKeyConstraint(
+        ["app_id", "channel_id"],
+        ["channels.app_id", "channels.id"],
+        name="fk_channel_devices_channel_id_channels",
+    ),
 )
 
 # One row per app and device: the seed's "device table". ``id`` is the device's ordinal in
@@ -255,12 +295,13 @@ devices = Table(
 activity_deltas = Table(
     "activity_deltas",
     metadata,
-    Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("app_id", String(255), nullable=False),
+    *app_id_key("activity_deltas"),
     Column("day", Date, nullable=False),
     Column("kind", String(16), nullable=False),
     Column("version_name", String(255), nullable=False),
     Column("bitmap", LargeBinary, nullable=False),
+    # The rollup folds the oldest rows of all apps first.
+    Index("ix_activity_deltas_id", "id"),
 )
 
 # The check-in log: each group commit of live check-ins appends one row per app holding the
@@ -269,10 +310,12 @@ activity_deltas = Table(
 checkin_log = Table(
     "checkin_log",
     metadata,
-    Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("app_id", String(255), nullable=False),
+    *app_id_key("checkin_log"),
     Column("checkins", Integer, nullable=False),
     Column("record", LargeBinary, nullable=False),
+    # The fold reads the oldest rows of all apps first. SQLite reads them in rowid order,
+    # which is the id's (app_rows.py), and spares every group commit this index's page.
+    Index("ix_checkin_log_id", "id").ddl_if(dialect="postgresql"),
 )
 
 # Folded per-day device sets. kind "counted" (counts for MAU) or "emudev" (emulators and
@@ -291,8 +334,7 @@ activity_bitmaps = Table(
 downloads = Table(
     "downloads",
     metadata,
-    Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("app_id", String(255), nullable=False),
+    *app_id_key("downloads"),
     Column("device_id", String(36), nullable=False, server_default=""),
     Column("version", String(255), nullable=False),
     Column("at", BigInteger, nullable=False),
@@ -307,8 +349,7 @@ downloads = Table(
 device_events = Table(
     "device_events",
     metadata,
-    Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("app_id", String(255), nullable=False),
+    *app_id_key("device_events"),
     Column("device_id", String(36), nullable=False),
     Column("action", String(64), nullable=False),
     Column("version_name", String(255), nullable=False, server_default=""),
@@ -376,10 +417,11 @@ seen_events = Table(
 rollup_queue = Table(
     "rollup_queue",
     metadata,
-    Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("app_id", String(255), nullable=False),
+    *app_id_key("rollup_queue"),
     Column("day", Date, nullable=False),
     Column("what", String(16), nullable=False),
+    # The rollup takes the oldest items of all apps first.
+    Index("ix_rollup_queue_id", "id"),
 )
 
 # Precomputed per-day figures read by the statistics API.
@@ -401,12 +443,13 @@ daily_usage = Table(
 rate_counters = Table(
     "rate_counters",
     metadata,
-    Column("scope", String(16), primary_key=True),
-    Column("app_id", String(255), primary_key=True),
-    Column("subject", String(64), primary_key=True),
+    Column("scope", String(16), nullable=False),
+    Column("app_id", String(255), nullable=False),
+    Column("subject", String(64), nullable=False),
     Column("window_start", BigInteger, nullable=False),
     Column("hits", Integer, nullable=False),
     Column("prev_hits", Integer, nullable=False),
+    PrimaryKeyConstraint("app_id", "scope", "subject", name="pk_rate_counters"),
 )
 
 # Check-ins of new devices refused by the new-devices-per-address limit, per app and day:

@@ -59,7 +59,7 @@ async def list_devices(request: Request) -> Response:
         query = (
             select(s.devices, c.name.label("channel"))
             .outerjoin(s.channel_devices, (cd.app_id == d.app_id) & (cd.device_id == d.device_id))
-            .outerjoin(s.channels, c.id == cd.channel_id)
+            .outerjoin(s.channels, (c.app_id == cd.app_id) & (c.id == cd.channel_id))
             .where(d.app_id == app_id)
         )
         if search:

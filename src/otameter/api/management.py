@@ -26,6 +26,7 @@ from ..channels import AUTO_UPDATE_RULES
 from ..clock import to_ms
 from ..errors import ApiError, bad_request, not_found
 from ..events import BundleDelete, BundleUpload, Outcome
+from ..ingest import insert_channel
 from ..models import management as models
 from ..models.common import StatusOk
 from ..models.shapes import PLATFORMS, iso
@@ -641,7 +642,9 @@ async def _begin_upload(
 
     def forget() -> None:
         rt.writer.run_blocking(
-            lambda conn: conn.execute(delete(s.bundle_uploads).where(u.bundle_id == bundle.id))
+            lambda conn: conn.execute(
+                delete(s.bundle_uploads).where(u.app_id == app_id, u.bundle_id == bundle.id)
+            )
         )
 
     try:
@@ -801,18 +804,17 @@ async def upsert_channel(request: Request) -> Response:
         if existing is None:
             values: dict[str, Any] = {**CHANNEL_FLAGS, "disable_auto_update": "none", **given}
             values.update(public_for_served(values, public if public is not None else True))
-            channel_id = conn.execute(
-                s.channels.insert()
-                .values(
-                    app_id=app_id,
-                    name=name,
-                    bundle_id=bundle_id,
-                    created_at=now_ms,
-                    updated_at=now_ms,
+            channel_id = insert_channel(
+                conn,
+                {
+                    "app_id": app_id,
+                    "name": name,
+                    "bundle_id": bundle_id,
+                    "created_at": now_ms,
+                    "updated_at": now_ms,
                     **{k: v for k, v in values.items() if k != "public"},
-                )
-                .returning(c.id)
-            ).scalar_one()
+                },
+            )
         else:
             channel_id = existing.id
             merged = {p: given.get(p, getattr(existing, p)) for p in PLATFORMS}
@@ -833,12 +835,16 @@ async def upsert_channel(request: Request) -> Response:
                     # What auto_rollback goes back to.
                     values["previous_bundle_id"] = existing.bundle_id
             conn.execute(
-                update(s.channels).where(c.id == channel_id).values(updated_at=now_ms, **values)
+                update(s.channels)
+                .where(c.app_id == app_id, c.id == channel_id)
+                .values(updated_at=now_ms, **values)
             )
         claim_public(conn, app_id, channel_id, now_ms)
-        row = conn.execute(select(s.channels).where(c.id == channel_id)).one()
+        row = conn.execute(select(s.channels).where(c.app_id == app_id, c.id == channel_id)).one()
         bundle_version = (
-            conn.scalar(select(b.version).where(b.id == row.bundle_id)) if row.bundle_id else None
+            conn.scalar(select(b.version).where(b.app_id == app_id, b.id == row.bundle_id))
+            if row.bundle_id
+            else None
         )
         return _channel_json(row, bundle_version)
 
@@ -861,7 +867,7 @@ async def list_channels(request: Request) -> Response:
         c, b, d = s.channels.c, s.bundles.c, s.devices.c
         rows = conn.execute(
             select(s.channels, b.version)
-            .outerjoin(s.bundles, b.id == c.bundle_id)
+            .outerjoin(s.bundles, (b.app_id == c.app_id) & (b.id == c.bundle_id))
             .where(c.app_id == app_id)
             .order_by(c.id)
         ).all()

@@ -254,7 +254,7 @@ async def download(request: Request) -> Response:
             )
             recorded.append(int(outcome.value))
         else:
-            await rt.submit([DownloadCorrection(recorded[0], total)])
+            await rt.submit([DownloadCorrection(bundle.app_id, recorded[0], total)])
 
     return MeteredFileResponse(
         opener=partial(store.reader, stored),

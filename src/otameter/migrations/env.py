@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from otameter.schema import metadata
+from otameter.schema import declared_for, metadata
 
 config = context.config
 
@@ -20,6 +20,7 @@ def run_migrations() -> None:
             target_metadata=metadata,
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
+            include_object=lambda item, *_: declared_for(item, connection.dialect.name),
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -27,11 +27,11 @@ import orjson
 from pyroaring import BitMap
 from sqlalchemy import func, select
 
-from otameter import schema as s
 from otameter.clock import to_ms
-from otameter.db import create_db_engine, migrate
-from otameter.rollups import load_day_bitmaps, month_end
+from otameter.metering.rollups import load_day_bitmaps, month_end
 from otameter.statistics import month_unique_devices_from_device_table
+from otameter.storage import schema as s
+from otameter.storage.db import create_db_engine, migrate
 from otameter.users import create_user
 
 APP_ID = "com.bench.app"
@@ -167,7 +167,7 @@ def raw_upsert_ceiling(events_file: Path, workdir: Path, batch: int = 10_000) ->
     """Events/s of a raw batched UPSERT of each check-in's device row (no parsing, no fold)."""
     import sqlite3
 
-    from otameter.ingest import _DEVICE_UPSERT_SQLITE
+    from otameter.metering.ingest import _DEVICE_UPSERT_SQLITE
 
     rows = []
     # Ordinals given here, before the clock starts (the import draws them from the app's

@@ -8,7 +8,7 @@ instead of by the INTEGER PRIMARY KEY. This appends
 the same records (``--batch`` check-ins of one app each, as a group commit logs them) with
 ``synchronous=FULL`` and one commit each, on a database at revision 0008 and one at the
 head, in alternating rounds, and prints the commits per second and the WAL bytes written
-per commit of each. Folding is left out: it is the same on both.
+per commit of each. Draining is left out: it is the same on both.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from pathlib import Path
 
 from alembic import command
 
-from otameter import checkin_log
-from otameter.db import alembic_config, create_db_engine
-from otameter.events import CheckIn
+from otameter.metering import checkin_log
+from otameter.metering.events import CheckIn
+from otameter.storage.db import alembic_config, create_db_engine
 
 APP = "com.example.app"
 
@@ -76,7 +76,7 @@ def run(path: Path, revision: str, commits: int, batch: int) -> tuple[float, flo
             db.execute("COMMIT")
         elapsed = time.perf_counter() - started
         wal_bytes = wal.stat().st_size
-        # The log is folded away between rounds, as the rollup does.
+        # The log is drained between rounds, as the rollup does.
         db.execute("DELETE FROM checkin_log")
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:

@@ -1,6 +1,6 @@
 """Cost of one plan evaluation (the work added to a rollup for an org with traffic).
 
-Builds an org with APPS apps whose devices are active over a whole 30-day cycle (folded
+Builds an org with APPS apps whose devices are active over a whole 30-day cycle (merged
 per-day bitmaps, as the rollups leave them), puts it on a plan, then times evaluate_orgs:
 the exact cycle MAU union, the 3% rule, bandwidth, storage, alerts and spikes.
 
@@ -19,9 +19,11 @@ from pathlib import Path
 
 from pyroaring import BitMap
 
-from otameter import schema as s
-from otameter.db import create_db_engine, migrate
-from otameter.plans import compute_usage, evaluate_orgs, load_org, set_org_plan, upsert_plan
+from otameter.billing.enforcement import evaluate_orgs
+from otameter.billing.plans import set_org_plan, upsert_plan
+from otameter.billing.usage import compute_usage, load_org
+from otameter.storage import schema as s
+from otameter.storage.db import create_db_engine, migrate
 from otameter.users import create_user
 
 TODAY = date(2024, 5, 30)

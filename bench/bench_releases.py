@@ -10,7 +10,7 @@ Run with: python bench/bench_releases.py [--devices 20000] [--batch 40] [--clien
    over three versions. The figures are events per second through the real HTTP endpoint
    (parsing, the writer's group commit, the raw log, the device sets and launch histograms)
    and the server's CPU time per event (less sensitive to other work on the machine).
-2. After the server's rollups folded everything: the bytes of the raw log (``device_events``
+2. After the server's rollups merged everything: the bytes of the raw log (``device_events``
    and its indexes) per million events, and the bytes of the aggregates (the release device
    sets in ``activity_bitmaps``, ``release_launches``) per million devices, read from SQLite's
    ``dbstat`` (pages actually used). A device known only from its stats events also has a
@@ -185,7 +185,7 @@ def main() -> None:
                 flush=True,
             )
 
-            # Wait for the background rollups to fold every delta, then read the rows back.
+            # Wait for the background rollups to merge every delta, then read the rows back.
             today = time.strftime("%Y-%m-%d", time.gmtime())
             for _ in range(600):
                 with sqlite3.connect(db_path) as conn:

@@ -7,7 +7,7 @@ How the history is built (fast, but through the real rollups):
 - users, the org and its 100 apps are plain rows, written through the single writer;
 - device activity is written as ``activity_deltas`` rows, exactly what the pipeline's group
   commits leave behind (one roaring bitmap of device ordinals per app, day and version), and
-  then ``Rollups.run_blocking()`` folds them into ``activity_bitmaps`` and computes every
+  then ``Rollups.run_blocking()`` merges them into ``activity_bitmaps`` and computes every
   ``daily_usage`` row, as the background worker does. The ``devices`` table is not filled:
   statistics never read it. Bundles and downloads go through ``Pipeline`` events.
 - the big app has ``--devices`` devices (default 1 million) with about 15% of them active each
@@ -38,14 +38,14 @@ import httpx
 from pyroaring import BitMap
 from sqlalchemy import Connection, select
 
-from otameter import app_rows
-from otameter import schema as s
 from otameter.clock import SystemClock, day_start_ms
 from otameter.config import Settings
-from otameter.db import migrate
-from otameter.events import BundleUpload, Download
-from otameter.ingest import DELTA_COLUMNS
+from otameter.metering.events import BundleUpload, Download
+from otameter.metering.ingest import DELTA_COLUMNS
 from otameter.runtime import Runtime
+from otameter.storage import app_rows
+from otameter.storage import schema as s
+from otameter.storage.db import migrate
 from otameter.users import create_user
 
 DAYS = 90

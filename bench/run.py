@@ -406,7 +406,7 @@ def otameter(cfg: Config, engine: str, workers: int, pg: PgCluster | None, sync:
         while log_backlog(url, path) and time.monotonic() - t0 < 60:
             time.sleep(0.05)
         row.fold_lag = time.monotonic() - t0
-        time.sleep(2.5)  # let the rollup worker fold the last deltas
+        time.sleep(2.5)  # let the rollup worker merge the last deltas
     row.devices = device_count(url, path)
     if row.devices:
         row.bytes_per_million = (database_size(url, path) - empty) / row.devices * 1e6

@@ -17,8 +17,8 @@ from starlette.testclient import TestClient
 from otameter.api import create_app
 from otameter.clock import ManualClock, to_ms
 from otameter.config import Settings, parse_networks
-from otameter.db import migrate
 from otameter.runtime import Runtime
+from otameter.storage.db import migrate
 from otameter.users import create_user
 
 START = datetime(2024, 5, 15, 12, 0, tzinfo=UTC)

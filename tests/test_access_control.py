@@ -19,9 +19,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from otameter import schema as s
 from otameter.auth_limits import Limit
 from otameter.config import Settings
+from otameter.storage import schema as s
 from tests.harness import Harness, running
 from tests.liveserver import LiveServer, create_user, otameter
 
@@ -405,7 +405,7 @@ def test_two_super_admins_demoting_each_other_leave_one(postgres_url: str, tmp_p
     # (SQLite has one writer at a time for the whole database.)
     from sqlalchemy import text, update
 
-    from otameter.db import create_db_engine
+    from otameter.storage.db import create_db_engine
 
     with running(postgres_url, tmp_path / "data") as h:
         a_id, a_key = h.user("a@example.com")

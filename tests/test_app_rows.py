@@ -7,8 +7,8 @@ from datetime import date, timedelta
 
 from sqlalchemy import text
 
-from otameter import app_rows
-from otameter.db import create_db_engine, migrate
+from otameter.storage import app_rows
+from otameter.storage.db import create_db_engine, migrate
 
 APPS = ("com.a.app", "com.b.app", "com.c.app")
 

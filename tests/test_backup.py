@@ -19,8 +19,8 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from otameter import schema as s
 from otameter.cli import app as cli
+from otameter.storage import schema as s
 from tests.harness import START, Harness, device_body, running, setup_app, zip_bytes
 from tests.liveserver import LiveServer, create_app, create_user
 

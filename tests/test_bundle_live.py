@@ -20,9 +20,9 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from otameter import schema as s
 from otameter.bundle_store import CHUNK_BYTES
-from otameter.db import create_db_engine
+from otameter.storage import schema as s
+from otameter.storage.db import create_db_engine
 from tests.harness import device_body
 from tests.liveserver import LiveServer, create_app, create_user
 

@@ -21,12 +21,12 @@ from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import func, select, text, update
 
-from otameter import schema as s
 from otameter.bundle_move import move_files_to_database
 from otameter.bundle_store import CHUNK_BYTES, BundleBytes, copy_into
 from otameter.clock import to_ms
-from otameter.db import alembic_config, create_db_engine, migrate
-from otameter.events import BundleUpload
+from otameter.metering.events import BundleUpload
+from otameter.storage import schema as s
+from otameter.storage.db import alembic_config, create_db_engine, migrate
 from tests.harness import Harness, running, setup_app
 from tests.liveserver import _env
 from tests.test_bundle_store import APP, big_zip, download_path, figures

@@ -21,8 +21,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from otameter import schema as s
 from otameter.bundle_store import CHUNK_BYTES
+from otameter.storage import schema as s
 from tests.harness import Harness, running, setup_app
 
 APP = "com.example.app"

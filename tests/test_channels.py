@@ -13,11 +13,11 @@ from typing import Any
 from alembic import command
 from sqlalchemy import func, inspect, select, text
 
-from otameter import schema as s
 from otameter.catalog import Catalog, ChannelInfo
 from otameter.channels import Version, auto_update_block, uses_local_channel
 from otameter.config import Settings
-from otameter.db import alembic_config, create_db_engine, migrate
+from otameter.storage import schema as s
+from otameter.storage.db import alembic_config, create_db_engine, migrate
 from tests.harness import Harness, device_body, setup_app
 
 APP = "com.example.app"

@@ -1,5 +1,5 @@
-"""The check-in log: records round-trip, the rollup folds each record exactly once (a failed
-fold leaves no trace, a fold racing another one stores nothing twice), the fold judges the
+"""The check-in log: records round-trip, the rollup drains each record exactly once (a failed
+drain leaves no trace, a drain racing another one stores nothing twice), the fold judges the
 Google window at the check-in's own time, and migration 0008 goes down without losing it."""
 
 from __future__ import annotations
@@ -15,15 +15,16 @@ import pytest
 from alembic import command
 from sqlalchemy import func, inspect, select
 
-from otameter import app_rows, checkin_log, ingest
-from otameter import schema as s
-from otameter.checkin_log import RecordError, decode_record, encode_record
 from otameter.clock import ManualClock, to_ms
 from otameter.config import Settings
-from otameter.db import alembic_config, create_db_engine, migrate
-from otameter.events import CheckIn
-from otameter.rollups import load_day_bitmaps
+from otameter.metering import checkin_log, ingest
+from otameter.metering.checkin_log import RecordError, decode_record, encode_record
+from otameter.metering.events import CheckIn
+from otameter.metering.rollups import load_day_bitmaps
 from otameter.runtime import Runtime
+from otameter.storage import app_rows
+from otameter.storage import schema as s
+from otameter.storage.db import alembic_config, create_db_engine, migrate
 from tests.harness import Harness, setup_app
 
 APP = "com.example.app"
@@ -131,12 +132,12 @@ def test_a_checkin_is_logged_then_folded_once(harness: Harness) -> None:
     # Acknowledged means logged: nothing is folded until the rollup runs.
     assert logged(h) == 6
     assert count(h, s.devices) == 0
-    # The frequent pass folds the log into the device table (and deltas) ...
-    assert h.rt.rollups.fold_log_blocking() == 6
+    # The frequent pass drains the log into the device table (and deltas) ...
+    assert h.rt.rollups.drain_log_blocking() == 6
     assert logged(h) == 0
     assert set(ordinals(h)) == set(devices)
     assert count(h, s.activity_deltas)
-    # ... the rollup folds the deltas into the day's bitmap.
+    # ... the rollup merges the deltas into the day's bitmap.
     h.rollup()
     assert day_devices(h) == {h.clock.now().date(): set(ordinals(h).values())}
     h.rollup()  # nothing left: nothing doubles
@@ -144,7 +145,7 @@ def test_a_checkin_is_logged_then_folded_once(harness: Harness) -> None:
     assert day_devices(h) == {h.clock.now().date(): set(ordinals(h).values())}
 
 
-def test_a_failed_fold_leaves_the_log_whole(
+def test_a_failed_drain_leaves_the_log_whole(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = harness
@@ -155,11 +156,11 @@ def test_a_failed_fold_leaves_the_log_whole(
 
     def store_then_fail(conn: Any, facts: Any) -> None:
         ingest.store_facts(conn, facts)  # the facts are written ...
-        raise RuntimeError("the fold dies before its commit")  # ... and then it fails
+        raise RuntimeError("the drain dies before its commit")  # ... and then it fails
 
     with monkeypatch.context() as patch:
         patch.setattr(checkin_log, "store_facts", store_then_fail)
-        with pytest.raises(RuntimeError, match="fold dies"):
+        with pytest.raises(RuntimeError, match="drain dies"):
             h.rollup()
     # Nothing of the failed transaction stayed: the records, and no facts.
     assert logged(h) == 20
@@ -171,7 +172,7 @@ def test_a_failed_fold_leaves_the_log_whole(
     assert day_devices(h) == {h.clock.now().date(): set(ordinals(h).values())}
 
 
-def test_a_fold_that_another_fold_got_to_first_stores_nothing(
+def test_a_drain_that_another_drain_got_to_first_stores_nothing(
     harness: Harness, second: Runtime
 ) -> None:
     h = harness
@@ -194,7 +195,7 @@ def test_a_fold_that_another_fold_got_to_first_stores_nothing(
 def test_a_fold_late_to_rows_whose_ids_were_given_again_stores_and_deletes_nothing(
     harness: Harness, second: Runtime
 ) -> None:
-    """SQLite gives the ids of deleted newest rows again: a late fold must not take the new rows."""
+    """SQLite gives the ids of deleted newest rows again: a late drain must not take new rows."""
     h = harness
     setup_app(h)
     first = [str(uuid.uuid4()) for _ in range(10)]
@@ -216,7 +217,7 @@ def test_a_fold_late_to_rows_whose_ids_were_given_again_stores_and_deletes_nothi
     assert len(day_devices(h)[h.clock.now().date()]) == 20
 
 
-def test_rollups_racing_in_two_processes_fold_each_record_once(
+def test_rollups_racing_in_two_processes_drain_each_record_once(
     harness: Harness, second: Runtime
 ) -> None:
     import threading
@@ -224,7 +225,7 @@ def test_rollups_racing_in_two_processes_fold_each_record_once(
 
     h = harness
     setup_app(h)
-    # Small folds, so that the two processes take turns over many of them.
+    # Small drains, so that the two processes take turns over many of them.
     h.rt.rollups.max_log_rows = second.rollups.max_log_rows = 3
     devices = [str(uuid.uuid4()) for _ in range(60)]
     for n, device in enumerate(devices):
@@ -288,7 +289,7 @@ def test_the_fold_judges_the_google_window_at_the_checkins_time(harness: Harness
 # -- migration 0008 ------------------------------------------------------------------------------
 
 
-def test_migration_0008_down_folds_the_log_and_up_again(harness: Harness, db_url: str) -> None:
+def test_migration_0008_down_drains_the_log_and_up_again(harness: Harness, db_url: str) -> None:
     h = harness
     setup_app(h)
     devices = [str(uuid.uuid4()) for _ in range(4)]
@@ -317,7 +318,7 @@ def test_migration_0008_down_folds_the_log_and_up_again(harness: Harness, db_url
     assert count(h, s.devices) == 5
 
 
-def test_a_record_this_version_cannot_read_stays_and_the_rest_is_folded(
+def test_a_record_this_version_cannot_read_stays_and_the_rest_is_drained(
     harness: Harness,
 ) -> None:
     h = harness

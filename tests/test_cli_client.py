@@ -25,14 +25,16 @@ import uvicorn
 from sqlalchemy import update
 from typer.testing import CliRunner
 
-from otameter import schema as s
 from otameter.api import create_app
 from otameter.cli import app as cli
-from otameter.cli_client import SemVer, plan_cleanup, sparkline
+from otameter.cli.cleanup import plan_cleanup
+from otameter.cli.output import sparkline
+from otameter.cli.semver import SemVer
 from otameter.clock import SystemClock, to_ms
 from otameter.config import Settings
-from otameter.db import migrate
 from otameter.runtime import Runtime
+from otameter.storage import schema as s
+from otameter.storage.db import migrate
 from otameter.units import format_bytes
 from otameter.users import create_user
 from tests.harness import device_body, zip_bytes
@@ -570,6 +572,32 @@ def test_statistics_tables_json_and_csv(live: Live, tmp_path: Path) -> None:
     )
     other = run(live, "stats", "org", "00000000-0000-0000-0000-000000000000")
     assert other.exit_code == 5 and "App/Organization not found" in other.stderr
+
+
+def test_stats_app_org_and_user_take_the_same_options(live: Live) -> None:
+    """The three scopes are one command path: each has its id argument (user none), then the
+    same options, and names its subject in the table's title."""
+    options = ("--from", "--to", "--json", "--csv", "--server", "--apikey", "Exit codes")
+    for scope, argument in (("app", "app_id"), ("org", "org_id"), ("user", None)):
+        helped = run(None, "stats", scope, "--help")
+        assert helped.exit_code == 0, helped.output
+        assert all(option in helped.stdout for option in options), (scope, helped.stdout)
+        assert (argument is not None) == ("Arguments" in helped.stdout), scope
+        if argument is not None:
+            assert argument in helped.stdout
+            assert run(live, "stats", scope).exit_code == 2  # the id is required
+    assert run(live, "stats", "user", APP_ID).exit_code == 2  # and user takes none
+
+    day = SystemClock().now().date().isoformat()
+    for args, title in (
+        (("app", APP_ID), f"app {APP_ID}, {day} to {day}"),
+        (("org", live.org_id), f"org {live.org_id}, {day} to {day}"),
+        (("user",), f"all your apps, {day} to {day}"),
+    ):
+        shown = run(live, "stats", *args, "--from", day, "--to", day)
+        assert shown.exit_code == 0, shown.output
+        # The title wraps at the table's width.
+        assert title in " ".join(shown.stdout.split()), shown.stdout
 
 
 def test_usage_of_an_org(live: Live, tmp_path: Path) -> None:

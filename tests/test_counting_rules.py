@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from otameter import schema as s
 from otameter.statistics import month_unique_devices_from_device_table
+from otameter.storage import schema as s
 from tests.harness import Harness, running, setup_app
 
 APP = "com.example.app"
@@ -242,7 +242,7 @@ def test_a_google_peer_without_proxy_is_not_counted(db_url: str, tmp_path: Path)
 
 
 def test_the_window_of_an_upload_is_four_hours_from_it() -> None:
-    from otameter.counting import GOOGLE_WINDOW_MS, Verdict, classify, in_upload_window
+    from otameter.metering.counting import GOOGLE_WINDOW_MS, Verdict, classify, in_upload_window
 
     upload = 1_000_000_000
     times = [upload - 10 * GOOGLE_WINDOW_MS, upload]

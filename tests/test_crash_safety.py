@@ -22,9 +22,9 @@ from pathlib import Path
 import httpx
 from sqlalchemy import func, select
 
-from otameter import schema as s
-from otameter.db import create_db_engine
-from otameter.rollups import load_day_bitmaps
+from otameter.metering.rollups import load_day_bitmaps
+from otameter.storage import schema as s
+from otameter.storage.db import create_db_engine
 from tests.harness import device_body, zip_bytes
 from tests.liveserver import LiveServer, create_app, create_user
 

@@ -23,14 +23,14 @@ import pytest
 import uvicorn
 from sqlalchemy import select, update
 
-from otameter import schema as s
 from otameter.api import create_app
 from otameter.clock import ManualClock
 from otameter.config import Settings
 from otameter.dashboard import session
-from otameter.db import migrate
 from otameter.demo import DEMO_APPS, seed_demo
 from otameter.runtime import Runtime
+from otameter.storage import schema as s
+from otameter.storage.db import migrate
 from otameter.units import format_bytes
 from tests.harness import Harness, device_body, running
 

@@ -10,8 +10,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otameter.events import CheckIn, Download
-from otameter.fold import Fold, FoldedBatch, FoldedFacts, merge_batches
+from otameter.metering.events import CheckIn, Download
+from otameter.metering.fold import Fold, FoldedBatch, FoldedFacts, merge_batches
 
 DAY_MS = 86_400_000
 START = 1_714_521_600_000  # 2024-05-01T00:00:00Z

@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from otameter import schema as s
-from otameter.fold import FoldedBatch, FoldedFacts
-from otameter.import_lines import ParsingPool
-from otameter.importer import Importer, ImportFailed, ImportSummary
-from otameter.ingest import upsert_devices
+from otameter.importing.importer import Importer, ImportFailed, ImportSummary
+from otameter.importing.lines import ParsingPool
+from otameter.metering.fold import FoldedBatch, FoldedFacts
+from otameter.metering.ingest import upsert_devices
+from otameter.storage import schema as s
 from tests.harness import Harness, running, setup_app
 
 APP = "com.example.app"

@@ -13,8 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from otameter.clock import to_ms
-from otameter.events import CheckIn, Download
-from otameter.import_lines import (
+from otameter.importing.lines import (
     LineError,
     _parse_in_full,
     count_lines,
@@ -23,6 +22,7 @@ from otameter.import_lines import (
     parse_event,
     read_slice_blocks,
 )
+from otameter.metering.events import CheckIn, Download
 
 LATEST_MS = to_ms(datetime(2024, 5, 15, 12, 5, tzinfo=UTC))
 DEVICE = "9F3A4C2E-1B6D-4E8F-A0B1-C2D3E4F5A6B7"

@@ -25,12 +25,12 @@ from hypothesis import strategies as st
 from pyroaring import BitMap
 from sqlalchemy import select
 
-from otameter import schema as s
 from otameter.clock import day_of_ms, to_ms
-from otameter.counting import GOOGLE_WINDOW_MS
-from otameter.importer import Importer
-from otameter.rollups import load_day_bitmaps, month_end
+from otameter.importing.importer import Importer
+from otameter.metering.counting import GOOGLE_WINDOW_MS
+from otameter.metering.rollups import load_day_bitmaps, month_end
 from otameter.statistics import month_unique_devices_from_device_table
+from otameter.storage import schema as s
 from tests.harness import Harness, running
 
 # The harness clock stands at 2024-05-15 12:00; the history covers the month before it.

@@ -17,8 +17,14 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
 
-from otameter.db import HEAD_REVISION, alembic_config, create_db_engine, migrate, schema_revision
-from otameter.schema import declared_for, metadata
+from otameter.storage.db import (
+    HEAD_REVISION,
+    alembic_config,
+    create_db_engine,
+    migrate,
+    schema_revision,
+)
+from otameter.storage.schema import declared_for, metadata
 
 
 def test_migrations_match_schema(db_url: str) -> None:
@@ -193,8 +199,8 @@ def test_0008_numbers_devices_per_app_and_back(db_url: str) -> None:
             counters = dict(conn.execute(text("SELECT app_id, device_ordinals FROM apps")).all())
         assert counters == {"com.a.app": 3, "com.b.app": 2}
         # A new device of an app takes the next ordinal of that app.
-        from otameter.fold import DEVICE_FIELDS
-        from otameter.ingest import upsert_devices
+        from otameter.metering.fold import DEVICE_FIELDS
+        from otameter.metering.ingest import upsert_devices
 
         def row(app_id: str, device_id: str) -> list[object]:
             values = dict.fromkeys((name for name, _ in DEVICE_FIELDS), "")
@@ -384,8 +390,8 @@ def test_0010_leads_every_app_key_with_app_id_and_back(db_url: str) -> None:
     # above every id of every app; its downgrade restores the previous keys, rows and all.
     from sqlalchemy import text
 
-    from otameter import app_rows
-    from otameter.ingest import insert_channel
+    from otameter.metering.ingest import insert_channel
+    from otameter.storage import app_rows
 
     config = alembic_config(db_url)
     command.upgrade(config, "0008")

@@ -22,13 +22,13 @@ import httpx
 import pytest
 from sqlalchemy import Engine, func, select
 
-from otameter import schema as s
 from otameter.clock import ManualClock, day_start_ms
 from otameter.config import Settings
-from otameter.db import create_db_engine
-from otameter.events import CheckIn
-from otameter.rollups import MAU_WINDOW_DAYS, load_day_bitmaps
+from otameter.metering.events import CheckIn
+from otameter.metering.rollups import MAU_WINDOW_DAYS, load_day_bitmaps
 from otameter.runtime import Runtime
+from otameter.storage import schema as s
+from otameter.storage.db import create_db_engine
 from tests.harness import Harness, device_body
 from tests.liveserver import LiveServer, create_app, create_user
 

@@ -30,9 +30,9 @@ from sqlalchemy import create_engine
 from otameter.api import create_app
 from otameter.clock import to_ms
 from otameter.config import Settings
-from otameter.db import migrate
 from otameter.openapi import NOT_API_PREFIXES, OPERATIONS, served_operations
 from otameter.runtime import Runtime
+from otameter.storage.db import migrate
 from otameter.users import create_user
 from tests.harness import Harness, device_body, zip_bytes
 

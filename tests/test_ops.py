@@ -64,7 +64,7 @@ def test_readyz_is_ready_then_says_why_not(harness: Harness) -> None:
             )
         )
 
-    from otameter.db import HEAD_REVISION
+    from otameter.storage.db import HEAD_REVISION
 
     set_revision("0000")
     r = h.client.get("/readyz")

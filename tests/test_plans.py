@@ -12,16 +12,16 @@ import pytest
 from sqlalchemy import Connection
 from typer.testing import CliRunner
 
-from otameter.cli import app as cli_app
-from otameter.clock import to_ms
-from otameter.plans import (
-    EMUDEV_THRESHOLD,
+from otameter.billing.plans import (
     cycle_bounds,
     orgs_using_plan,
     parse_quantity,
     set_org_plan,
     upsert_plan,
 )
+from otameter.billing.usage import EMUDEV_THRESHOLD
+from otameter.cli import app as cli_app
+from otameter.clock import to_ms
 from tests.harness import Harness, zip_bytes
 
 APP = "com.example.plans"

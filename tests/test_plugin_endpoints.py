@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from otameter import checkin_log
-from otameter import schema as s
+from otameter.metering import checkin_log
+from otameter.storage import schema as s
 from tests.harness import Harness, device_body, setup_app, zip_bytes
 
 APP = "com.example.app"

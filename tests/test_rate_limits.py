@@ -22,10 +22,10 @@ import httpx
 import pytest
 from sqlalchemy import event, func, select
 
-from otameter import checkin_log
-from otameter import schema as s
-from otameter.db import create_db_engine
-from otameter.limits import address_key, sliding_retry_after
+from otameter.metering import checkin_log
+from otameter.rate_limits import address_key, sliding_retry_after
+from otameter.storage import schema as s
+from otameter.storage.db import create_db_engine
 from tests.harness import Harness, device_body, running, setup_app
 from tests.liveserver import LiveServer, create_app, create_user
 
@@ -222,7 +222,7 @@ def test_new_devices_per_address_and_hour(limited: Harness) -> None:
 
 
 def test_import_is_not_limited_by_address(limited: Harness) -> None:
-    from otameter.events import CheckIn
+    from otameter.metering.events import CheckIn
 
     h = limited
     setup_app(h)
@@ -249,7 +249,7 @@ def test_import_is_not_limited_by_address(limited: Harness) -> None:
 
 
 def test_a_fold_across_an_hour_boundary(limited: Harness) -> None:
-    from otameter.events import CheckIn
+    from otameter.metering.events import CheckIn
 
     h = limited
     setup_app(h)

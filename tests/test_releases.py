@@ -279,7 +279,7 @@ def test_launch_quantiles_are_within_the_documented_bound() -> None:
 def test_an_import_of_the_same_events_agrees_with_live_traffic(harness: Harness) -> None:
     # The sequences of ``replay`` as import lines (shuffled: an import's order is any), stats
     # as ``"type": "stat"``. Imports carry no update answers, so ``offered`` stays 0.
-    from otameter.importer import Importer
+    from otameter.importing.importer import Importer
 
     key = setup_app(harness)
     harness.upload(key, APP, "1.0.1")

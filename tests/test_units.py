@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from otameter.cli_client import human_bytes
-from otameter.plans import parse_quantity
+from otameter.billing.plans import parse_quantity
+from otameter.cli.output import human_bytes
 from otameter.units import format_bytes
 
 

@@ -24,9 +24,9 @@ from typing import Any
 import httpx
 import pytest
 
-from otameter import schema as s
 from otameter.clock import to_ms
 from otameter.config import Settings, parse_networks
+from otameter.storage import schema as s
 from otameter.webhooks import (
     INVALID_URL_REASON,
     NO_ANSWER_REASON,

@@ -429,8 +429,8 @@ def test_background_workers_lock_and_deliver_within_seconds(
     from otameter.api import create_app
     from otameter.clock import ManualClock
     from otameter.config import Settings, parse_networks
-    from otameter.db import migrate
     from otameter.runtime import Runtime
+    from otameter.storage.db import migrate
     from tests.harness import START
 
     db_url = f"sqlite:///{tmp_path}/otameter.db"

@@ -16,8 +16,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Row, and_, or_, select
 
-from . import schema as s
-from .errors import ApiError
+from .storage import schema as s
 
 
 class Level(IntEnum):
@@ -155,8 +154,3 @@ def readable_org_ids(conn: Connection, principal: Principal) -> list[str]:
     m = s.org_members.c
     ids = conn.scalars(select(m.org_id).where(m.user_id == principal.user_id).order_by(m.org_id))
     return [org_id for org_id in ids if principal.sees_org(org_id)]
-
-
-def require_level(principal: Principal, need: Level, granted: Level, message: str) -> None:
-    if principal.level < need or granted < need:
-        raise ApiError(403, message)

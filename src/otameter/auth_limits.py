@@ -19,10 +19,10 @@ from functools import partial
 
 from sqlalchemy import Connection, case, delete
 
-from . import schema as s
 from .clock import Clock, to_ms
-from .ingest import dialect_insert
-from .writer import Writer
+from .metering.writer import Writer
+from .storage import schema as s
+from .storage.dialect import dialect_insert
 
 # Addresses remembered as blocked, per process, before expired entries are dropped.
 _MAX_REMEMBERED = 10_000

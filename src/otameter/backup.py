@@ -45,9 +45,9 @@ from sqlalchemy import (
     text,
 )
 
-from .app_rows import DRAWN_ID_TABLES
 from .clock import SystemClock
-from .db import create_db_engine, schema_revision
+from .storage.app_rows import DRAWN_ID_TABLES
+from .storage.db import create_db_engine, schema_revision
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -257,8 +257,8 @@ def restore(source: Path, db_url: str, data_dir: Path, progress: Progress | None
     from alembic import command
     from alembic.util.exc import CommandError
 
-    from .db import alembic_config
-    from .db import migrate as migrate_to_head
+    from .storage.db import alembic_config
+    from .storage.db import migrate as migrate_to_head
 
     note = progress or (lambda _message: None)
     manifest = read_manifest(source)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine, delete, select, update
 
-from . import schema as s
 from .bundle_store import CHUNK_BYTES, DATABASE, FILE, BundleBytes, DatabaseStore, FileStore
+from .storage import schema as s
 
 
 @dataclass

@@ -14,8 +14,8 @@ older bundles are still files keeps serving them until ``otameter bundles
 move-to-database`` moves them (``bundle_move.py``).
 
 An upload in progress has a ``bundle_uploads`` row, removed in the transaction that records
-the bundle (``ingest.py``); :func:`sweep_abandoned` removes the bytes of uploads that a crash
-cut short.
+the bundle (``metering/ingest.py``); :func:`sweep_abandoned` removes the bytes of uploads that
+a crash cut short.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import anyio.abc
 import anyio.to_thread
 from sqlalchemy import Connection, Engine, delete, select
 
-from . import schema as s
+from .storage import schema as s
 
 __all__ = [
     "CHUNK_BYTES",
@@ -461,13 +461,13 @@ class BundleStores:
 
     def remove(self, bundle: BundleBytes) -> None:
         """Free a deleted bundle's file. Database chunks go in the delete's own transaction
-        (``ingest.py``), so only files are left to remove; a missing one is fine."""
+        (``metering/ingest.py``), so only files are left to remove; a missing one is fine."""
         if bundle.storage == FILE:
             with suppress(FileNotFoundError):
                 self.files.remove(bundle)
 
 
-def sweep_abandoned(conn: Connection, stores: BundleStores, now_ms: int) -> list[BundleBytes]:
+def sweep_abandoned(conn: Connection, now_ms: int) -> list[BundleBytes]:
     """Forget uploads cut short longer than :data:`ABANDONED_AFTER_MS` ago and remove their
     database bytes (in ``conn``'s transaction); returns them, so that the caller removes
     their files after the commit."""

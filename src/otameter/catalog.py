@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, select
 
-from . import schema as s
 from .models.shapes import PLATFORMS as PLATFORM_ORDER
+from .storage import schema as s
 
 PLATFORMS = frozenset(PLATFORM_ORDER)
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy import Connection, false, or_, select, update
 
-from . import schema as s
 from .models.shapes import PLATFORMS
+from .storage import schema as s
 
 
 def public_column(platform: str) -> str:

@@ -60,10 +60,6 @@ def from_ms(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
-def utc_day(when: datetime) -> date:
-    return when.astimezone(UTC).date()
-
-
 def day_of_ms(ms: int) -> date:
     return from_ms(ms).date()
 

@@ -55,7 +55,7 @@ class Settings:
     # FULL: every acknowledged event survives power loss (fsync per group commit).
     # NORMAL: survives a process crash, may lose the last commits on power loss; faster.
     sqlite_synchronous: str = "FULL"
-    # How often the rollup worker folds new facts into per-day figures.
+    # How often the rollup worker turns new facts into per-day figures.
     rollup_interval_seconds: float = 2.0
     # Group commit: how many events at most share one transaction.
     max_batch: int = 2000
@@ -134,7 +134,7 @@ class Settings:
             "access_log": env.get("OTAMETER_ACCESS_LOG", "").lower() in {"1", "true", "yes", "on"},
         }
         if env.get("OTAMETER_MAX_BUNDLE_SIZE"):
-            from .plans import parse_quantity
+            from .billing.plans import parse_quantity
 
             try:
                 values["max_bundle_bytes"] = parse_quantity(env["OTAMETER_MAX_BUNDLE_SIZE"])

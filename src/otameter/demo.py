@@ -10,13 +10,13 @@ from datetime import timedelta
 
 from sqlalchemy import Connection, func, select
 
-from . import schema as s
 from .auth import hash_key, new_api_key
+from .billing.plans import upsert_plan
 from .bundle_store import copy_into
 from .clock import to_ms
-from .events import BundleUpload, CheckIn, Download, Event
-from .plans import upsert_plan
+from .metering.events import BundleUpload, CheckIn, Download, Event
 from .runtime import Runtime
+from .storage import schema as s
 from .users import create_user
 
 DEMO_EMAIL = "demo@otameter.local"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, text
 
-from .db import HEAD_REVISION
+from .storage.db import HEAD_REVISION
 
 
 def data_dir_problem(path: Path, *, create: bool = False) -> str | None:

@@ -45,7 +45,6 @@ __all__ = [
     "KIND_UP_TO_DATE",
     "MAX_STATS_BATCH",
     "PLATFORMS",
-    "PLUGIN_STATS_QUEUE_CAP",
     "UP_TO_DATE_CODES",
     "ChannelRequest",
     "DeviceInfo",
@@ -75,6 +74,9 @@ __all__ = [
 # Limits and patterns
 # --------------------------------------------------------------------------------------------
 
+
+#: Largest stats array we accept; generous over the plugin's cap (it never queues more than 200
+#: stats events on disk) for replays and older queues.
 #: The plugin never queues more than this many stats events (its on-disk queue cap).
 PLUGIN_STATS_QUEUE_CAP: Final = 200
 #: Largest stats array we accept; generous over the plugin cap for replays and older queues.

@@ -1,6 +1,6 @@
 """The release guard: a webhook alert, and an opt-in rollback, when a bundle goes wrong.
 
-It runs in the rollup transaction that folded a version's release-health device sets. Over the
+It runs in the rollup transaction that merged a version's release-health device sets. Over the
 last ``WINDOW_DAYS`` days, the version's *installing* devices are those that sent ``set``, an
 install or download failure, or ``update_fail`` for it. Once there are at least
 ``Settings.release_min_devices`` of them, each rate (devices that rolled back, that failed, that
@@ -22,10 +22,10 @@ import orjson
 from pyroaring import BitMap
 from sqlalchemy import Connection, select, update
 
-from . import schema as s
 from .clock import Clock, to_ms
 from .config import Settings
 from .releases import CRASHED, FAILED, INSTALLED, ROLLED_BACK
+from .storage import schema as s
 from .webhooks import enqueue_event
 
 EVENT = "release_regression"

@@ -14,13 +14,14 @@ import orjson
 from pyroaring import BitMap
 from sqlalchemy import Connection, delete, select, tuple_
 
-from . import app_rows
-from . import schema as s
 from .clock import day_of_ms
-from .counting import Verdict, device_verdict
-from .events import PluginStat
-from .ingest import DELTA_COLUMNS, date_param, upsert_devices
+from .metering.counting import Verdict, device_verdict
+from .metering.events import PluginStat
+from .metering.ingest import DELTA_COLUMNS, upsert_devices
 from .releases import ACTION_OUTCOMES, LAUNCH_ACTION, launch_bucket, release_version
+from .storage import app_rows
+from .storage import schema as s
+from .storage.dialect import date_param
 
 _COUNTED = Verdict.COUNTED
 

@@ -1,5 +1,5 @@
 """Release-health rows (contract.md "Release health"): per bundle version, over a range of days
-or per day, read from the folded device sets and launch histograms, never from raw events."""
+or per day, read from the merged device sets and launch histograms, never from raw events."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Any
 from pyroaring import BitMap
 from sqlalchemy import Connection, select
 
-from . import schema as s
 from .csv_cells import CsvWriter
 from .releases import OUTCOMES, RELEASE_ROW_FIELDS, histogram_quantile
+from .storage import schema as s
 
 ACTIVE = "active"
 FIELDS = RELEASE_ROW_FIELDS

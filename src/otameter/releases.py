@@ -6,7 +6,7 @@ and any number of times:
 
 - per (app, day, outcome, version) the counted devices it happened to, as roaring bitmaps of
   the same device ordinals as MAU, appended to ``activity_deltas`` under the outcome's kind and
-  folded by the rollups like activity (a device that retries, or sends its queue again, is in
+  merged by the rollups like activity (a device that retries, or sends its queue again, is in
   the set once; emulators and dev builds are never in it);
 - per (app, day, version) a histogram of launch times (``release_launches``), whose buckets
   add up; a launch is added once, when its raw event is new (see ``device_events``' unique

@@ -11,28 +11,29 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from . import schema as s
 from .auth_limits import FailedAuthLimiter, Limit
+from .billing.enforcement import PlanEnforcer
 from .bundle_store import BundleStores, sweep_abandoned
 from .catalog import Catalog
 from .clock import Clock, SystemClock, to_ms
 from .config import Settings
-from .db import create_db_engine, sqlite_write_lock
-from .events import Event, Outcome
 from .google_ranges import load_google_ranges
-from .ingest import Pipeline, dialect_insert
-from .limits import Limits, prune
+from .metering.events import Event, Outcome
+from .metering.ingest import Pipeline
+from .metering.rollups import Rollups
+from .metering.writer import Writer
 from .periodic import Periodic
-from .plans import PlanEnforcer
+from .rate_limits import Limits, prune
 from .release_guard import ReleaseGuard
 from .release_ingest import PRUNE_BATCH, prune_events
-from .rollups import Rollups
+from .storage import schema as s
+from .storage.db import create_db_engine, sqlite_write_lock
+from .storage.dialect import dialect_insert
 from .webhooks import TargetPolicy, WebhookDispatcher
-from .writer import Writer
 
 log = logging.getLogger(__name__)
 SECRET_KEY = "download_signing_secret"
-LOG_FOLD_SECONDS = 0.25
+LOG_DRAIN_SECONDS = 0.25
 
 
 class Runtime:
@@ -60,12 +61,12 @@ class Runtime:
         self.rollup_worker = Periodic(
             "otameter-rollups", self.rollups.run_blocking, settings.rollup_interval_seconds
         )
-        # Folds the check-in log more often than the whole rollup runs: short transactions
+        # Drains the check-in log more often than the whole rollup runs: short transactions
         # that hold the write lock briefly, and a device table at most this much behind.
         self.log_worker = Periodic(
             "otameter-checkin-log",
-            self.rollups.fold_log_blocking,
-            min(LOG_FOLD_SECONDS, settings.rollup_interval_seconds),
+            self.rollups.drain_log_blocking,
+            min(LOG_DRAIN_SECONDS, settings.rollup_interval_seconds),
         )
         self.catalog = Catalog(self.read_engine, settings.cache_ttl_seconds)
         # Snapshot loads in flight, per event loop and app (see api.plugin.app_snapshot).
@@ -86,7 +87,7 @@ class Runtime:
             clock=self.clock,
             run=self.writer.run,
         )
-        # Applied by the rollup as it folds the check-in log into device rows.
+        # Applied by the rollup as it drains the check-in log into device rows.
         self.rollups.new_devices = self.limits.new_devices
         # Counters whose windows are over are dropped now and then.
         self.limits_worker = Periodic("otameter-limits", self._prune_limits, 60.0)
@@ -130,11 +131,11 @@ class Runtime:
         self.rollup_worker.stop()
         self.log_worker.stop()
         if background:
-            # What was logged is durable either way; folded now, the next start is not behind.
+            # What was logged is durable either way; drained now, the next start is not behind.
             try:
-                self.rollups.fold_log_blocking()
+                self.rollups.drain_log_blocking()
             except Exception:
-                log.warning("folding the check-in log at stop failed", exc_info=True)
+                log.warning("draining the check-in log at stop failed", exc_info=True)
         self.plan_worker.stop()
         self.webhook_worker.stop()
         self.bundle_sweeper.stop()
@@ -169,7 +170,7 @@ class Runtime:
     def sweep_bundles(self) -> int:
         """Remove the bytes of uploads that a crash cut short; returns how many."""
         now_ms = to_ms(self.clock.now())
-        gone = self.writer.run_blocking(lambda conn: sweep_abandoned(conn, self.bundles, now_ms))
+        gone = self.writer.run_blocking(lambda conn: sweep_abandoned(conn, now_ms))
         for bundle in gone:
             self.bundles.remove(bundle)
         return len(gone)

@@ -14,8 +14,8 @@ import secrets
 
 from sqlalchemy import Connection, delete, select
 
-from . import schema as s
 from .auth import PRINCIPAL_COLUMNS, Principal, key_is_live, principal_from_row
+from .storage import schema as s
 
 MAX_AGE_SECONDS = 12 * 3600
 

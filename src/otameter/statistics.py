@@ -15,9 +15,9 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from . import schema as s
 from .csv_cells import CsvWriter
 from .errors import ApiError
+from .storage import schema as s
 
 MAX_RANGE_DAYS = 90
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -240,7 +240,7 @@ def month_unique_devices_from_device_table(conn: Connection, app_id: str, month_
     Exact for the current month (a later month's check-in moves ``last_counted_at`` on).
     """
     from .clock import day_start_ms
-    from .rollups import month_end
+    from .metering.rollups import month_end
 
     lo = day_start_ms(month_first)
     hi = day_start_ms(month_end(month_first) + timedelta(days=1))

@@ -7,8 +7,8 @@ import uuid
 
 from sqlalchemy import Connection, delete, func, select
 
-from . import schema as s
 from .auth import hash_key, new_api_key
+from .storage import schema as s
 
 
 class UserExists(ValueError):

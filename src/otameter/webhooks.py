@@ -43,11 +43,11 @@ import orjson
 from sqlalchemy import Connection, select, update
 
 from . import metrics
-from . import schema as s
 from .clock import Clock, to_ms
 from .config import Network
+from .metering.writer import Writer
 from .models.shapes import iso
-from .writer import Writer
+from .storage import schema as s
 
 log = logging.getLogger(__name__)
 

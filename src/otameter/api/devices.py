@@ -14,7 +14,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .. import schema as s
 from ..auth import Level
 from ..errors import bad_request, not_found
 from ..models import devices as models
@@ -30,6 +29,7 @@ from ..openapi import (
     error,
 )
 from ..release_guard import release_alerts
+from ..storage import schema as s
 from .common import JSONResponse, caller, query_page, read_db
 from .management import app_access
 

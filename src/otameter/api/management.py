@@ -16,7 +16,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .. import schema as s
 from ..auth import KEY_MODES, ROLES, Level, Principal, hash_key, id_set, new_api_key, org_role
 from ..bundle_store import BundleBytes, StagedUpload, TrackedUpload
 from ..bundle_upload import receive_bundle
@@ -25,8 +24,8 @@ from ..channel_store import claim_public, public_column, public_for_served
 from ..channels import AUTO_UPDATE_RULES
 from ..clock import to_ms
 from ..errors import ApiError, bad_request, not_found
-from ..events import BundleDelete, BundleUpload, Outcome
-from ..ingest import insert_channel
+from ..metering.events import BundleDelete, BundleUpload, Outcome
+from ..metering.ingest import insert_channel
 from ..models import management as models
 from ..models.common import StatusOk
 from ..models.shapes import PLATFORMS, iso
@@ -44,6 +43,7 @@ from ..openapi import (
 )
 from ..runtime import Runtime
 from ..sessions import end_key_sessions
+from ..storage import schema as s
 from ..text import has_control
 from .common import (
     JSONResponse,

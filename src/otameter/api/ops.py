@@ -15,9 +15,9 @@ from starlette.routing import Route
 from .. import metrics
 from ..clock import to_ms
 from ..health import data_dir_problem, schema_problem
+from ..metering.rollups import rollup_lag_seconds
 from ..models.common import StatusOk
 from ..openapi import answer, describe, error
-from ..rollups import rollup_lag_seconds
 from .common import JSONResponse, runtime
 
 # A database that does not answer within this time is not ready.

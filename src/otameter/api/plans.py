@@ -15,11 +15,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .. import schema as s
 from ..auth import Level
+from ..billing.plans import list_plans
+from ..billing.usage import compute_usage
 from ..clock import to_ms
 from ..errors import ApiError, bad_request, not_found
-from ..limits import refused_by_day
 from ..models import plans as models
 from ..models.common import StatusOk
 from ..models.shapes import iso
@@ -35,8 +35,9 @@ from ..openapi import (
     json_body,
     org_id_param,
 )
-from ..plans import compute_usage, list_plans
+from ..rate_limits import refused_by_day
 from ..release_guard import THRESHOLDS
+from ..storage import schema as s
 from ..webhooks import MIN_SECRET_LENGTH, TargetError, delivery_json, parse_target
 from .common import JSONResponse, caller, json_model, json_object, query_page, read_db, runtime
 from .management import INSUFFICIENT, org_access

@@ -20,19 +20,19 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import channels, protocol
-from .. import schema as s
 from ..bundle_store import BundleBytes
 from ..catalog import AppSnapshot
 from ..clock import to_ms
 from ..download import MeteredFileResponse
-from ..events import CheckIn, Download, DownloadCorrection, PluginStat
-from ..ingest import dialect_insert
+from ..metering.events import CheckIn, Download, DownloadCorrection, PluginStat
 from ..models import plugin as models
 from ..models.shapes import AppId, DeviceId, Platform, SemVer
 from ..openapi import INT, STR, SchemaLike, answer, describe, error, json_body, json_content
 from ..protocol import ProtocolError
 from ..releases import parse_duration, stat_metadata
 from ..runtime import Runtime
+from ..storage import schema as s
+from ..storage.dialect import dialect_insert
 from .common import JSONResponse, client_ip, runtime
 
 # Signed download links stay valid long enough for a device to resume a download later.
@@ -102,7 +102,7 @@ async def update_check(rt: Runtime, request: Request, body: bytes) -> Response:
     wait = await rt.limits.checkins.admit(req.app_id, req.device_id)
     if wait is not None:
         return rate_limited(wait, "Too many update checks from this device")
-    # The new-devices limit is applied when the rollup folds the log (checkin_log.py): the
+    # The new-devices limit is applied when the rollup drains the log (checkin_log.py): the
     # answer does not wait for the device table, so a refused new device is answered 200.
     # The answer is decided first: the check-in records the version it offers (release
     # health's ``offered``).

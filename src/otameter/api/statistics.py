@@ -23,11 +23,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .. import schema as s
 from ..auth import Level, Principal, lookup_key, org_role, readable_org_ids
 from ..clock import to_ms
 from ..errors import ApiError
-from ..limits import refused_by_day
 from ..models import statistics as models
 from ..models.shapes import Day
 from ..openapi import (
@@ -40,6 +38,7 @@ from ..openapi import (
     json_content,
     org_id_param,
 )
+from ..rate_limits import refused_by_day
 from ..release_stats import release_rows, release_rows_to_csv
 from ..statistics import (
     StatsQuery,
@@ -49,11 +48,11 @@ from ..statistics import (
     rows_to_csv,
     statistics_rows,
 )
+from ..storage import schema as s
 from .common import JSONResponse, read_db, refuse, request_key, runtime, scope_principal
 
 NOT_FOUND = "App/Organization not found"
 FORBIDDEN = "Insufficient permissions to access statistics"
-PUBLIC_FIELDS = ("date", "mau", "storage", "bandwidth")
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -212,7 +211,7 @@ async def bundle_usage(request: Request) -> Response:
 
 
 async def refused_devices(request: Request) -> Response:
-    """Check-ins refused per day by the new-devices-per-address limit (limits.py)."""
+    """Check-ins refused per day by the new-devices-per-address limit (rate_limits.py)."""
 
     def rows(
         conn: Connection, app_id: str, query: StatsQuery, today: date, by: str

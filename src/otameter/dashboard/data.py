@@ -11,12 +11,12 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from .. import schema as s
 from ..api.statistics import NOT_FOUND
 from ..auth import Principal, org_role
+from ..billing.plans import cycle_bounds
 from ..errors import ApiError
-from ..plans import cycle_bounds
-from ..rollups import devices_by_app
+from ..metering.rollups import devices_by_app
+from ..storage import schema as s
 
 
 def org_apps(conn: Connection, principal: Principal, org_id: str, today: date) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Storage: the tables, the engines (SQLite and PostgreSQL), migrations, dialect helpers."""

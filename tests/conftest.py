@@ -2,8 +2,14 @@ pytest_plugins = ["tests.pgserver"]
 
 
 import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 from tests.harness import Harness, running  # noqa: E402
+
+# Property tests check results, never speed: hypothesis's default 200 ms deadline per example
+# and its "too slow" health check are timed assertions that a busy machine fails.
+settings.register_profile("otameter", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("otameter")
 
 
 @pytest.fixture

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, select
 
+from .models.shapes import PLATFORMS as PLATFORM_ORDER
 from .storage import schema as s
 
-PLATFORMS = frozenset({"ios", "android", "electron"})
+PLATFORMS = frozenset(PLATFORM_ORDER)
 
 
 @dataclass(frozen=True, slots=True)

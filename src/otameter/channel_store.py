@@ -9,13 +9,12 @@ stays "public for at least one platform".
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any
 
 from sqlalchemy import Connection, false, or_, select, update
 
+from .models.shapes import PLATFORMS
 from .storage import schema as s
-
-PLATFORMS: Final = ("ios", "android", "electron")
 
 
 def public_column(platform: str) -> str:

@@ -11,12 +11,31 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Literal, TypedDict, cast
+from typing import Any, BinaryIO, Literal, cast
 from urllib.parse import quote
 
 import httpx
 
 from . import __version__
+
+# The answers' types are the API's own models (otameter.models), re-exported for callers.
+from .models.management import Bundle as UploadedBundle
+from .models.management import BundleListItem as Bundle
+from .models.plans import EmulatorDev, Usage
+from .models.plans import UsageMetric as Meter
+from .models.statistics import StatsRow as StatRow
+
+__all__ = [
+    "Bundle",
+    "ClientError",
+    "EmulatorDev",
+    "Meter",
+    "OtameterClient",
+    "Scope",
+    "StatRow",
+    "UploadedBundle",
+    "Usage",
+]
 
 Scope = Literal["app", "org", "user"]
 
@@ -35,61 +54,6 @@ class ClientError(Exception):
 
     def __str__(self) -> str:
         return self.message if self.status is None else f"{self.message} (HTTP {self.status})"
-
-
-class Bundle(TypedDict):
-    id: str
-    app_id: str
-    version: str
-    size: int
-    checksum: str | None
-    external: bool
-    external_url: str | None
-    created_at: str
-    channels: list[str]
-
-
-class UploadedBundle(TypedDict):
-    id: str
-    app_id: str
-    version: str
-    size: int
-    checksum: str | None
-    external_url: str | None
-    channel: str
-    created_at: str
-
-
-class StatRow(TypedDict):
-    date: str
-    mau: int
-    storage: int
-    bandwidth: int
-
-
-class Meter(TypedDict):
-    used: int
-    limit: int | None
-    percent: float | None
-
-
-class EmulatorDev(TypedDict):
-    ratio: float
-    threshold: float
-
-
-class Usage(TypedDict):
-    org_id: str
-    plan: str | None
-    cycle_start: str
-    cycle_end: str
-    locked: bool
-    lock_reason: str | None
-    trial_ends: str | None
-    mau: Meter
-    storage: Meter
-    bandwidth: Meter
-    emulator_dev: EmulatorDev
 
 
 class _CountingReader:

@@ -14,12 +14,28 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Final, Literal
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import msgspec
 import orjson
 
+from .models.plugin import (
+    MAX_ACTION,
+    MAX_CUSTOM_ID,
+    MAX_INSTALL_SOURCE,
+    MAX_KEY_ID,
+    MAX_METADATA_FIELDS,
+    MAX_METADATA_KEY_LENGTH,
+    MAX_METADATA_VALUE_LENGTH,
+    MAX_STATS_VERSION_NAME,
+    MAX_TEXT,
+    MAX_TIMESTAMP_MS,
+    ChannelBody,
+    StatsEventBody,
+    UpdateBody,
+)
+from .models.shapes import APP_ID_RE, MAX_APP_ID, PLATFORMS, SEMVER_RE, UUID_RE
 from .text import has_control, may_hold_control
 
 __all__ = [
@@ -39,7 +55,9 @@ __all__ = [
     "channel_get",
     "channel_list_entry",
     "channel_set_ok",
+    "decode_channel_request",
     "decode_json",
+    "decode_stats_body",
     "decode_update_request",
     "kind_for_code",
     "no_update",
@@ -56,44 +74,14 @@ __all__ = [
 # Limits and patterns
 # --------------------------------------------------------------------------------------------
 
-PLATFORMS: Final = frozenset({"ios", "android", "electron"})
 
 #: Largest stats array we accept; generous over the plugin's cap (it never queues more than 200
 #: stats events on disk) for replays and older queues.
+#: The plugin never queues more than this many stats events (its on-disk queue cap).
+PLUGIN_STATS_QUEUE_CAP: Final = 200
+#: Largest stats array we accept; generous over the plugin cap for replays and older queues.
 MAX_STATS_BATCH: Final = 1000
 
-MAX_METADATA_FIELDS: Final = 30
-MAX_METADATA_KEY_LENGTH: Final = 64
-MAX_METADATA_VALUE_LENGTH: Final = 2048
-
-# Generic cap for free-form strings we store; nothing legitimate from the plugin comes close.
-_MAX_TEXT: Final = 255
-# Stats version names may be "<version>:<file path>" for per-file failures, so allow more.
-_MAX_STATS_VERSION_NAME: Final = 1024
-_MAX_APP_ID: Final = 255
-_MAX_CUSTOM_ID: Final = 36
-_MAX_KEY_ID: Final = 20
-_MAX_INSTALL_SOURCE: Final = 64
-_MAX_ACTION: Final = 64
-
-# Largest plausible epoch-ms timestamp (9999-12-31T23:59:59.999Z).
-_MAX_TIMESTAMP_MS: Final = 253_402_300_799_999
-
-# re.ASCII: JavaScript's \w (used by Capgo) is ASCII-only, Python's is Unicode by default.
-_APP_ID_RE: Final = re.compile(r"[a-z0-9]+(\.[\w-]+)+", re.IGNORECASE | re.ASCII)
-_DEVICE_ID_RE: Final = re.compile(
-    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE | re.ASCII
-)
-# Strict SemVer 2.0.0 (no leading "v", no leading zeros in numeric identifiers).
-_NUM: Final = r"(?:0|[1-9][0-9]*)"
-_PRE_ID: Final = rf"(?:{_NUM}|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"
-_BUILD_ID: Final = r"[0-9A-Za-z-]+"
-_SEMVER_RE: Final = re.compile(
-    rf"{_NUM}\.{_NUM}\.{_NUM}"
-    rf"(?:-{_PRE_ID}(?:\.{_PRE_ID})*)?"
-    rf"(?:\+{_BUILD_ID}(?:\.{_BUILD_ID})*)?",
-    re.ASCII,
-)
 _HEX_RE: Final = re.compile(r"[0-9a-f]*", re.ASCII)
 _ACTION_RE: Final = re.compile(r"[a-z][a-z0-9_]*", re.ASCII)
 
@@ -248,7 +236,7 @@ class _Fields:
     def __init__(self, data: Mapping[str, Any]) -> None:
         self._data = data
 
-    def optional_str(self, key: str, max_len: int = _MAX_TEXT) -> str | None:
+    def optional_str(self, key: str, max_len: int = MAX_TEXT) -> str | None:
         value = self._data.get(key)
         if value is None:
             return None
@@ -264,7 +252,7 @@ class _Fields:
             )
         return value
 
-    def required_str(self, key: str, max_len: int = _MAX_TEXT, allow_empty: bool = False) -> str:
+    def required_str(self, key: str, max_len: int = MAX_TEXT, allow_empty: bool = False) -> str:
         value = self.optional_str(key, max_len)
         if value is None or (not allow_empty and value == ""):
             raise ProtocolError(_missing(key), f"{key} is required", field=key)
@@ -280,8 +268,8 @@ class _Fields:
         return value
 
     def app_id(self) -> str:
-        value = self.required_str("app_id", _MAX_APP_ID)
-        if not _APP_ID_RE.fullmatch(value):
+        value = self.required_str("app_id", MAX_APP_ID)
+        if not APP_ID_RE.fullmatch(value):
             raise ProtocolError(
                 "invalid_app_id",
                 "app_id must be a reverse domain string (e.g. com.example.app)",
@@ -296,7 +284,7 @@ class _Fields:
             value = self.optional_str("device_id", 36) or ""
             if value == "":
                 return ""
-        if not _DEVICE_ID_RE.fullmatch(value):
+        if not UUID_RE.fullmatch(value):
             raise ProtocolError(
                 "invalid_device_id", "device_id must be a UUID string", field="device_id"
             )
@@ -319,7 +307,7 @@ class _Fields:
             value = self.optional_str("plugin_version") or ""
             if value == "":
                 return ""
-        if not _SEMVER_RE.fullmatch(value):
+        if not SEMVER_RE.fullmatch(value):
             raise ProtocolError(
                 "invalid_plugin_version",
                 "plugin_version must be a semantic version (e.g. 8.51.14)",
@@ -367,7 +355,7 @@ def parse_update_request(data: Any) -> UpdateRequest:
         platform=platform,
         device_id=device_id,
         app_id=app_id,
-        custom_id=f.optional_str("custom_id", _MAX_CUSTOM_ID) or "",
+        custom_id=f.optional_str("custom_id", MAX_CUSTOM_ID) or "",
         version_build=version_build,
         version_code=f.optional_str("version_code") or "",
         version_os=f.optional_str("version_os") or "",
@@ -375,47 +363,17 @@ def parse_update_request(data: Any) -> UpdateRequest:
         plugin_version=plugin_version,
         is_emulator=is_emulator,
         is_prod=is_prod,
-        install_source=f.optional_str("install_source", _MAX_INSTALL_SOURCE),
+        install_source=f.optional_str("install_source", MAX_INSTALL_SOURCE),
         default_channel=f.optional_str("defaultChannel"),
-        key_id=f.optional_str("key_id", _MAX_KEY_ID),
+        key_id=f.optional_str("key_id", MAX_KEY_ID),
     )
 
 
 # -- one decode that also validates, for update checks ------------------------------------------
 
-# The rules of parse_update_request as msgspec constraints, so that the common, valid body
-# is decoded and checked in one pass in C. msgspec's pattern is a search: anchored with ^ and
-# \Z (not $, which also matches before a final newline) it means fullmatch; (?a) is re.ASCII.
-_Text = Annotated[str, msgspec.Meta(max_length=_MAX_TEXT)]
-_Required = Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_TEXT)]
-
-
-# Unknown fields are refused here (and then ignored by the full reading): msgspec skips an
-# unknown field without reading its value as orjson does (a number too large for a float,
-# say), and the plugin sends no other field.
-class _UpdateBody(msgspec.Struct, gc=False, forbid_unknown_fields=True):
-    app_id: Annotated[
-        str, msgspec.Meta(max_length=_MAX_APP_ID, pattern=rf"(?ia)^{_APP_ID_RE.pattern}\Z")
-    ]
-    device_id: Annotated[str, msgspec.Meta(pattern=rf"(?ia)^{_DEVICE_ID_RE.pattern}\Z")]
-    platform: Literal["ios", "android", "electron"]
-    version_name: _Required
-    version_build: _Required
-    plugin_version: Annotated[
-        str, msgspec.Meta(max_length=_MAX_TEXT, pattern=rf"(?a)^{_SEMVER_RE.pattern}\Z")
-    ]
-    # JSON null on an optional field is absence, as in _Fields.
-    is_emulator: bool | None = None
-    is_prod: bool | None = None
-    custom_id: Annotated[str, msgspec.Meta(max_length=_MAX_CUSTOM_ID)] | None = None
-    version_code: _Text | None = None
-    version_os: _Text | None = None
-    install_source: Annotated[str, msgspec.Meta(max_length=_MAX_INSTALL_SOURCE)] | None = None
-    defaultChannel: _Text | None = None  # the wire name
-    key_id: Annotated[str, msgspec.Meta(max_length=_MAX_KEY_ID)] | None = None
-
-
-_decode_update_body = msgspec.json.Decoder(_UpdateBody).decode
+# The rules of parse_update_request are models.plugin.UpdateBody's constraints, so that the
+# common, valid body is decoded and checked in one pass in C.
+_decode_update_body = msgspec.json.Decoder(UpdateBody).decode
 
 
 def decode_update_request(body: bytes) -> UpdateRequest:
@@ -473,7 +431,7 @@ def parse_channel_request(data: Any, *, require_channel: bool = False) -> Channe
         platform=platform,
         device_id=device_id,
         app_id=app_id,
-        custom_id=f.optional_str("custom_id", _MAX_CUSTOM_ID) or "",
+        custom_id=f.optional_str("custom_id", MAX_CUSTOM_ID) or "",
         version_build=version_build,
         version_code=f.optional_str("version_code") or "",
         version_os=f.optional_str("version_os") or "",
@@ -481,11 +439,51 @@ def parse_channel_request(data: Any, *, require_channel: bool = False) -> Channe
         plugin_version=f.plugin_version(required=False),
         is_emulator=f.boolean("is_emulator", False),
         is_prod=f.boolean("is_prod", True),
-        install_source=f.optional_str("install_source", _MAX_INSTALL_SOURCE),
+        install_source=f.optional_str("install_source", MAX_INSTALL_SOURCE),
         default_channel=f.optional_str("defaultChannel"),
-        key_id=f.optional_str("key_id", _MAX_KEY_ID),
+        key_id=f.optional_str("key_id", MAX_KEY_ID),
         channel=channel,
     )
+
+
+_decode_channel_body = msgspec.json.Decoder(ChannelBody).decode
+
+
+def decode_channel_request(body: bytes, *, require_channel: bool = False) -> ChannelRequest:
+    """Decode and validate a ``POST``/``PUT /channel_self`` body in one pass.
+
+    Equal to ``parse_channel_request(decode_json(body), ...)``, which reads a body the model
+    refuses (or that may hold a control character) and names its first faulty field, as
+    :func:`decode_update_request` does.
+    """
+    if not may_hold_control(body):
+        try:
+            b = _decode_channel_body(body)
+        except msgspec.DecodeError:
+            pass
+        else:
+            if require_channel and not b.channel:
+                raise ProtocolError(
+                    "missing_channel", "channel is required to set a channel", 200, "channel"
+                )
+            return ChannelRequest(
+                b.platform,
+                b.device_id.lower(),
+                b.app_id,
+                b.custom_id or "",
+                b.version_build,
+                b.version_code or "",
+                b.version_os or "",
+                b.version_name,
+                b.plugin_version or "",
+                False if b.is_emulator is None else b.is_emulator,
+                True if b.is_prod is None else b.is_prod,
+                b.install_source,
+                b.defaultChannel,
+                b.key_id,
+                b.channel,
+            )
+    return parse_channel_request(decode_json(body), require_channel=require_channel)
 
 
 def parse_channel_query(params: Mapping[str, str]) -> ChannelRequest:
@@ -513,7 +511,7 @@ def parse_channel_query(params: Mapping[str, str]) -> ChannelRequest:
         platform=platform,
         device_id=f.device_id(required=False),
         app_id=app_id,
-        custom_id=f.optional_str("custom_id", _MAX_CUSTOM_ID) or "",
+        custom_id=f.optional_str("custom_id", MAX_CUSTOM_ID) or "",
         version_build=f.optional_str("version_build") or "",
         version_code=f.optional_str("version_code") or "",
         version_os=f.optional_str("version_os") or "",
@@ -521,9 +519,9 @@ def parse_channel_query(params: Mapping[str, str]) -> ChannelRequest:
         plugin_version=f.plugin_version(required=False),
         is_emulator=f.boolean("is_emulator", False),
         is_prod=f.boolean("is_prod", True),
-        install_source=f.optional_str("install_source", _MAX_INSTALL_SOURCE),
+        install_source=f.optional_str("install_source", MAX_INSTALL_SOURCE),
         default_channel=f.optional_str("defaultChannel"),
-        key_id=f.optional_str("key_id", _MAX_KEY_ID),
+        key_id=f.optional_str("key_id", MAX_KEY_ID),
         channel=f.optional_str("channel"),
     )
 
@@ -553,6 +551,62 @@ def parse_stats_body(
     raise ProtocolError("invalid_json_body", "Stats body must be a JSON object or array")
 
 
+_decode_stats_body = msgspec.json.Decoder(StatsEventBody | list[StatsEventBody]).decode
+
+
+def decode_stats_body(
+    body: bytes, max_events: int = MAX_STATS_BATCH
+) -> tuple[bool, list[StatsEvent | ProtocolError]]:
+    """Decode and validate a stats POST in one pass: (whether it is an array, its events).
+
+    Equal to ``parse_stats_body(decode_json(body), max_events)``, which reads a body the
+    model refuses (or that may hold a control character): a batch with a faulty element is
+    read element by element there, as :func:`decode_update_request` does.
+    """
+    if not may_hold_control(body):
+        try:
+            decoded = _decode_stats_body(body)
+        except msgspec.DecodeError:
+            pass
+        else:
+            if not isinstance(decoded, list):
+                return False, [_stats_event(decoded)]
+            cap = min(max_events, MAX_STATS_BATCH)
+            if len(decoded) > cap:
+                raise ProtocolError(
+                    "too_many_events",
+                    f"A stats batch may hold at most {cap} events, got {len(decoded)}",
+                    413,
+                )
+            return True, [_stats_event(item) for item in decoded]
+    data = decode_json(body)
+    return isinstance(data, list), parse_stats_body(data, max_events)
+
+
+def _stats_event(b: StatsEventBody) -> StatsEvent:
+    return StatsEvent(
+        app_id=b.app_id,
+        device_id=b.device_id.lower(),
+        platform=b.platform,
+        action=b.action,
+        version_name=b.version_name,
+        old_version_name=b.old_version_name,
+        version_build=b.version_build,
+        version_code=b.version_code,
+        version_os=b.version_os,
+        plugin_version=b.plugin_version,
+        custom_id=b.custom_id,
+        is_emulator=False if b.is_emulator is None else b.is_emulator,
+        is_prod=True if b.is_prod is None else b.is_prod,
+        install_source=b.install_source,
+        default_channel=b.defaultChannel,
+        key_id=b.key_id,
+        channel=b.channel,
+        timestamp=b.timestamp,
+        metadata=b.metadata,
+    )
+
+
 def _parse_stats_item(item: Any) -> StatsEvent | ProtocolError:
     try:
         return _parse_stats_event(_as_object(item, "Stats event"))
@@ -565,29 +619,29 @@ def _parse_stats_event(data: Mapping[str, Any]) -> StatsEvent:
     app_id = f.app_id()
     device_id = f.device_id()
     platform = f.platform()
-    action = f.required_str("action", _MAX_ACTION)
+    action = f.required_str("action", MAX_ACTION)
     if not _ACTION_RE.fullmatch(action):
         raise ProtocolError(
             "invalid_action", "action must be a snake_case identifier", field="action"
         )
-    version_name = f.required_str("version_name", _MAX_STATS_VERSION_NAME, allow_empty=True)
+    version_name = f.required_str("version_name", MAX_STATS_VERSION_NAME, allow_empty=True)
     return StatsEvent(
         app_id=app_id,
         device_id=device_id,
         platform=platform,
         action=action,
         version_name=version_name,
-        old_version_name=f.optional_str("old_version_name", _MAX_STATS_VERSION_NAME),
+        old_version_name=f.optional_str("old_version_name", MAX_STATS_VERSION_NAME),
         version_build=f.optional_str("version_build"),
         version_code=f.optional_str("version_code"),
         version_os=f.optional_str("version_os"),
         plugin_version=f.plugin_version(required=False) or None,
-        custom_id=f.optional_str("custom_id", _MAX_CUSTOM_ID),
+        custom_id=f.optional_str("custom_id", MAX_CUSTOM_ID),
         is_emulator=f.boolean("is_emulator", False),
         is_prod=f.boolean("is_prod", True),
-        install_source=f.optional_str("install_source", _MAX_INSTALL_SOURCE),
+        install_source=f.optional_str("install_source", MAX_INSTALL_SOURCE),
         default_channel=f.optional_str("defaultChannel"),
-        key_id=f.optional_str("key_id", _MAX_KEY_ID),
+        key_id=f.optional_str("key_id", MAX_KEY_ID),
         channel=f.optional_str("channel"),
         timestamp=_timestamp(data.get("timestamp")),
         metadata=_metadata(data.get("metadata")),
@@ -602,7 +656,7 @@ def _timestamp(value: Any) -> int | None:
         raise ProtocolError(
             "invalid_timestamp", "timestamp must be an integer (epoch ms)", field="timestamp"
         )
-    if not 0 <= value <= _MAX_TIMESTAMP_MS:
+    if not 0 <= value <= MAX_TIMESTAMP_MS:
         raise ProtocolError(
             "invalid_timestamp", "timestamp is out of range (epoch ms)", field="timestamp"
         )

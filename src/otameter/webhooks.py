@@ -46,6 +46,7 @@ from . import metrics
 from .clock import Clock, to_ms
 from .config import Network
 from .metering.writer import Writer
+from .models.shapes import iso
 from .storage import schema as s
 
 log = logging.getLogger(__name__)
@@ -470,9 +471,6 @@ class WebhookDispatcher:
 
 
 def delivery_json(row: Any) -> dict[str, Any]:
-    def iso(ms: int | None) -> str | None:
-        return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat()
-
     return {
         "id": row.id,
         "webhook_id": row.webhook_id,

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import re
+import typing
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
+import msgspec
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -91,6 +94,69 @@ async def json_object(request: Request) -> dict[str, Any]:
     if where is not None:
         raise bad_request(f"'{where}' must not contain control characters")
     return data
+
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+async def json_model(request: Request, model: type[S]) -> S:
+    """The request's JSON object decoded into ``model`` (``otameter.models``).
+
+    The model's constraints are the rules. A body it refuses is answered 400 naming the first
+    faulty field in the model's order (an unknown field first, where the model forbids them),
+    in the words of :func:`require_str`, or the model's own ``messages`` for that field.
+    """
+    data = await json_object(request)
+    try:
+        return msgspec.convert(data, model, strict=True)
+    except msgspec.ValidationError:
+        raise bad_request(_first_fault(data, model)) from None
+
+
+def _first_fault(data: dict[str, Any], model: type[msgspec.Struct]) -> str:
+    messages: dict[str, str] = getattr(model, "messages", {})
+    fields = msgspec.structs.fields(model)
+    if model.__struct_config__.forbid_unknown_fields:
+        unknown = sorted(set(data) - {f.encode_name for f in fields})
+        if unknown:
+            template: str = getattr(model, "unknown_field", "unknown field {name!r}")
+            return template.format(name=unknown[0])
+    for f in fields:
+        name = f.encode_name
+        if name not in data:
+            if f.required:
+                return _required(name) if _is_text(f.type) else messages.get(name, _required(name))
+            continue
+        try:
+            msgspec.convert(data[name], f.type, strict=True)
+        except msgspec.ValidationError as exc:
+            value = data[name]
+            longest = _LONGER_THAN.search(str(exc))
+            if isinstance(value, str) and value.strip():
+                if longest:
+                    return f"'{name}' must be at most {longest[1]} characters"
+                if has_control(value):
+                    return f"'{name}' must not contain control characters"
+            elif _is_text(f.type):
+                return _required(name)
+            if name in messages:
+                return messages[name]
+            return _required(name)
+    return "Request body is invalid"  # the model refused the whole but no field: not reached
+
+
+def _is_text(annotation: Any) -> bool:
+    """Whether a field is text (``str``, constrained or not): read as require_str reads it."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation is str
+
+
+_LONGER_THAN = re.compile(r"of length <= (\d+)")
+
+
+def _required(name: str) -> str:
+    return f"'{name}' is required and must be a non-empty string"
 
 
 def client_ip(request: Request, trusted: tuple[Network, ...]) -> str | None:

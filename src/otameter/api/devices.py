@@ -16,10 +16,22 @@ from starlette.routing import Route
 
 from ..auth import Level, Principal
 from ..errors import bad_request, not_found
+from ..models import devices as models
+from ..models.shapes import iso
+from ..openapi import (
+    AUTH,
+    BAD_REQUEST,
+    PAGE_PARAM,
+    UNAUTHORIZED,
+    answer,
+    app_id_param,
+    describe,
+    error,
+)
 from ..release_guard import release_alerts
 from ..storage import schema as s
 from .common import JSONResponse, caller, query_page, read_db
-from .management import app_access, iso
+from .management import app_access
 
 PAGE_SIZE = 50
 MAX_EVENTS = 200
@@ -163,3 +175,108 @@ routes = [
     Route("/app/{app_id}/devices/{device_id}/events", device_events, methods=["GET"]),
     Route("/app/{app_id}/release_alerts", list_release_alerts, methods=["GET"]),
 ]
+
+
+# -- the OpenAPI description of these routes --------------------------------------------------
+
+
+describe(
+    "/app/{app_id}/devices",
+    {
+        "get": {
+            "tags": ["devices"],
+            "summary": "An app's devices",
+            "description": "Most recently seen first; `search` matches the start of a device "
+            "id or a custom id.",
+            "security": AUTH,
+            "parameters": [
+                app_id_param(),
+                {
+                    "name": "search",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "maxLength": 64},
+                },
+                PAGE_PARAM,
+            ],
+            "responses": {
+                "200": answer(
+                    "A page of 50 devices.",
+                    models.DevicePage,
+                ),
+                "400": BAD_REQUEST,
+                "401": UNAUTHORIZED,
+                "404": error("App not found (or not visible to the key)."),
+            },
+        }
+    },
+)
+
+describe(
+    "/app/{app_id}/devices/{device_id}/events",
+    {
+        "get": {
+            "tags": ["devices"],
+            "summary": "A device's recent plugin events",
+            "description": (
+                "Its stats events, newest first, kept for `OTAMETER_STATS_RETENTION_DAYS` "
+                "(default 7). `before` (the `next_before` of a page) pages on."
+            ),
+            "security": AUTH,
+            "parameters": [
+                app_id_param(),
+                {
+                    "name": "device_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 36},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+                },
+                {
+                    "name": "before",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 0, "maximum": 999999999999999999},
+                },
+            ],
+            "responses": {
+                "200": answer(
+                    "Events.",
+                    models.DeviceEventPage,
+                ),
+                "400": BAD_REQUEST,
+                "401": UNAUTHORIZED,
+                "404": error("App not found (or not visible to the key), or device not found."),
+            },
+        }
+    },
+)
+
+describe(
+    "/app/{app_id}/release_alerts",
+    {
+        "get": {
+            "tags": ["devices"],
+            "summary": "Release regressions raised for the app",
+            "description": (
+                "Each `release_regression` the release guard raised (once per version and "
+                "channel), newest first, with what auto_rollback did."
+            ),
+            "security": AUTH,
+            "parameters": [app_id_param()],
+            "responses": {
+                "200": answer(
+                    "Alerts.",
+                    models.ReleaseAlerts,
+                ),
+                "401": UNAUTHORIZED,
+                "404": error("App not found (or not visible to the key)."),
+            },
+        }
+    },
+)

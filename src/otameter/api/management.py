@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -20,12 +20,27 @@ from ..auth import KEY_MODES, ROLES, Level, Principal, hash_key, id_set, new_api
 from ..bundle_store import BundleBytes, StagedUpload, TrackedUpload
 from ..bundle_upload import receive_bundle
 from ..bundles import validate_zip
-from ..channel_store import PLATFORMS, claim_public, public_column, public_for_served
+from ..channel_store import claim_public, public_column, public_for_served
 from ..channels import AUTO_UPDATE_RULES
 from ..clock import to_ms
 from ..errors import ApiError, bad_request, not_found
 from ..metering.events import BundleDelete, BundleUpload, Outcome
 from ..metering.ingest import insert_channel
+from ..models import management as models
+from ..models.common import StatusOk
+from ..models.shapes import PLATFORMS, iso
+from ..openapi import (
+    AUTH,
+    BAD_REQUEST,
+    JSON,
+    PAGE_PARAM,
+    UNAUTHORIZED,
+    answer,
+    app_id_param,
+    describe,
+    error,
+    json_body,
+)
 from ..runtime import Runtime
 from ..sessions import end_key_sessions
 from ..storage import schema as s
@@ -33,6 +48,7 @@ from ..text import has_control
 from .common import (
     JSONResponse,
     caller,
+    json_model,
     json_object,
     optional_bool,
     optional_str,
@@ -43,17 +59,12 @@ from .common import (
     text_fields,
 )
 
-APP_ID_RE = re.compile(r"^[a-z0-9]+(\.[\w-]+)+$", re.IGNORECASE | re.ASCII)
 CHECKSUM_RE = re.compile(r"^[0-9a-f]{64}$")
 PAGE_SIZE = 50
 INSUFFICIENT = "Insufficient permissions"
 APP_LIMITED = "A key limited to some apps cannot act for the whole organization"
 KEYS_NEED = "Managing API keys needs a key of mode 'all' that is not limited to some apps"
 LAST_OWNER = "An organization keeps at least one super_admin"
-
-
-def iso(ms: int | None) -> str | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat()
 
 
 # -- access checks ---------------------------------------------------------------------------
@@ -93,7 +104,7 @@ def app_access(conn: Connection, principal: Principal, app_id: str, need: Level)
     return app
 
 
-def _app_json(row: Any) -> dict[str, Any]:
+def _app_json(row: Any) -> models.App:
     return {
         "app_id": row.app_id,
         "name": row.name,
@@ -112,8 +123,7 @@ def _rejection(outcome: Outcome) -> ApiError:
 
 async def create_org(request: Request) -> Response:
     principal = await caller(request)
-    data = await json_object(request)
-    name = require_str(data, "name", max_len=200)
+    name = (await json_model(request, models.NewOrganization)).name.strip()
     if (
         principal.level < Level.OWNER
         or principal.limited_orgs is not None
@@ -184,10 +194,10 @@ async def add_member(request: Request) -> Response:
     leaves an org without one.
     """
     principal = await caller(request)
-    data = await json_object(request)
-    org_id = require_str(data, "orgId", max_len=36)
-    email = require_str(data, "email", max_len=320).lower()
-    role = require_str(data, "invite_type", max_len=16)
+    given = await json_model(request, models.NewMember)
+    org_id = given.orgId.strip()
+    email = given.email.strip().lower()
+    role = given.invite_type.strip()
     if role not in ROLES:
         raise bad_request(f"'invite_type' must be one of {', '.join(ROLES)}")
     if "@" not in email:
@@ -308,7 +318,7 @@ def _expiry(data: dict[str, Any], now_ms: int) -> int | None:
     return expires_ms
 
 
-def _key_json(row: Any, now_ms: int) -> dict[str, Any]:
+def _key_json(row: Any, now_ms: int) -> models.ApiKeyInfo:
     return {
         "id": row.id,
         "name": row.name,
@@ -392,7 +402,7 @@ async def list_keys(request: Request) -> Response:
     _require_key_manager(principal)
     now_ms = to_ms(runtime(request).clock.now())
 
-    def read(conn: Connection) -> list[dict[str, Any]]:
+    def read(conn: Connection) -> list[models.ApiKeyInfo]:
         return [_key_json(r, now_ms) for r in _manageable_keys(conn, principal)]
 
     return JSONResponse(await read_db(request, read))
@@ -422,12 +432,10 @@ async def revoke_key(request: Request) -> Response:
 
 async def create_app(request: Request) -> Response:
     principal = await caller(request)
-    data = await json_object(request)
-    app_id = require_str(data, "app_id")
-    if not APP_ID_RE.match(app_id):
-        raise bad_request("'app_id' must be a reverse-domain id like com.example.app")
-    name = optional_str(data, "name", app_id)
-    owner_org = require_str(data, "owner_org", max_len=36)
+    given = await json_model(request, models.NewApp)
+    app_id = given.app_id.strip()
+    name = optional_str({"name": given.name}, "name", app_id)
+    owner_org = given.owner_org.strip()
     rt = runtime(request)
     now_ms = to_ms(rt.clock.now())
 
@@ -451,12 +459,12 @@ async def list_apps(request: Request) -> Response:
     return JSONResponse(await read_apps(request, await caller(request)))
 
 
-async def read_apps(request: Request, principal: Principal) -> list[dict[str, Any]]:
+async def read_apps(request: Request, principal: Principal) -> list[models.App]:
     """The apps ``principal`` can see (``GET /app``; the dashboard's too)."""
     return await read_db(request, visible_apps, principal)
 
 
-def visible_apps(conn: Connection, principal: Principal) -> list[dict[str, Any]]:
+def visible_apps(conn: Connection, principal: Principal) -> list[models.App]:
     """The live apps of the user's orgs that the key may see, by app id."""
     a, m = s.apps.c, s.org_members.c
     rows = conn.execute(
@@ -472,7 +480,7 @@ async def get_app(request: Request) -> Response:
     return JSONResponse(await read_app(request, await caller(request)))
 
 
-async def read_app(request: Request, principal: Principal) -> dict[str, Any]:
+async def read_app(request: Request, principal: Principal) -> models.App:
     """The app of the path (``GET /app/{app_id}``; the dashboard's too)."""
     app_id = request.path_params["app_id"]
     row = await read_db(request, app_access, principal, app_id, Level.READ)
@@ -920,3 +928,347 @@ routes = [
     Route("/channel", upsert_channel, methods=["POST"]),
     Route("/channel", list_channels, methods=["GET"]),
 ]
+
+
+# -- the OpenAPI description of these routes --------------------------------------------------
+
+
+describe(
+    "/organization",
+    {
+        "post": {
+            "tags": ["organizations"],
+            "summary": "Create an organization",
+            "description": "The caller becomes its `super_admin`. Needs an unrestricted `all` key.",
+            "security": AUTH,
+            "requestBody": json_body(models.NewOrganization),
+            "responses": {
+                "201": answer(
+                    "Created.",
+                    models.CreatedOrganization,
+                ),
+                "400": BAD_REQUEST,
+                "401": UNAUTHORIZED,
+                "403": error("The key is not an unrestricted key of mode `all`."),
+            },
+        },
+        "get": {
+            "tags": ["organizations"],
+            "summary": "The caller's organizations",
+            "security": AUTH,
+            "responses": {
+                "200": answer("Visible to this key.", list[models.Organization]),
+                "401": UNAUTHORIZED,
+            },
+        },
+    },
+)
+
+describe(
+    "/organization/members",
+    {
+        "post": {
+            "tags": ["organizations"],
+            "summary": "Add or change a member, or invite an address",
+            "description": (
+                "Adds the user with this e-mail to the org with a role (or changes the role). "
+                "An address without a user gets a pending invitation, answered exactly the "
+                "same way; the user created later with that address (`otameter user create`) "
+                "becomes a member then. Only a `super_admin` grants or takes back "
+                "`super_admin`, and no change leaves the org without one. Needs `admin` and a "
+                "key not limited to some apps."
+            ),
+            "security": AUTH,
+            "requestBody": json_body(models.NewMember),
+            "responses": {
+                "200": answer(
+                    "The membership, or the invitation (the same shape).",
+                    models.Membership,
+                ),
+                "400": BAD_REQUEST,
+                "401": UNAUTHORIZED,
+                "403": error(
+                    "Needs `admin` (`super_admin` to grant or change `super_admin`); a key "
+                    "limited to some apps cannot manage members."
+                ),
+                "404": error("Organization not found (or not visible to the key)."),
+                "409": error("The change would leave the org without a `super_admin`."),
+            },
+        }
+    },
+)
+
+describe(
+    "/apikey",
+    {
+        "post": {
+            "tags": ["keys"],
+            "summary": "Create an API key",
+            "description": (
+                "Needs a key of mode `all` not limited to some apps. The new key is shown "
+                "once; it never sees more than the key that made it. With `expires_at` it "
+                "gets 401 from that instant on."
+            ),
+            "security": AUTH,
+            "requestBody": json_body(models.NewApiKey),
+            "responses": {
+                "201": answer(
+                    "The key.",
+                    models.CreatedApiKey,
+                ),
+                "400": BAD_REQUEST,
+                "401": UNAUTHORIZED,
+                "403": error("The key is not of mode `all`, or is limited to some apps."),
+                "404": error("A listed org or app is not visible to the key."),
+            },
+        },
+        "get": {
+            "tags": ["keys"],
+            "summary": "The caller's API keys",
+            "description": (
+                "The user's keys that are not revoked and see no more than the calling key "
+                "(a key limited to orgs lists only keys limited within them). Never the key "
+                "itself: it is shown once, when made."
+            ),
+            "security": AUTH,
+            "responses": {
+                "200": answer("The keys.", list[models.ApiKeyInfo]),
+                "401": UNAUTHORIZED,
+                "403": error("The key is not of mode `all`, or is limited to some apps."),
+            },
+        },
+    },
+)
+
+describe(
+    "/apikey/{key_id}",
+    {
+        "delete": {
+            "tags": ["keys"],
+            "summary": "Revoke an API key",
+            "description": (
+                "From this answer on the key gets 401 on every server process (keys are not "
+                "cached), and the dashboard sessions signed in with it end."
+            ),
+            "security": AUTH,
+            "parameters": [
+                {"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": answer("Revoked.", models.RevokedKey),
+                "401": UNAUTHORIZED,
+                "403": error("The key is not of mode `all`, or is limited to some apps."),
+                "404": error("No such key among those the caller may manage."),
+            },
+        }
+    },
+)
+
+describe(
+    "/app",
+    {
+        "post": {
+            "tags": ["apps"],
+            "summary": "Create an app",
+            "security": AUTH,
+            "requestBody": json_body(models.NewApp),
+            "responses": {
+                "201": answer("Created.", models.App),
+                "400": BAD_REQUEST,
+                "401": UNAUTHORIZED,
+                "403": error("Needs `write` in the org and a key not limited to apps."),
+                "404": error("Organization not found."),
+                "409": error("The app id is taken."),
+            },
+        },
+        "get": {
+            "tags": ["apps"],
+            "summary": "The apps the key can see",
+            "security": AUTH,
+            "responses": {
+                "200": answer("Apps, by id.", list[models.App]),
+                "401": UNAUTHORIZED,
+            },
+        },
+    },
+)
+
+describe(
+    "/app/{app_id}",
+    {
+        "get": {
+            "tags": ["apps"],
+            "summary": "One app",
+            "security": AUTH,
+            "parameters": [app_id_param()],
+            "responses": {
+                "200": answer("The app.", models.App),
+                "401": UNAUTHORIZED,
+                "404": error("App not found (or not visible to the key)."),
+            },
+        },
+        "delete": {
+            "tags": ["apps"],
+            "summary": "Delete an app",
+            "description": "Deletes its bundles (storage freed); its statistics stay in org sums.",
+            "security": AUTH,
+            "parameters": [app_id_param()],
+            "responses": {
+                "200": answer("Deleted.", StatusOk),
+                "401": UNAUTHORIZED,
+                "403": error("Needs `admin`."),
+                "404": error("App not found."),
+            },
+        },
+    },
+)
+
+describe(
+    "/bundle",
+    {
+        "post": {
+            "tags": ["bundles"],
+            "summary": "Upload a bundle",
+            "description": (
+                "multipart: a zip (`file`) stored here; JSON: an external bundle served by "
+                "URL, never counted in storage or bandwidth. The channel (default "
+                "`production`) then serves the bundle.\n\n"
+                "The multipart form is read as it streams in: `app_id` and `version` must come "
+                "before `file` (the upload is authorized from them before any byte is stored), "
+                "and the file flows through the size limit (`OTAMETER_MAX_BUNDLE_SIZE`, "
+                "default 512 MiB) into storage: past the limit the answer is 413 and nothing "
+                "is kept. The zip is then checked entry by entry; a 400 names the first entry "
+                "that climbs out of the bundle folder (`..`), is an absolute path (`/`, `\\`, "
+                "`C:`), is a symbolic link, is encrypted or has a bad CRC, or says that the "
+                "central directory is unreadable."
+            ),
+            "security": AUTH,
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {"schema": models.BundleForm},
+                    JSON: {"schema": models.ExternalBundle},
+                },
+            },
+            "responses": {
+                "201": answer("Stored.", models.Bundle),
+                "400": error(
+                    "Invalid form or body, or a zip refused: the message names the entry "
+                    "(e.g. `Zip entry '../evil.js' climbs out of the bundle folder (..)`)."
+                ),
+                "401": UNAUTHORIZED,
+                "402": error("The organization is locked (over its plan)."),
+                "403": error("Needs `upload`."),
+                "404": error("App not found."),
+                "409": error("The version exists already (deleted versions keep their name)."),
+                "413": error("The zip is larger than the configured maximum bundle size."),
+            },
+        },
+        "get": {
+            "tags": ["bundles"],
+            "summary": "An app's bundles",
+            "description": "Not deleted, newest first, 50 a page.",
+            "security": AUTH,
+            "parameters": [
+                app_id_param("query"),
+                PAGE_PARAM,
+            ],
+            "responses": {
+                "200": answer("Bundles.", list[models.BundleListItem]),
+                "400": BAD_REQUEST,
+                "401": UNAUTHORIZED,
+                "404": error("App not found."),
+            },
+        },
+        "delete": {
+            "tags": ["bundles"],
+            "summary": "Delete a bundle",
+            "description": "Soft delete: storage is freed from that moment, statistics stay.",
+            "security": AUTH,
+            "parameters": [
+                app_id_param("query"),
+                {
+                    "name": "version",
+                    "in": "query",
+                    "required": True,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                },
+            ],
+            "responses": {
+                "200": answer(
+                    "Deleted.",
+                    models.DeletedBundle,
+                ),
+                "400": BAD_REQUEST,
+                "401": UNAUTHORIZED,
+                "403": error("Needs `write`."),
+                "404": error("App or bundle not found."),
+            },
+        },
+    },
+)
+
+describe(
+    "/channel",
+    {
+        "post": {
+            "tags": ["channels"],
+            "summary": "Create or update a channel",
+            "description": (
+                "Each platform has at most one public channel: `public: true` makes this "
+                "channel the public channel of every platform it serves, replacing only "
+                "those platforms' previous public channel. New channels default to public, "
+                "`disable_auto_update: none` and `disable_auto_update_under_native: true`."
+            ),
+            "security": AUTH,
+            "requestBody": json_body(
+                {
+                    "allOf": [
+                        models.ChannelUpdate,
+                        models.ChannelFlags,
+                    ]
+                }
+            ),
+            "responses": {
+                "200": answer(
+                    "The channel.",
+                    {
+                        "allOf": [
+                            models.ChannelKey,
+                            models.ChannelFlags,
+                            models.ChannelPublic,
+                        ]
+                    },
+                ),
+                "400": BAD_REQUEST,
+                "401": UNAUTHORIZED,
+                "403": error("Needs `write`."),
+                "404": error("App or bundle version not found."),
+            },
+        },
+        "get": {
+            "tags": ["channels"],
+            "summary": "An app's channels",
+            "security": AUTH,
+            "parameters": [app_id_param("query")],
+            "responses": {
+                "200": answer(
+                    "Channels.",
+                    {
+                        "type": "array",
+                        "items": {
+                            "allOf": [
+                                models.ChannelListKey,
+                                models.ChannelFlags,
+                                models.ChannelPublic,
+                            ]
+                        },
+                    },
+                ),
+                "400": BAD_REQUEST,
+                "401": UNAUTHORIZED,
+                "404": error("App not found."),
+            },
+        },
+    },
+)

@@ -16,6 +16,8 @@ from .. import metrics
 from ..clock import to_ms
 from ..health import data_dir_problem, schema_problem
 from ..metering.rollups import rollup_lag_seconds
+from ..models.common import StatusOk
+from ..openapi import answer, describe, error
 from .common import JSONResponse, runtime
 
 # A database that does not answer within this time is not ready.
@@ -86,3 +88,75 @@ routes = [
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics_text, methods=["GET"]),
 ]
+
+
+# -- the OpenAPI description of these routes --------------------------------------------------
+
+
+describe(
+    "/health",
+    {
+        "get": {
+            "tags": ["server"],
+            "summary": "Liveness (the same as /healthz)",
+            "security": [],
+            "responses": {"200": answer("Up.", StatusOk)},
+        }
+    },
+)
+
+describe(
+    "/healthz",
+    {
+        "get": {
+            "tags": ["server"],
+            "summary": "Liveness",
+            "description": "200 while the process serves requests; nothing else is checked.",
+            "security": [],
+            "responses": {"200": answer("Up.", StatusOk)},
+        }
+    },
+)
+
+describe(
+    "/readyz",
+    {
+        "get": {
+            "tags": ["server"],
+            "summary": "Readiness",
+            "description": "200 only when the database answers, its schema is the one this "
+            "server needs, the writer thread runs and the data directory is writable; "
+            "otherwise 503 with the reason.",
+            "security": [],
+            "responses": {
+                "200": answer("Ready.", StatusOk),
+                "503": error("Not ready; `error` says why."),
+            },
+        }
+    },
+)
+
+describe(
+    "/metrics",
+    {
+        "get": {
+            "tags": ["server"],
+            "summary": "Prometheus metrics",
+            "description": "Prometheus text format: `otameter_http_requests_total` (route "
+            "template, method, status), `otameter_http_request_duration_seconds`, "
+            "`otameter_events_ingested_total` (kind), `otameter_group_commit_events`, "
+            "`otameter_group_commit_duration_seconds`, `otameter_writer_queue_depth`, "
+            "`otameter_rollup_lag_seconds`, `otameter_webhook_deliveries_total` (outcome). "
+            "With several workers the values of all of them. When `OTAMETER_METRICS_TOKEN` is "
+            "set, `authorization: Bearer <token>` is required.",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "The metrics.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                "401": error("`OTAMETER_METRICS_TOKEN` is set and the bearer token is not it."),
+            },
+        }
+    },
+)

@@ -7,6 +7,7 @@ import secrets
 import uuid
 from typing import Any
 
+import msgspec
 import orjson
 from sqlalchemy import Connection, select, update
 from starlette.concurrency import run_in_threadpool
@@ -19,12 +20,27 @@ from ..billing.plans import list_plans
 from ..billing.usage import compute_usage
 from ..clock import to_ms
 from ..errors import ApiError, bad_request, not_found
+from ..models import plans as models
+from ..models.common import StatusOk
+from ..models.shapes import iso
+from ..openapi import (
+    AUTH,
+    BAD_REQUEST,
+    PAGE_PARAM,
+    STR,
+    UNAUTHORIZED,
+    answer,
+    describe,
+    error,
+    json_body,
+    org_id_param,
+)
 from ..rate_limits import refused_by_day
 from ..release_guard import THRESHOLDS
 from ..storage import schema as s
 from ..webhooks import MIN_SECRET_LENGTH, TargetError, delivery_json, parse_target
-from .common import JSONResponse, caller, json_object, query_page, read_db, runtime
-from .management import INSUFFICIENT, iso, org_access
+from .common import JSONResponse, caller, json_model, json_object, query_page, read_db, runtime
+from .management import INSUFFICIENT, org_access
 
 PAGE_SIZE = 50
 STATUSES = ("pending", "delivered", "failed")
@@ -62,7 +78,7 @@ async def read_usage(request: Request, principal: Principal) -> dict[str, Any]:
     return await read_db(request, read)
 
 
-def _webhook_json(row: Any) -> dict[str, Any]:
+def _webhook_json(row: Any) -> models.Webhook:
     return {
         "id": row.id,
         "org_id": row.org_id,
@@ -98,7 +114,7 @@ async def create_webhook(request: Request) -> Response:
     except TargetError as exc:
         raise bad_request(str(exc)) from None
 
-    def write(conn: Connection) -> dict[str, Any]:
+    def write(conn: Connection) -> models.Webhook:
         org_access(conn, principal, org_id, Level.ADMIN, whole_org=True)
         conn.execute(
             s.webhooks.insert().values(
@@ -124,7 +140,7 @@ async def list_webhooks(request: Request) -> Response:
     principal = await caller(request)
     org_id = request.path_params["org_id"]
 
-    def read(conn: Connection) -> list[dict[str, Any]]:
+    def read(conn: Connection) -> list[models.Webhook]:
         org_access(conn, principal, org_id, Level.ADMIN, whole_org=True)
         w = s.webhooks.c
         rows = conn.execute(
@@ -183,11 +199,16 @@ async def list_deliveries(request: Request) -> Response:
 # -- release guard thresholds (release_guard.py) ---------------------------------------------
 
 
-def _guard_json(rt: Any, org: Any) -> dict[str, Any]:
+def _guard_json(rt: Any, org: Any) -> models.ReleaseGuard:
     overrides = orjson.loads(org.release_guard) if org.release_guard else {}
+    values = rt.release_guard.thresholds(org.release_guard)
     return {
         "org_id": org.id,
-        **rt.release_guard.thresholds(org.release_guard),
+        # Validated as an integer wherever it is set.
+        "min_devices": int(values["min_devices"]),
+        "max_rollback_rate": values["max_rollback_rate"],
+        "max_crash_rate": values["max_crash_rate"],
+        "max_failure_rate": values["max_failure_rate"],
         "overrides": overrides,
     }
 
@@ -198,7 +219,7 @@ async def get_release_guard(request: Request) -> Response:
     rt = runtime(request)
     org_id = request.path_params["org_id"]
 
-    def read(conn: Connection) -> dict[str, Any]:
+    def read(conn: Connection) -> models.ReleaseGuard:
         return _guard_json(rt, org_access(conn, principal, org_id, Level.READ))
 
     return JSONResponse(await read_db(request, read))
@@ -209,23 +230,16 @@ async def put_release_guard(request: Request) -> Response:
     principal = await caller(request)
     rt = runtime(request)
     org_id = request.path_params["org_id"]
-    data = await json_object(request)
-    unknown = sorted(set(data) - set(THRESHOLDS))
-    if unknown:
-        raise bad_request(f"unknown threshold {unknown[0]!r}; use {', '.join(THRESHOLDS)}")
-    for name, value in data.items():
-        if value is None:
-            continue
-        if name == "min_devices":
-            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10**9:
-                raise bad_request("'min_devices' must be an integer from 1 to 1000000000")
-        elif not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
-            raise bad_request(f"'{name}' must be a rate from 0 to 1")
+    given = await json_model(request, models.ReleaseGuardUpdate)
+    # Absent: kept; null: back to the server's value.
+    changes = {
+        name: value for name in THRESHOLDS if (value := getattr(given, name)) is not msgspec.UNSET
+    }
 
-    def write(conn: Connection) -> dict[str, Any]:
+    def write(conn: Connection) -> models.ReleaseGuard:
         org = org_access(conn, principal, org_id, Level.ADMIN, whole_org=True)
         overrides = orjson.loads(org.release_guard) if org.release_guard else {}
-        for name, value in data.items():
+        for name, value in changes.items():
             if value is None:
                 overrides.pop(name, None)
             else:
@@ -247,3 +261,173 @@ routes = [
     Route("/organization/{org_id}/webhooks/deliveries", list_deliveries, methods=["GET"]),
     Route("/organization/{org_id}/webhooks/{webhook_id}", delete_webhook, methods=["DELETE"]),
 ]
+
+
+# -- the OpenAPI description of these routes --------------------------------------------------
+
+
+describe(
+    "/plans",
+    {
+        "get": {
+            "tags": ["plans"],
+            "summary": "The plans",
+            "security": AUTH,
+            "responses": {
+                "200": answer("Plans.", list[models.Plan]),
+                "401": UNAUTHORIZED,
+            },
+        }
+    },
+)
+
+describe(
+    "/organization/{org_id}/release_guard",
+    {
+        "get": {
+            "tags": ["plans"],
+            "summary": "The org's release-guard thresholds",
+            "description": (
+                "When a `release_regression` is raised: the server's thresholds "
+                "(`OTAMETER_RELEASE_*`) with the org's own `overrides`."
+            ),
+            "security": AUTH,
+            "parameters": [org_id_param()],
+            "responses": {
+                "200": answer("The thresholds in effect.", models.ReleaseGuard),
+                "401": UNAUTHORIZED,
+                "404": error("Organization not found (or not visible to the key)."),
+            },
+        },
+        "put": {
+            "tags": ["plans"],
+            "summary": "Set the org's release-guard thresholds",
+            "description": "Sets the thresholds given; `null` goes back to the server's value.",
+            "security": AUTH,
+            "parameters": [org_id_param()],
+            "requestBody": json_body(models.ReleaseGuardUpdate),
+            "responses": {
+                "200": answer("The thresholds in effect.", models.ReleaseGuard),
+                "400": BAD_REQUEST,
+                "401": UNAUTHORIZED,
+                "403": error("Needs `admin`, with a key not limited to some apps."),
+                "404": error("Organization not found (or not visible to the key)."),
+            },
+        },
+    },
+)
+
+describe(
+    "/organization/{org_id}/usage",
+    {
+        "get": {
+            "tags": ["plans"],
+            "summary": "An organization's usage against its plan",
+            "description": "contract.md, Plans and usage.",
+            "security": AUTH,
+            "parameters": [org_id_param()],
+            "responses": {
+                "200": answer("The usage.", models.Usage),
+                "401": UNAUTHORIZED,
+                "404": error("Organization not found."),
+            },
+        }
+    },
+)
+
+describe(
+    "/organization/{org_id}/webhooks",
+    {
+        "get": {
+            "tags": ["webhooks"],
+            "summary": "An organization's webhooks",
+            "security": AUTH,
+            "parameters": [org_id_param()],
+            "responses": {
+                "200": answer("Webhooks.", list[models.Webhook]),
+                "401": UNAUTHORIZED,
+                "403": error("Needs `admin` and a key not limited to some apps."),
+                "404": error("Organization not found."),
+            },
+        },
+        "post": {
+            "tags": ["webhooks"],
+            "summary": "Add a webhook",
+            "description": (
+                "Events are POSTed to `url`, signed as Standard Webhooks do: headers "
+                "`webhook-id` (the delivery id, the same on every retry), `webhook-timestamp` "
+                "(Unix seconds) and `webhook-signature: v1,<base64 HMAC-SHA256 of "
+                '"id.timestamp.body">`, keyed with `secret` as UTF-8 bytes; `X-Otameter-Event` '
+                "names the event. Without `secret` one is generated and returned once. `url` "
+                "must be an absolute http(s) URL without credentials, spaces or control "
+                "characters, whose host resolves only to public addresses: loopback, private, "
+                "link-local, multicast and reserved ones are refused (400) unless the operator "
+                "allows them with `OTAMETER_WEBHOOK_ALLOW_PRIVATE`. The address is checked "
+                "again at every delivery; redirects are not followed."
+            ),
+            "security": AUTH,
+            "parameters": [org_id_param()],
+            "requestBody": json_body(models.NewWebhook),
+            "responses": {
+                "201": answer("Created.", models.Webhook),
+                "400": error(
+                    "`url` is not an absolute http(s) URL, carries credentials or control "
+                    "characters, does not resolve or resolves to a non-public address; or "
+                    "`secret` is not 8 to 255 characters."
+                ),
+                "401": UNAUTHORIZED,
+                "403": error("Needs `admin` and a key not limited to some apps."),
+                "404": error("Organization not found."),
+            },
+        },
+    },
+)
+
+describe(
+    "/organization/{org_id}/webhooks/deliveries",
+    {
+        "get": {
+            "tags": ["webhooks"],
+            "summary": "Webhook deliveries, newest first",
+            "security": AUTH,
+            "parameters": [
+                org_id_param(),
+                {
+                    "name": "status",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"enum": ["pending", "delivered", "failed"]},
+                },
+                PAGE_PARAM,
+            ],
+            "responses": {
+                "200": answer("Deliveries.", list[models.WebhookDelivery]),
+                "400": BAD_REQUEST,
+                "401": UNAUTHORIZED,
+                "403": error("Needs `admin` and a key not limited to some apps."),
+                "404": error("Organization not found."),
+            },
+        }
+    },
+)
+
+describe(
+    "/organization/{org_id}/webhooks/{webhook_id}",
+    {
+        "delete": {
+            "tags": ["webhooks"],
+            "summary": "Remove a webhook",
+            "security": AUTH,
+            "parameters": [
+                org_id_param(),
+                {"name": "webhook_id", "in": "path", "required": True, "schema": STR},
+            ],
+            "responses": {
+                "200": answer("Removed.", StatusOk),
+                "401": UNAUTHORIZED,
+                "403": error("Needs `admin` and a key not limited to some apps."),
+                "404": error("Organization or webhook not found."),
+            },
+        }
+    },
+)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 from functools import partial
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
+import msgspec
 import orjson
 from sqlalchemy import delete, select
 from starlette.concurrency import run_in_threadpool
@@ -24,6 +25,9 @@ from ..catalog import AppSnapshot
 from ..clock import to_ms
 from ..download import MeteredFileResponse
 from ..metering.events import CheckIn, Download, DownloadCorrection, PluginStat
+from ..models import plugin as models
+from ..models.shapes import AppId, DeviceId, Platform, SemVer
+from ..openapi import INT, STR, SchemaLike, answer, describe, error, json_body, json_content
 from ..protocol import ProtocolError
 from ..releases import parse_duration, stat_metadata
 from ..runtime import Runtime
@@ -264,8 +268,9 @@ async def download(request: Request) -> Response:
 async def stats(request: Request) -> Response:
     rt = runtime(request)
     try:
-        data = protocol.decode_json(await request.body())
-        parsed = protocol.parse_stats_body(data, rt.settings.stats_max_events)
+        batch, parsed = protocol.decode_stats_body(
+            await request.body(), rt.settings.stats_max_events
+        )
     except ProtocolError as exc:
         return JSONResponse(exc.body(), status_code=exc.http_status)
     now_ms = to_ms(rt.clock.now())
@@ -308,7 +313,7 @@ async def stats(request: Request) -> Response:
         return rate_limited(longest, "Too many stats posts from this device")
     if events:
         await rt.submit(events)
-    if isinstance(data, list):
+    if batch:
         return JSONResponse(protocol.stats_ok(results))
     # A single object answers like Capgo: its own error, or a plain ok.
     (only,) = parsed
@@ -334,8 +339,9 @@ async def channel_self(request: Request) -> Response:
             if not req.device_id:
                 raise ProtocolError("missing_device_id", "device_id is required", 400, "device_id")
         else:
-            data = protocol.decode_json(await request.body())
-            req = protocol.parse_channel_request(data, require_channel=request.method == "POST")
+            req = protocol.decode_channel_request(
+                await request.body(), require_channel=request.method == "POST"
+            )
     except ProtocolError as exc:
         return JSONResponse(exc.body(), status_code=exc.http_status)
     snapshot = await app_snapshot(rt, req.app_id)
@@ -459,3 +465,217 @@ routes = [
     Route("/channel_self", channel_self, methods=["GET", "POST", "PUT", "DELETE"]),
     Route("/download/{bundle_id}.zip", download, methods=["GET", "HEAD"]),
 ]
+
+
+# -- the OpenAPI description of these routes --------------------------------------------------
+
+
+def plugin_op(
+    summary: str,
+    description: str,
+    ok: SchemaLike,
+    *,
+    body: SchemaLike | None = None,
+    more: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "tags": ["plugin"],
+        "summary": summary,
+        "description": description,
+        "security": [],
+        "responses": {
+            "200": answer("The answer, or a plugin error code (HTTP 200 on purpose).", ok),
+            "400": answer(
+                "A malformed request: a field failed validation (a control character in a "
+                "string or in the URL included).",
+                models.PluginError,
+            ),
+            **(more or {}),
+        },
+        **extra,
+    }
+    if body is not None:
+        op["requestBody"] = json_body(body)
+    return op
+
+
+TOO_LARGE = answer(
+    "`payload_too_large`: the body is over this route's bound (see README, Limits), or its "
+    "Content-Length says so; the connection is closed.",
+    models.PluginError,
+)
+RATE_LIMITED = {
+    "description": (
+        "`too_many_requests`: the device is over its rate, or its address over its new "
+        "devices for this app this hour (see README, Limits). The plugin waits `Retry-After` "
+        "seconds (also in `retryAfterSeconds`)."
+    ),
+    "headers": {"Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 1}}},
+    "content": json_content(models.RateLimited),
+}
+
+
+DEVICE_QUERY = [
+    {"name": name, "in": "query", "required": required, "schema": schema}
+    for name, required, schema in (
+        ("app_id", True, AppId),
+        ("platform", True, Platform),
+        ("device_id", False, DeviceId),
+        ("is_emulator", False, Literal["true", "false"]),
+        ("is_prod", False, Literal["true", "false"]),
+        ("version_name", False, models.Text),
+        ("version_build", False, models.Text),
+        ("plugin_version", False, SemVer),
+        ("custom_id", False, models.CustomId),
+        ("defaultChannel", False, models.Text),
+    )
+]
+
+
+describe(
+    "/updates",
+    {
+        "post": plugin_op(
+            "Update check",
+            "Records the device's activity (the MAU source) and answers with the bundle of "
+            "its channel, or a no-update code with HTTP 200 (`no_new_version_available`, "
+            "`no_channel`, `need_plan_upgrade`, `disable_auto_update_to_major`, ...). The "
+            "channel: an old plugin's override (before 7.34 / 8.2), else the device's "
+            "`defaultChannel` when it may use it (`no_channel` when it may not), else its "
+            "platform's public channel. An app that does not exist answers 429 with "
+            "`Retry-After`.",
+            {"anyOf": [models.UpdateAvailable, models.PluginError]},
+            body=models.DeviceInfo,
+            more={
+                "413": TOO_LARGE,
+                "429": {
+                    "description": (
+                        "The app does not exist (`app_not_found`: the device backs off for an "
+                        "hour), or the device is over its rate (`too_many_requests`, see "
+                        "README, Limits). The plugin waits `Retry-After` seconds (also in "
+                        "`retryAfterSeconds`). A new device over its address's allowance for "
+                        "the app this hour is answered 200 and not stored (counted as refused)."
+                    ),
+                    "headers": {"Retry-After": {"required": True, "schema": INT}},
+                    "content": json_content({"anyOf": [models.UnknownApp, models.RateLimited]}),
+                },
+            },
+        )
+    },
+)
+
+describe(
+    "/stats",
+    {
+        "post": {
+            **plugin_op(
+                "Plugin events",
+                "One event object or an array of them (at most 200, the plugin's queue; "
+                "`OTAMETER_STATS_MAX_EVENTS`). An array answers "
+                "`results`, one per element; a single object answers `{status: ok}` or its "
+                "own error.",
+                {
+                    "anyOf": [
+                        models.StatsOk,
+                        models.PluginError,
+                    ]
+                },
+                body={
+                    "anyOf": [
+                        models.StatsEvent,
+                        Annotated[list[models.StatsEvent], msgspec.Meta(max_length=200)],
+                    ]
+                },
+                more={
+                    "413": answer(
+                        "An array of more than 200 events (`too_many_events`), or a body over "
+                        "1 MB (`payload_too_large`).",
+                        models.PluginError,
+                    ),
+                    "429": RATE_LIMITED,
+                },
+            ),
+        }
+    },
+)
+
+describe(
+    "/channel_self",
+    {
+        "get": plugin_op(
+            "List channels",
+            "The channels the device may choose (public or self-assignable, compatible).",
+            {
+                "anyOf": [
+                    list[models.ChannelListEntry],
+                    models.PluginError,
+                ]
+            },
+            parameters=DEVICE_QUERY,
+        ),
+        "post": plugin_op(
+            "Set the device's channel",
+            "Checks that the device may join the channel (public or self-assignable, serving "
+            "the device). Plugins from 7.34 / 8.2 keep the channel themselves: nothing is "
+            "stored. Older plugins get a server-side override, cleared when the channel is "
+            "their platform's public one.",
+            {"anyOf": [models.ChannelSetOk, models.PluginError]},
+            body=models.ChannelRequest,
+            more={"413": TOO_LARGE},
+        ),
+        "put": plugin_op(
+            "Get the device's channel",
+            "An old plugin's override; else the device's `defaultChannel` when it may use it; "
+            "else its platform's public channel.",
+            {"anyOf": [models.ChannelGet, models.PluginError]},
+            body=models.ChannelRequest,
+            more={"413": TOO_LARGE},
+        ),
+        "delete": plugin_op(
+            "Unset the device's channel (plugins before 7.34 / 8.2)",
+            "Removes an old plugin's server-side override. Newer plugins unset locally and "
+            "send nothing; for them this is a no-op. The info fields come as a query string "
+            "(as GET) or a JSON body.",
+            {"anyOf": [models.ChannelSetOk, models.PluginError]},
+            parameters=DEVICE_QUERY,
+        ),
+    },
+)
+
+describe(
+    "/download/{bundle_id}.zip",
+    {
+        "get": {
+            "tags": ["plugin"],
+            "summary": "Bundle download",
+            "description": (
+                "The signed link answered by `/updates`. Supports one `Range` and `If-Range`; "
+                "the bytes actually sent are counted as bandwidth. On PostgreSQL the bytes are "
+                "in the database, so any server on it serves the link (and a resume) of any "
+                "other; a range is read from its first chunk on."
+            ),
+            "security": [],
+            "parameters": [
+                {"name": "bundle_id", "in": "path", "required": True, "schema": STR},
+                {"name": "device_id", "in": "query", "required": True, "schema": STR},
+                {"name": "expires", "in": "query", "required": True, "schema": STR},
+                {"name": "sig", "in": "query", "required": True, "schema": STR},
+                {"name": "Range", "in": "header", "required": False, "schema": STR},
+            ],
+            "responses": {
+                "200": {
+                    "description": "The zip.",
+                    "content": {"application/zip": {"schema": {"type": "string"}}},
+                },
+                "206": {
+                    "description": "The requested range.",
+                    "content": {"application/zip": {"schema": {"type": "string"}}},
+                },
+                "403": error("The link is invalid or expired."),
+                "404": error("The bundle is gone."),
+                "416": {"description": "The range cannot be served."},
+            },
+        }
+    },
+)

@@ -26,6 +26,18 @@ from starlette.routing import Route
 from ..auth import Level, Principal, lookup_key, org_role, readable_org_ids
 from ..clock import to_ms
 from ..errors import ApiError
+from ..models import statistics as models
+from ..models.shapes import Day
+from ..openapi import (
+    AUTH,
+    UNAUTHORIZED,
+    answer,
+    app_id_param,
+    describe,
+    error,
+    json_content,
+    org_id_param,
+)
 from ..rate_limits import refused_by_day
 from ..release_stats import release_rows, release_rows_to_csv
 from ..statistics import (
@@ -271,3 +283,208 @@ routes = [
     Route("/statistics/org/{org_id}/", org_statistics, methods=["GET"]),
     Route("/statistics/user/", user_statistics, methods=["GET"]),
 ]
+
+
+# -- the OpenAPI description of these routes --------------------------------------------------
+
+STATS_DATE_PARAMS = [
+    {
+        "name": name,
+        "in": "query",
+        "required": True,
+        "schema": Day,
+        "description": f"{what} (`YYYY-MM-DD`, UTC, inclusive). At most 90 days in all.",
+    }
+    for name, what in (("from", "First day"), ("to", "Last day"))
+]
+FORMAT_PARAM = {
+    "name": "format",
+    "in": "query",
+    "required": False,
+    "schema": {"enum": ["json", "csv"], "default": "json"},
+    "description": (
+        "`csv`: the same rows as `text/csv` with a header line and a Content-Disposition filename."
+    ),
+}
+STATS_OPTION_PARAMS = [
+    FORMAT_PARAM,
+    {
+        "name": "breakdown",
+        "in": "query",
+        "required": False,
+        "schema": {"enum": ["true", "false", "1", "0", "yes", "no"], "default": "false"},
+        "description": "Adds `new_devices` and `dau` to each row.",
+    },
+    {
+        "name": "compare",
+        "in": "query",
+        "required": False,
+        "schema": {"enum": ["previous", "none"]},
+        "description": (
+            "`previous`: each row gets a `previous` object with the figures of the day at the "
+            "same position in the preceding period of equal length (`previous_period`). In "
+            "CSV they are the `previous_*` columns."
+        ),
+    },
+]
+CSV_ANSWER = {
+    "text/csv": {
+        "schema": {"type": "string"},
+        "example": "date,mau,storage,bandwidth\r\n2024-01-01,120,536870912,1073741824\r\n",
+    }
+}
+STATS_ERRORS = {
+    "400": error(
+        "`Invalid date format. Use YYYY-MM-DD` (bad or impossible date; a missing one adds "
+        "`(the 'from' parameter is missing)` or `'to'`), "
+        "`Date range cannot exceed 90 days`, an invalid range (`from` after `to`), or an "
+        "invalid `format`, `breakdown` or `compare`."
+    ),
+    "401": UNAUTHORIZED,
+    "403": error(
+        "`Insufficient permissions to access statistics`: the key sees the org only "
+        "through some of its apps."
+    ),
+    "404": error(
+        "`App/Organization not found`: it does not exist, was deleted (apps), or is not "
+        "visible to this key (another org's, or outside the key's limits): no existence oracle."
+    ),
+}
+
+
+def stats_op(summary: str, params: list[dict[str, Any]], description: str) -> dict[str, Any]:
+    return {
+        "tags": ["statistics"],
+        "summary": summary,
+        "description": description,
+        "security": AUTH,
+        "parameters": [*params, *STATS_DATE_PARAMS, *STATS_OPTION_PARAMS],
+        "responses": {
+            "200": {
+                "description": "One row per day.",
+                "content": {**json_content(models.StatsAnswer), **CSV_ANSWER},
+            },
+            **STATS_ERRORS,
+        },
+    }
+
+
+describe(
+    "/statistics/app/{app_id}/",
+    {
+        "get": stats_op(
+            "An app's statistics",
+            [app_id_param()],
+            "Per day: `mau` (unique counted devices in the 30 days ending that day), "
+            "`storage` (bytes of bundles existing at the day's end) and `bandwidth` (bytes "
+            "downloaded that day). Days before the app existed are zeros; today is live.",
+        )
+    },
+)
+
+describe(
+    "/statistics/app/{app_id}/bundle_usage/",
+    {
+        "get": {
+            "tags": ["statistics"],
+            "summary": "Share of devices on each bundle version",
+            "description": "Per day, from the counted check-ins' versions.",
+            "security": AUTH,
+            "parameters": [app_id_param(), *STATS_DATE_PARAMS, FORMAT_PARAM],
+            "responses": {
+                "200": {
+                    "description": (
+                        "One row per day. CSV: one line per day and version "
+                        "(`date,version,devices,share,day_devices`)."
+                    ),
+                    "content": {**json_content(models.BundleUsageAnswer), **CSV_ANSWER},
+                },
+                **STATS_ERRORS,
+            },
+        }
+    },
+)
+
+describe(
+    "/statistics/app/{app_id}/releases/",
+    {
+        "get": {
+            "tags": ["statistics"],
+            "summary": "Release health per bundle version",
+            "description": (
+                "What the plugin's stats events say happened to each bundle version over the "
+                "range: unique counted devices (emulators and dev builds never count; a device "
+                "that retries counts once) that ran it, were offered it, downloaded, installed, "
+                "failed, rolled back, crashed; its launches and their p50/p95 launch time. "
+                "`by=day`: one row per version per day, with `date`. Live within 10 seconds."
+            ),
+            "security": AUTH,
+            "parameters": [
+                app_id_param(),
+                *STATS_DATE_PARAMS,
+                FORMAT_PARAM,
+                {
+                    "name": "by",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"enum": ["day", "version"]},
+                    "description": "`day`: a row per version and day (default: per version).",
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "One row per version (newest bundle first).",
+                    "content": {
+                        **json_content(models.ReleasesAnswer),
+                        **CSV_ANSWER,
+                    },
+                },
+                **STATS_ERRORS,
+            },
+        }
+    },
+)
+
+describe(
+    "/statistics/app/{app_id}/refused_devices/",
+    {
+        "get": {
+            "tags": ["statistics"],
+            "summary": "New devices refused by the per-address limit",
+            "description": (
+                "Per day, the check-ins of devices the app had not seen that were refused "
+                "because their address had added its allowance of new devices to the app that "
+                "hour (`OTAMETER_NEW_DEVICES_PER_IP_HOUR`). Those devices were not counted; a "
+                "device refused twice counts twice."
+            ),
+            "security": AUTH,
+            "parameters": [app_id_param(), *STATS_DATE_PARAMS],
+            "responses": {
+                "200": answer("One row per day.", models.RefusedDevicesAnswer),
+                **STATS_ERRORS,
+            },
+        }
+    },
+)
+
+describe(
+    "/statistics/org/{org_id}/",
+    {
+        "get": stats_op(
+            "An organization's statistics",
+            [org_id_param()],
+            "The sum of its apps' rows (deleted apps included: their usage was real).",
+        )
+    },
+)
+
+describe(
+    "/statistics/user/",
+    {
+        "get": stats_op(
+            "Statistics over every org the caller can read",
+            [],
+            "The sum over every app the key can see, in every org the user belongs to.",
+        )
+    },
+)

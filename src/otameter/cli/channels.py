@@ -14,6 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..models.shapes import PLATFORMS
 from .errors import EXIT_HELP, reporting
 from .output import JsonOption, out, print_json
 from .target import ApikeyOption, ServerOption, connect
@@ -22,8 +23,6 @@ channel_app = typer.Typer(
     help="Create, change and list an app's channels on a running otameter server.",
     no_args_is_help=True,
 )
-
-PLATFORMS = ("ios", "android", "electron")
 
 
 class AutoUpdateRule(StrEnum):

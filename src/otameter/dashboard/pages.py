@@ -8,7 +8,7 @@ land, in text or in an attribute.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
 from urllib.parse import quote
@@ -85,8 +85,8 @@ def login(*, error: str | None = None, notice: str | None = None, next_url: str 
     )
 
 
-def orgs(org_rows: Sequence[dict[str, Any]], app_rows: Sequence[dict[str, Any]]) -> str:
-    by_org: dict[str, list[dict[str, Any]]] = {}
+def orgs(org_rows: Sequence[Mapping[str, Any]], app_rows: Sequence[Mapping[str, Any]]) -> str:
+    by_org: dict[str, list[Mapping[str, Any]]] = {}
     for app in app_rows:
         by_org.setdefault(app["owner_org"], []).append(app)
     return _render(
@@ -99,8 +99,8 @@ def orgs(org_rows: Sequence[dict[str, Any]], app_rows: Sequence[dict[str, Any]])
 
 
 def org_page(
-    org: dict[str, Any],
-    apps: Sequence[dict[str, Any]],
+    org: Mapping[str, Any],
+    apps: Sequence[Mapping[str, Any]],
     today: date,
     start: date,
     end: date,
@@ -119,8 +119,8 @@ def org_page(
 
 
 def app_page(
-    app: dict[str, Any],
-    org: dict[str, Any] | None,
+    app: Mapping[str, Any],
+    org: Mapping[str, Any] | None,
     today: date,
     start: date,
     end: date,

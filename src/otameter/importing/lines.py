@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 import orjson
@@ -26,12 +26,14 @@ import orjson
 from ..clock import EPOCH, ONE_MS
 from ..metering.events import BundleDelete, BundleUpload, CheckIn, Download, Event, PluginStat
 from ..metering.fold import Fold, FoldedBatch, IpPredicate
+from ..models.shapes import PLATFORMS as PLATFORM_ORDER
+from ..models.shapes import Platform
 from ..releases import ACTION_RE as STAT_ACTION_RE
 from ..releases import parse_duration, stat_metadata
 
 # What a device id may hold: hex digits and dashes (its length is checked apart).
 UUID_CHARS = "0123456789abcdefABCDEF-"
-PLATFORMS = frozenset({"ios", "android", "electron"})
+PLATFORMS = frozenset(PLATFORM_ORDER)
 _fromisoformat = datetime.fromisoformat
 _loads = orjson.loads
 # Byte counts and sizes are stored as 64-bit integers.
@@ -228,7 +230,7 @@ class _CheckinLine(msgspec.Struct, tag_field="type", tag="checkin"):
     time: str
     app_id: _Text
     device_id: Annotated[str, msgspec.Meta(min_length=1, max_length=36)]
-    platform: Literal["ios", "android", "electron"]
+    platform: Platform
     version_name: _Text
     is_emulator: bool
     is_prod: bool

@@ -24,8 +24,9 @@ from sqlalchemy import (
 )
 
 from ..bundle_store import delete_chunks
-from ..channel_store import PLATFORMS, public_column, unclaimed_platforms
+from ..channel_store import public_column, unclaimed_platforms
 from ..clock import day_of_ms
+from ..models.shapes import PLATFORMS
 from ..storage import app_rows
 from ..storage import schema as s
 from ..storage.dialect import placeholder

@@ -3,27 +3,15 @@ page loads nothing from anywhere but the server itself."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-import pytest
-
 from otameter import openapi
+from tests.browser import CHROMIUM_ARGS, chromium, require_browser
 from tests.harness import Harness
 from tests.liveserver import LiveServer
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 class _References(HTMLParser):
@@ -63,26 +51,17 @@ def test_docs_page_references_only_local_assets(sqlite_harness: Harness) -> None
     assert "Redoc 2.5.4" in (vendor / "README.md").read_text()
 
 
-def _chromium() -> str | None:
-    return "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else shutil.which("chromium")
-
-
 def test_docs_page_renders_in_a_browser_from_the_server_alone(tmp_path: Path) -> None:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("playwright is not installed (pip install -e '.[dev]')")
-    if _chromium() is None:
-        if os.environ.get("OTAMETER_REQUIRE_CHROMIUM") == "1":
-            pytest.fail("OTAMETER_REQUIRE_CHROMIUM=1 but Chromium is not installed")
-        pytest.skip("Chromium is not installed")
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
     with LiveServer(f"sqlite:///{tmp_path}/otameter.db", tmp_path / "data") as server:
         origin = urlsplit(server.url).netloc
         requested: list[str] = []
         answered: list[str] = []
         refused: list[tuple[str, str | None]] = []
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+            browser = p.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
             try:
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
                 errors: list[Any] = []

@@ -8,7 +8,6 @@ import hashlib
 import io
 import math
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from otameter.runtime import Runtime
 from otameter.storage import schema as s
 from otameter.storage.db import migrate
 from otameter.units import format_bytes
+from tests.browser import CHROMIUM_ARGS, chromium, require_browser
 from tests.harness import Harness, device_body, running
 
 COOKIE = session.COOKIE
@@ -463,40 +463,8 @@ def test_names_are_escaped_on_every_page(sqlite_harness: Harness) -> None:
 
 # -- in a real browser -----------------------------------------------------------------------
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 DEMO_NOW = datetime(2024, 5, 15, 12, 0, tzinfo=UTC)
 TODAY = DEMO_NOW.date()
-
-
-def _chromium() -> str | None:
-    return CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
-
-
-def _missing_browser() -> str | None:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "playwright is not installed (pip install -e '.[dev]')"
-    if _chromium() is None:
-        return f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
-    return None
-
-
-def _require_browser() -> None:
-    reason = _missing_browser()
-    if reason is None:
-        return
-    if os.environ.get("OTAMETER_REQUIRE_CHROMIUM") == "1":
-        pytest.fail(f"OTAMETER_REQUIRE_CHROMIUM=1 but {reason}")
-    pytest.skip(reason)
 
 
 @dataclass
@@ -531,7 +499,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    _require_browser()
+    require_browser()
     root = tmp_path_factory.mktemp("dashboard")
     url = f"sqlite:///{root}/otameter.db"
     migrate(url)
@@ -588,11 +556,11 @@ def browser(live: LiveServer) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        launched = p.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
         try:
-            yield chromium
+            yield launched
         finally:
-            chromium.close()
+            launched.close()
 
 
 @pytest.fixture

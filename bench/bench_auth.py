@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import re
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,15 +22,9 @@ import time
 from pathlib import Path
 
 import httpx
+from run import free_port
 
 PY = sys.executable
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def otameter(*args: str) -> str:

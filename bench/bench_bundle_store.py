@@ -50,11 +50,11 @@ class SampledServer(Server):
         return self
 
     def _sample(self) -> None:
-        from run import _tree_rss_kb
+        from run import tree_rss_kb
 
         assert self.proc is not None
         while not self._stop.wait(0.1):
-            self.peak_rss_kb = max(self.peak_rss_kb, _tree_rss_kb(self.proc.pid))
+            self.peak_rss_kb = max(self.peak_rss_kb, tree_rss_kb(self.proc.pid))
 
 
 def serve(db_url: str, data_dir: Path, log: Path) -> SampledServer:

@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import random
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -35,16 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from run import free_port
 
 APP = "com.bench.releases"
 VERSIONS = ("1.0.0", "1.1.0", "1.2.0")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def device_events(rng: random.Random, device: str) -> list[dict[str, Any]]:

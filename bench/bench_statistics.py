@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from pathlib import Path
 
 import httpx
 from pyroaring import BitMap
+from run import free_port
 from sqlalchemy import Connection, select
 
 from otameter.clock import SystemClock, day_start_ms
@@ -52,13 +52,6 @@ DAYS = 90
 APPS = 100
 SMALL_APP_DEVICES = 2_000
 DAILY_SHARE = 0.15
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def build(db_url: str, data_dir: Path, devices: int, seed: int) -> tuple[str, str, str]:

@@ -95,7 +95,8 @@ def free_port() -> int:
         return port
 
 
-def _tree_rss_kb(pgid: int) -> int:
+def tree_rss_kb(pgid: int) -> int:
+    """Resident memory of every process in a process group, in KiB."""
     total = 0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -170,7 +171,7 @@ class Server:
     def _sample(self) -> None:
         assert self.proc is not None
         while not self._stop.wait(0.25):
-            self.peak_rss_kb = max(self.peak_rss_kb, _tree_rss_kb(self.proc.pid))
+            self.peak_rss_kb = max(self.peak_rss_kb, tree_rss_kb(self.proc.pid))
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()

@@ -33,7 +33,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,35 +46,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from run import free_port, tree_rss_kb
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_ID = "com.soak.app"
 SERVED = "1.0.0"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def tree_rss_kb(pgid: int) -> int:
-    """Resident memory of every process in the server's process group, in KiB."""
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) != pgid:
-                continue
-            for line in Path(f"/proc/{entry}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
 
 
 def bundle(version: str) -> bytes:

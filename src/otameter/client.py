@@ -11,31 +11,56 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Literal, cast
+from typing import Any, BinaryIO, Literal, TypeVar, cast
 from urllib.parse import quote
 
 import httpx
+import msgspec
 
 from . import __version__
 
 # The answers' types are the API's own models (otameter.models), re-exported for callers.
+from .models.management import (
+    ApiKeyInfo,
+    App,
+    Channel,
+    ChannelListItem,
+    CreatedApiKey,
+    CreatedOrganization,
+    DeletedBundle,
+    Organization,
+    RevokedKey,
+)
 from .models.management import Bundle as UploadedBundle
 from .models.management import BundleListItem as Bundle
 from .models.plans import EmulatorDev, Usage
 from .models.plans import UsageMetric as Meter
+from .models.statistics import ReleaseRow, ReleasesAnswer, StatsAnswer
 from .models.statistics import StatsRow as StatRow
 
 __all__ = [
+    "ApiKeyInfo",
+    "App",
     "Bundle",
+    "Channel",
+    "ChannelListItem",
     "ClientError",
+    "CreatedApiKey",
+    "CreatedOrganization",
+    "DeletedBundle",
     "EmulatorDev",
     "Meter",
+    "Organization",
     "OtameterClient",
+    "ReleaseRow",
+    "RevokedKey",
     "Scope",
     "StatRow",
     "UploadedBundle",
     "Usage",
 ]
+
+T = TypeVar("T")
 
 Scope = Literal["app", "org", "user"]
 
@@ -150,29 +175,37 @@ class OtameterClient:
                 f"unexpected answer from {self.server}{path}: not JSON", response.status_code
             ) from None
 
-    def _expect(self, value: Any, kind: type, path: str) -> Any:
-        if not isinstance(value, kind):
-            raise ClientError(f"unexpected answer from {self.server}{path}")
-        return value
+    def _expect(self, value: Any, model: type[T], path: str) -> T:
+        """``value`` checked against the API's model of the answer (``msgspec.convert``: types,
+        required fields, bounds): a server answering another shape is a ``ClientError`` here,
+        not a ``KeyError`` in the caller.
+
+        The value is returned as the server sent it, which the check proved to be a ``model``:
+        fields a newer server adds are kept, and numbers keep the form they were written in
+        (converting would print ``25`` as ``25.0`` in ``--json`` output).
+        """
+        try:
+            msgspec.convert(value, model)
+        except msgspec.ValidationError:
+            raise ClientError(f"unexpected answer from {self.server}{path}") from None
+        return cast(T, value)
 
     # -- organizations and apps --------------------------------------------------------------
 
-    def create_org(self, name: str) -> dict[str, Any]:
+    def create_org(self, name: str) -> CreatedOrganization:
         body = self._request("POST", "/organization", json={"name": name})
-        return cast(dict[str, Any], self._expect(body, dict, "/organization"))
+        return self._expect(body, CreatedOrganization, "/organization")
 
-    def list_orgs(self) -> list[dict[str, Any]]:
+    def list_orgs(self) -> list[Organization]:
         body = self._request("GET", "/organization")
-        return cast(list[dict[str, Any]], self._expect(body, list, "/organization"))
+        return self._expect(body, list[Organization], "/organization")
 
-    def create_app(self, app_id: str, org_id: str, name: str | None = None) -> dict[str, Any]:
+    def create_app(self, app_id: str, org_id: str, name: str | None = None) -> App:
         payload = {"app_id": app_id, "owner_org": org_id, "name": name or app_id}
-        return cast(
-            dict[str, Any], self._expect(self._request("POST", "/app", json=payload), dict, "/app")
-        )
+        return self._expect(self._request("POST", "/app", json=payload), App, "/app")
 
-    def list_apps(self) -> list[dict[str, Any]]:
-        return cast(list[dict[str, Any]], self._expect(self._request("GET", "/app"), list, "/app"))
+    def list_apps(self) -> list[App]:
+        return self._expect(self._request("GET", "/app"), list[App], "/app")
 
     def delete_app(self, app_id: str) -> None:
         path = f"/app/{quote(app_id, safe='')}"
@@ -180,9 +213,9 @@ class OtameterClient:
 
     # -- apps and bundles --------------------------------------------------------------------
 
-    def get_app(self, app_id: str) -> dict[str, Any]:
+    def get_app(self, app_id: str) -> App:
         path = f"/app/{quote(app_id, safe='')}"
-        return cast(dict[str, Any], self._expect(self._request("GET", path), dict, path))
+        return self._expect(self._request("GET", path), App, path)
 
     def list_bundles(self, app_id: str) -> list[Bundle]:
         """All of the app's live bundles, newest first (every page)."""
@@ -191,12 +224,12 @@ class OtameterClient:
         while True:
             rows = self._expect(
                 self._request("GET", "/bundle", params={"app_id": app_id, "page": page}),
-                list,
+                list[Bundle],
                 "/bundle",
             )
             if not rows:
                 return bundles
-            bundles.extend(cast(list[Bundle], rows))
+            bundles.extend(rows)
             page += 1
 
     def upload_bundle(
@@ -220,7 +253,7 @@ class OtameterClient:
                 files={"file": (zip_path.name, source, "application/zip")},
                 timeout=self._upload_timeout,
             )
-        return cast(UploadedBundle, self._expect(body, dict, "/bundle"))
+        return self._expect(body, UploadedBundle, "/bundle")
 
     def register_external(
         self,
@@ -244,24 +277,24 @@ class OtameterClient:
         if size is not None:
             payload["size"] = size
         body = self._request("POST", "/bundle", json=payload)
-        return cast(UploadedBundle, self._expect(body, dict, "/bundle"))
+        return self._expect(body, UploadedBundle, "/bundle")
 
-    def delete_bundle(self, app_id: str, version: str) -> dict[str, Any]:
+    def delete_bundle(self, app_id: str, version: str) -> DeletedBundle:
         body = self._request("DELETE", "/bundle", params={"app_id": app_id, "version": version})
-        return cast(dict[str, Any], self._expect(body, dict, "/bundle"))
+        return self._expect(body, DeletedBundle, "/bundle")
 
     # -- channels ----------------------------------------------------------------------------
 
-    def list_channels(self, app_id: str) -> list[dict[str, Any]]:
+    def list_channels(self, app_id: str) -> list[ChannelListItem]:
         body = self._request("GET", "/channel", params={"app_id": app_id})
-        return cast(list[dict[str, Any]], self._expect(body, list, "/channel"))
+        return self._expect(body, list[ChannelListItem], "/channel")
 
-    def set_channel(self, app_id: str, channel: str, **fields: Any) -> dict[str, Any]:
+    def set_channel(self, app_id: str, channel: str, **fields: Any) -> Channel:
         """Create or update a channel (``POST /channel``); ``fields`` left None are not sent."""
         payload = {"app_id": app_id, "channel": channel}
         payload |= {k: v for k, v in fields.items() if v is not None}
         body = self._request("POST", "/channel", json=payload)
-        return cast(dict[str, Any], self._expect(body, dict, "/channel"))
+        return self._expect(body, Channel, "/channel")
 
     # -- statistics and usage ----------------------------------------------------------------
 
@@ -273,19 +306,20 @@ class OtameterClient:
                 raise ClientError(f"statistics for an {scope} need its id")
             path = f"/statistics/{scope}/{quote(ident, safe='')}/"
         params = {"from": start.isoformat(), "to": end.isoformat()}
-        body = self._expect(self._request("GET", path, params=params), dict, path)
-        return cast(list[StatRow], self._expect(body.get("data"), list, path))
+        body = self._expect(self._request("GET", path, params=params), StatsAnswer, path)
+        rows: list[StatRow] = list(body["data"])
+        return rows
 
-    def releases(self, app_id: str, start: date, end: date) -> list[dict[str, Any]]:
+    def releases(self, app_id: str, start: date, end: date) -> list[ReleaseRow]:
         """Release health per bundle version (``GET /statistics/app/:app_id/releases/``)."""
         path = f"/statistics/app/{quote(app_id, safe='')}/releases/"
         params = {"from": start.isoformat(), "to": end.isoformat()}
-        body = self._expect(self._request("GET", path, params=params), dict, path)
-        return cast(list[dict[str, Any]], self._expect(body.get("data"), list, path))
+        body = self._expect(self._request("GET", path, params=params), ReleasesAnswer, path)
+        return body["data"]
 
     def usage(self, org_id: str) -> Usage:
         path = f"/organization/{quote(org_id, safe='')}/usage"
-        return cast(Usage, self._expect(self._request("GET", path), dict, path))
+        return self._expect(self._request("GET", path), Usage, path)
 
     # -- API keys ----------------------------------------------------------------------------
 
@@ -297,7 +331,7 @@ class OtameterClient:
         orgs: list[str] | None = None,
         apps: list[str] | None = None,
         expires_at: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> CreatedApiKey:
         payload: dict[str, Any] = {
             "name": name,
             "mode": mode,
@@ -307,13 +341,11 @@ class OtameterClient:
         if expires_at is not None:
             payload["expires_at"] = expires_at
         body = self._request("POST", "/apikey", json=payload)
-        return cast(dict[str, Any], self._expect(body, dict, "/apikey"))
+        return self._expect(body, CreatedApiKey, "/apikey")
 
-    def list_keys(self) -> list[dict[str, Any]]:
-        return cast(
-            list[dict[str, Any]], self._expect(self._request("GET", "/apikey"), list, "/apikey")
-        )
+    def list_keys(self) -> list[ApiKeyInfo]:
+        return self._expect(self._request("GET", "/apikey"), list[ApiKeyInfo], "/apikey")
 
-    def revoke_key(self, key_id: str) -> dict[str, Any]:
+    def revoke_key(self, key_id: str) -> RevokedKey:
         path = f"/apikey/{quote(key_id, safe='')}"
-        return cast(dict[str, Any], self._expect(self._request("DELETE", path), dict, path))
+        return self._expect(self._request("DELETE", path), RevokedKey, path)

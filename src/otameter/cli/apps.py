@@ -5,7 +5,7 @@ Like ``bundle``, they talk to a running server (``--server``/``--apikey`` or the
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -14,6 +14,9 @@ from rich.table import Table
 from .errors import EXIT_ERROR, EXIT_HELP, Problem, reporting
 from .output import JsonOption, err, human_time, out, print_json
 from .target import ApikeyOption, ServerOption, connect
+
+if TYPE_CHECKING:
+    from ..client import Organization
 
 app_app = typer.Typer(
     help="Create, list and delete apps on a running otameter server.", no_args_is_help=True
@@ -47,7 +50,7 @@ def app_create(
     )
 
 
-def _org_names(orgs: list[dict[str, Any]]) -> dict[str, str]:
+def _org_names(orgs: list[Organization]) -> dict[str, str]:
     return {str(o.get("id")): str(o.get("name")) for o in orgs}
 
 

@@ -8,7 +8,7 @@ OTAMETER_SERVER/OTAMETER_APIKEY, or the config file) through ``POST /channel`` a
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -18,6 +18,9 @@ from ..models.shapes import PLATFORMS
 from .errors import EXIT_HELP, reporting
 from .output import JsonOption, out, print_json
 from .target import ApikeyOption, ServerOption, connect
+
+if TYPE_CHECKING:
+    from ..client import Channel
 
 channel_app = typer.Typer(
     help="Create, change and list an app's channels on a running otameter server.",
@@ -101,12 +104,12 @@ def channel_set(
     )
 
 
-def _public_text(row: dict[str, Any]) -> str:
+def _public_text(row: Channel) -> str:
     platforms = [p for p in PLATFORMS if row.get(f"public_{p}")]
     return f"public for {', '.join(platforms)}" if platforms else "private"
 
 
-def _rules_text(row: dict[str, Any]) -> str:
+def _rules_text(row: Channel) -> str:
     rule = row.get("disable_auto_update") or "none"
     text = "any update" if rule == "none" else f"no auto-update across a {rule} version"
     if row.get("disable_auto_update_under_native"):

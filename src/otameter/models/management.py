@@ -282,3 +282,24 @@ class ChannelListKey(TypedDict):
             )
         ),
     ]
+
+
+class Channel(ChannelKey, ChannelPublic):
+    """A channel as ``POST /channel`` answers it: its key, every flag of ``ChannelFlags``
+    (always present in an answer) and its public platforms."""
+
+    public: bool
+    allow_device_self_set: bool
+    allow_emulator: bool
+    allow_dev: bool
+    ios: bool
+    android: bool
+    electron: bool
+    disable_auto_update_under_native: bool
+    auto_rollback: bool
+
+
+class ChannelListItem(Channel):
+    """A channel as ``GET /channel`` lists it."""
+
+    devices: NonNegative

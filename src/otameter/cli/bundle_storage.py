@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from .database import DataDirOption, DbOption, err, settings_or_exit
-from .database import fail as _fail
+from .errors import fail
 
 bundles_app = typer.Typer(help="Bundle storage on the server.", no_args_is_help=True)
 
@@ -36,7 +36,7 @@ def move_to_database(
         report = move_files_to_database(engine, settings.bundle_dir, keep_files=keep_files)
         left = files_left(engine)
     except ValueError as exc:
-        raise _fail(str(exc), 2) from None
+        raise fail(str(exc), 2) from None
     finally:
         engine.dispose()
     for label in report.resumed:

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from ..config import Settings
+from .errors import fail
 
 if TYPE_CHECKING:
     # Imported by the commands that need it: a command that starts parsing processes
@@ -38,11 +39,6 @@ DataDirOption = Annotated[
         show_envvar=True,
     ),
 ]
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code)
 
 
 def settings_or_exit(**overrides: Any) -> Settings:

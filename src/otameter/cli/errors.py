@@ -1,4 +1,5 @@
-"""How a client command fails: one line on stderr (and a hint) and an exit code from EXIT_HELP."""
+"""How a command fails: one line on stderr (and a hint) and an exit code (for the client
+commands, one from EXIT_HELP)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,12 @@ class Problem(Exception):
         self.hint = hint
 
 
-def fail(message: str, code: int, hint: str | None = None) -> typer.Exit:
+def fail(message: str, code: int = EXIT_ERROR, hint: str | None = None) -> typer.Exit:
+    """Print ``error: MESSAGE`` (and the hint) on stderr; raise the answer to end with ``code``.
+
+    Every command fails through here, the client commands and those that open the database
+    alike. The message is printed as written: never read as markup, never wrapped.
+    """
     err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     if hint:
         err.print(f"[dim]hint:[/dim] {escape(hint)}", soft_wrap=True)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from .database import DbOption, write_transaction
-from .database import fail as _fail
+from .errors import fail
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -24,7 +24,7 @@ def _quantity(value: str, what: str) -> int:
     try:
         return parse_quantity(value)
     except ValueError as exc:
-        raise _fail(f"--{what}: {exc}", 2) from None
+        raise fail(f"--{what}: {exc}", 2) from None
 
 
 @plan_app.command("create")

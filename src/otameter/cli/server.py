@@ -20,7 +20,7 @@ import typer
 
 from ..config import Settings, parse_networks
 from .database import DataDirOption, DbOption, err, settings_or_exit
-from .database import fail as _fail
+from .errors import fail
 from .output import human_bytes
 
 ranges_app = typer.Typer(help="Google IP range lists (the 4-hour rule).", no_args_is_help=True)
@@ -83,13 +83,13 @@ def serve(
     try:
         max_bundle_bytes = parse_quantity(max_bundle_size) if max_bundle_size else None
     except ValueError as exc:
-        raise _fail(f"--max-bundle-size: {exc}", 2) from None
+        raise fail(f"--max-bundle-size: {exc}", 2) from None
     from ..logs import log_config
 
     try:
         logging_config = log_config(log_format.lower())
     except ValueError as exc:
-        raise _fail(str(exc), 2) from None
+        raise fail(str(exc), 2) from None
     settings = settings_or_exit(
         database_url=db,
         data_dir=data_dir,
@@ -102,7 +102,7 @@ def serve(
     # Checked now rather than as a failed upload later.
     problem = data_dir_problem(settings.data_dir, create=True)
     if problem:
-        raise _fail(f"{problem}; choose another with --data-dir or OTAMETER_DATA_DIR", 2)
+        raise fail(f"{problem}; choose another with --data-dir or OTAMETER_DATA_DIR", 2)
     from ..storage.db import migrate as run_migrations
 
     run_migrations(settings.database_url)
@@ -259,7 +259,7 @@ def import_events(
             shutil.copyfileobj(sys.stdin.buffer, out)
         spool = file = Path(name)
     elif not file.is_file():
-        raise _fail(f"no such file: {file}", 2)
+        raise fail(f"no such file: {file}", 2)
     source = file
 
     # The parsing processes get ready while this process imports the rest of otameter and
@@ -301,7 +301,7 @@ def import_events(
             progress.update(task, description="rolling up")
             rt.rollups.run_blocking()
     except ImportFailed as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     finally:
         if rt is not None:
             rt.stop()
@@ -324,7 +324,7 @@ def import_events(
         hint = ""
         if any("unknown app" in reason for _, reason in summary.rejected):
             hint = " (create the apps first: otameter app create APP_ID --org ORG_ID)"
-        raise _fail(f"every line was rejected, nothing was imported{hint}", 1)
+        raise fail(f"every line was rejected, nothing was imported{hint}", 1)
 
 
 def backup_command(
@@ -350,7 +350,7 @@ def backup_command(
                 lambda message: status.update(message),
             )
     except BackupError as exc:
-        raise _fail(str(exc), 2) from None
+        raise fail(str(exc), 2) from None
     typer.echo(
         f"backup of revision {summary.revision} in {directory}: {summary.rows:,} rows in "
         f"{len(summary.tables)} tables, {summary.files} files ({human_bytes(summary.file_bytes)})"
@@ -381,7 +381,7 @@ def restore_command(
                 lambda message: status.update(message),
             )
     except BackupError as exc:
-        raise _fail(str(exc), 2) from None
+        raise fail(str(exc), 2) from None
     typer.echo(
         f"restored {summary.rows:,} rows in {len(summary.tables)} tables and "
         f"{summary.files} files ({human_bytes(summary.file_bytes)}) into {settings.database_url}"
@@ -403,7 +403,7 @@ def ranges_load(
     try:
         result = install_range_file(file, settings.google_ranges_dir, name)
     except (RangeFileError, OSError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     typer.echo(
         f"{result.name}: {result.v4_prefixes} IPv4 + {result.v6_prefixes} IPv6 prefixes "
         f"(created {result.creation_time}) installed in {result.path}"

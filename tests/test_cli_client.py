@@ -600,6 +600,66 @@ def test_stats_app_org_and_user_take_the_same_options(live: Live) -> None:
         assert title in " ".join(shown.stdout.split()), shown.stdout
 
 
+def _options_help(text: str) -> list[str]:
+    """The option lines of a command's --help, from the first option to the epilog."""
+    lines = text.splitlines()
+    first = next(n for n, line in enumerate(lines) if "--from" in line)
+    last = next(n for n, line in enumerate(lines) if "Exit codes" in line)
+    return lines[first:last]
+
+
+def test_stats_releases_takes_the_options_of_stats_app(live: Live) -> None:
+    """``stats releases`` is built on the same options as ``stats app|org|user``: the same
+    help, the same checks and messages, the same default period, server and key."""
+    assert _options_help(run(None, "stats", "releases", "--help").stdout) == _options_help(
+        run(None, "stats", "app", "--help").stdout
+    )
+    for args in (
+        ("--json", "--csv"),
+        ("--from", "2024-13-01"),
+        ("--to", "yesterday"),
+        ("--from", "2024-01-01", "--to", "2024-06-01"),
+    ):
+        app = run(live, "stats", "app", APP_ID, *args)
+        releases = run(live, "stats", "releases", APP_ID, *args)
+        assert app.exit_code == releases.exit_code == 2, (args, app.output, releases.output)
+        assert app.stderr == releases.stderr and app.stderr.startswith("error: "), args
+    # The same period: 29 days before --to, or the given --from; each names it in its title.
+    for period, (first, last) in (
+        (("--to", "2026-01-30"), ("2026-01-01", "2026-01-30")),
+        (("--from", "2026-01-10", "--to", "2026-01-12"), ("2026-01-10", "2026-01-12")),
+    ):
+        app = run(live, "stats", "app", APP_ID, *period)
+        releases = run(live, "stats", "releases", APP_ID, *period)
+        assert app.exit_code == releases.exit_code == 0, (app.output, releases.output)
+        assert f"app {APP_ID}, {first} to {last}" in " ".join(app.stdout.split())
+        assert releases.stdout == f"releases of {APP_ID}, {first} to {last}: no data\n"
+    # The server and the key from the options, over the environment.
+    for command in ("app", "releases"):
+        moved = run(
+            live,
+            "stats",
+            command,
+            APP_ID,
+            "--json",
+            "--server",
+            live.url,
+            "--apikey",
+            live.key,
+            OTAMETER_SERVER="http://127.0.0.1:9",
+            OTAMETER_APIKEY="otm_wrong",
+        )
+        assert moved.exit_code == 0 and "data" in json.loads(moved.stdout), moved.output
+        refused = run(live, "stats", command, APP_ID, "--apikey", "otm_wrong")
+        assert refused.exit_code == 4, refused.output
+    unreachable = [
+        run(live, "stats", command, APP_ID, "--server", "http://127.0.0.1:9")
+        for command in ("app", "releases")
+    ]
+    assert [r.exit_code for r in unreachable] == [3, 3]
+    assert unreachable[0].stderr == unreachable[1].stderr
+
+
 def test_usage_of_an_org(live: Live, tmp_path: Path) -> None:
     probe = live.http.get(f"/organization/{live.org_id}/usage")
     assert probe.status_code == 200, probe.text

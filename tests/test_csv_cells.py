@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from otameter.cli import app as cli
 from otameter.csv_cells import CsvWriter, safe_cell
+from otameter.releases import RELEASE_ROW_FIELDS
 from tests.harness import Harness, setup_app
 
 APP = "com.example.app"
@@ -106,7 +107,11 @@ def hostile_server() -> Iterator[str]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             body: Any
-            if self.path.startswith("/statistics/"):
+            if "/releases/" in self.path:
+                # A release's version is free text to the API: it reaches the CSV.
+                row = dict.fromkeys(RELEASE_ROW_FIELDS[1:], 0)
+                body = {"data": [{**row, "version": "=cmd|' /C calc'!A0", "launch_ms_p50": None}]}
+            elif self.path.startswith("/statistics/"):
                 body = {
                     "data": [
                         {"date": "=cmd|' /C calc'!A0", "mau": -1, "storage": 0, "bandwidth": 5}
@@ -143,14 +148,15 @@ def hostile_server() -> Iterator[str]:
 def test_cli_csv_neutralises_strings_from_the_server(hostile_server: str) -> None:
     env = {"OTAMETER_SERVER": hostile_server, "OTAMETER_APIKEY": "otm_x", "COLUMNS": "200"}
     runner = CliRunner()
-    stats = runner.invoke(
-        cli, ["stats", "app", APP, "--from", "2024-05-01", "--to", "2024-05-01", "--csv"], env=env
-    )
-    assert stats.exit_code == 0, stats.output
-    assert stats.stdout.splitlines() == [
-        "date,mau,storage,bandwidth",
-        "'=cmd|' /C calc'!A0,-1,0,5",
-    ]
+    period = ["--from", "2024-05-01", "--to", "2024-05-01", "--csv"]
+    releases = runner.invoke(cli, ["stats", "releases", APP, *period], env=env)
+    assert releases.exit_code == 0, releases.output
+    assert releases.stdout.splitlines()[1] == "'=cmd|' /C calc'!A0,0,0,0,0,0,0,0,0,,0"
+    # A formula where the API's model has a day or a number is no answer of the API: the
+    # client refuses it, and nothing of it is printed.
+    stats = runner.invoke(cli, ["stats", "app", APP, *period], env=env)
+    assert stats.exit_code == 3 and stats.stdout == "", stats.output
+    assert "unexpected answer" in stats.stderr
     usage = runner.invoke(cli, ["usage", "--org", "o", "--csv"], env=env)
-    assert usage.exit_code == 0, usage.output
-    assert usage.stdout.splitlines()[:2] == ["metric,used,limit,percent", "mau,-2,'@SUM(1),1.5"]
+    assert usage.exit_code == 3 and usage.stdout == "", usage.output
+    assert "unexpected answer" in usage.stderr

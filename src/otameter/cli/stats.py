@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date, timedelta
-from typing import TYPE_CHECKING, Annotated, Any
+from functools import partial
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar, get_type_hints
 
 import typer
 from rich.markup import escape
@@ -19,7 +20,10 @@ from .output import CsvOption, JsonOption, human_bytes, out, print_csv, print_js
 from .target import ApikeyOption, ServerOption, connect
 
 if TYPE_CHECKING:
-    from ..client import Scope, StatRow
+    from ..client import OtameterClient, Scope, StatRow
+
+T = TypeVar("T")
+Ident = TypeVar("Ident", str, str | None)
 
 stats_app = typer.Typer(
     help="Daily MAU, storage and bandwidth from a running otameter server.", no_args_is_help=True
@@ -54,9 +58,83 @@ def _one_format(as_json: bool, as_csv: bool) -> None:
 
 
 @dataclass(frozen=True)
+class StatsOptions:
+    """The options every ``stats`` command takes, declared once: each command's signature is
+    its own arguments, then these (typer reads a command's options from its signature)."""
+
+    start: FromOption = None
+    end: ToOption = None
+    as_json: JsonOption = False
+    as_csv: CsvOption = False
+    server: ServerOption = None
+    apikey: ApikeyOption = None
+
+    def fetch(self, query: Callable[[OtameterClient, date, date], list[T]]) -> Fetched[T]:
+        """The rows ``query`` reads for the chosen period, every failure reported one way."""
+        with reporting():
+            _one_format(self.as_json, self.as_csv)
+            first, last = date_range(self.start, self.end)
+            with connect(self.server, self.apikey) as client:
+                return Fetched(query(client, first, last), first, last)
+
+
+@dataclass(frozen=True)
+class Fetched(Generic[T]):
+    rows: list[T]
+    first: date
+    last: date
+
+
+Show = Callable[[Ident, StatsOptions], None]
+
+
+def _option_parameters() -> list[inspect.Parameter]:
+    hints = get_type_hints(StatsOptions, include_extras=True)
+    return [
+        inspect.Parameter(
+            field.name,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            default=field.default,
+            annotation=hints[field.name],
+        )
+        for field in fields(StatsOptions)
+    ]
+
+
+def stats_command(
+    name: str, help: str, argument: str | None = None, argument_help: str = ""
+) -> Callable[[Show[Ident]], Show[Ident]]:
+    """Register ``show(ident, options)`` as the command ``stats NAME [ARGUMENT]``: its id
+    argument (none for ``user``), then the options of ``StatsOptions``."""
+
+    def register(show: Show[Ident]) -> Show[Ident]:
+        arguments: list[inspect.Parameter] = []
+        if argument is not None:
+            arguments.append(
+                inspect.Parameter(
+                    argument,
+                    inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                    annotation=Annotated[str, typer.Argument(help=argument_help)],
+                )
+            )
+
+        def command(**values: Any) -> None:
+            ident: Any = values.pop(argument) if argument is not None else None
+            show(ident, StatsOptions(**values))
+
+        command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [*arguments, *_option_parameters()]
+        )
+        stats_app.command(name, help=help, epilog=EXIT_HELP)(command)
+        return show
+
+    return register
+
+
+@dataclass(frozen=True)
 class Subject:
-    """What one ``stats`` command shows: a scope of the statistics routes, and its id's
-    argument (none for ``user``: every app the API key can read)."""
+    """What one of ``stats app|org|user`` shows: a scope of the statistics routes, and its
+    id's argument (none for ``user``: every app the API key can read)."""
 
     scope: Scope
     help: str
@@ -73,26 +151,16 @@ SUBJECTS = (
 )
 
 
-def show_statistics(
-    subject: Subject,
-    ident: str | None,
-    start: FromOption = None,
-    end: ToOption = None,
-    as_json: JsonOption = False,
-    as_csv: CsvOption = False,
-    server: ServerOption = None,
-    apikey: ApikeyOption = None,
-) -> None:
+def show_statistics(subject: Subject, ident: str | None, options: StatsOptions) -> None:
     """``stats app|org|user``: daily MAU, storage and bandwidth as a table, JSON or CSV."""
-    with reporting():
-        _one_format(as_json, as_csv)
-        first, last = date_range(start, end)
-        with connect(server, apikey) as client:
-            rows = client.statistics(subject.scope, ident, first, last)
-    if as_json:
+    fetched = options.fetch(
+        lambda client, first, last: client.statistics(subject.scope, ident, first, last)
+    )
+    rows, first, last = fetched.rows, fetched.first, fetched.last
+    if options.as_json:
         print_json({"data": rows})
         return
-    if as_csv:
+    if options.as_csv:
         print_csv(
             ["date", "mau", "storage", "bandwidth"],
             ([r["date"], r["mau"], r["storage"], r["bandwidth"]] for r in rows),
@@ -128,56 +196,28 @@ def _print_mau_line(rows: Sequence[StatRow]) -> None:
     )
 
 
-def statistics_command(subject: Subject) -> Callable[..., None]:
-    """The command ``stats SCOPE [ID]``: the subject's id argument, then the options of
-    ``show_statistics``, which are declared once, there."""
-    options = list(inspect.signature(show_statistics, eval_str=True).parameters.values())[2:]
-    arguments = []
-    if subject.argument is not None:
-        arguments.append(
-            inspect.Parameter(
-                subject.argument,
-                inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                annotation=Annotated[str, typer.Argument(help=subject.argument_help)],
-            )
-        )
-
-    def command(**values: Any) -> None:
-        ident = values.pop(subject.argument) if subject.argument is not None else None
-        show_statistics(subject, ident, **values)
-
-    # typer reads a command's parameters from its signature.
-    command.__signature__ = inspect.Signature([*arguments, *options])  # type: ignore[attr-defined]
-    return command
-
-
 for _subject in SUBJECTS:
-    stats_app.command(_subject.scope, help=_subject.help, epilog=EXIT_HELP)(
-        statistics_command(_subject)
+    stats_command(_subject.scope, _subject.help, _subject.argument, _subject.argument_help)(
+        partial(show_statistics, _subject)
     )
 
 
-@stats_app.command("releases", epilog=EXIT_HELP)
-def stats_releases_command(
-    app_id: Annotated[str, typer.Argument(help="App id.")],
-    start: FromOption = None,
-    end: ToOption = None,
-    as_json: JsonOption = False,
-    as_csv: CsvOption = False,
-    server: ServerOption = None,
-    apikey: ApikeyOption = None,
-) -> None:
-    """Release health of an app: per bundle version, the devices that were offered it,
-    downloaded, installed, failed, rolled back or crashed, and its launch times."""
-    with reporting():
-        _one_format(as_json, as_csv)
-        first, last = date_range(start, end)
-        with connect(server, apikey) as client:
-            rows = client.releases(app_id, first, last)
-    if as_json:
+@stats_command(
+    "releases",
+    # The line break is the one the group's command list has always shown.
+    "Release health of an app: per bundle version, the devices that were offered it,\n"
+    "downloaded, installed, failed, rolled back or crashed, and its launch times.",
+    "app_id",
+    "App id.",
+)
+def show_releases(app_id: str, options: StatsOptions) -> None:
+    """``stats releases APP_ID``: release health per bundle version as a table, JSON or CSV."""
+    fetched = options.fetch(lambda client, first, last: client.releases(app_id, first, last))
+    rows, first, last = fetched.rows, fetched.first, fetched.last
+    if options.as_json:
         print_json({"data": rows})
         return
-    if as_csv:
+    if options.as_csv:
         print_csv(
             RELEASE_ROW_FIELDS,
             (["" if r.get(f) is None else r.get(f) for f in RELEASE_ROW_FIELDS] for r in rows),

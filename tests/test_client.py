@@ -68,7 +68,9 @@ def test_every_answer_has_its_models_fields(harness: Harness, tmp_path: Path) ->
         (listed, *_) = client.list_bundles(APP_ID)
         assert_shape(listed, m.BundleListItem)
 
-        channel = client.set_channel(APP_ID, "beta", version="1.0.0", public=False)
+        channel = client.set_channel(
+            APP_ID, "beta", version="1.0.0", flags=m.ChannelFlags(public=False)
+        )
         assert_shape(channel, m.Channel)
         assert channel["version"] == "1.0.0" and channel["public"] is False
         rows = client.list_channels(APP_ID)

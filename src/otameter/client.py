@@ -24,7 +24,9 @@ from .models.management import (
     ApiKeyInfo,
     App,
     Channel,
+    ChannelFlags,
     ChannelListItem,
+    ChannelUpdate,
     CreatedApiKey,
     CreatedOrganization,
     DeletedBundle,
@@ -43,6 +45,7 @@ __all__ = [
     "App",
     "Bundle",
     "Channel",
+    "ChannelFlags",
     "ChannelListItem",
     "ClientError",
     "CreatedApiKey",
@@ -289,10 +292,19 @@ class OtameterClient:
         body = self._request("GET", "/channel", params={"app_id": app_id})
         return self._expect(body, list[ChannelListItem], "/channel")
 
-    def set_channel(self, app_id: str, channel: str, **fields: Any) -> Channel:
-        """Create or update a channel (``POST /channel``); ``fields`` left None are not sent."""
-        payload = {"app_id": app_id, "channel": channel}
-        payload |= {k: v for k, v in fields.items() if v is not None}
+    def set_channel(
+        self,
+        app_id: str,
+        channel: str,
+        version: str | None = None,
+        flags: ChannelFlags | None = None,
+    ) -> Channel:
+        """Create or update a channel (``POST /channel``): the bundle version it serves when
+        given, and the flags set in ``flags`` (those left unset keep their value)."""
+        request = ChannelUpdate(app_id, channel, msgspec.UNSET if version is None else version)
+        payload: dict[str, Any] = msgspec.to_builtins(request)
+        if flags is not None:
+            payload |= msgspec.to_builtins(flags)
         body = self._request("POST", "/channel", json=payload)
         return self._expect(body, Channel, "/channel")
 

@@ -8,12 +8,14 @@ OTAMETER_SERVER/OTAMETER_APIKEY, or the config file) through ``POST /channel`` a
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
+import msgspec
 import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..models.management import ChannelFlags
 from ..models.shapes import PLATFORMS
 from .errors import EXIT_HELP, reporting
 from .output import JsonOption, out, print_json
@@ -21,6 +23,8 @@ from .target import ApikeyOption, ServerOption, connect
 
 if TYPE_CHECKING:
     from ..client import Channel
+
+T = TypeVar("T")
 
 channel_app = typer.Typer(
     help="Create, change and list an app's channels on a running otameter server.",
@@ -82,18 +86,16 @@ def channel_set(
     apikey: ApikeyOption = None,
 ) -> None:
     """Create a channel or change it, as POST /channel does; options left out keep their value."""
+    flags = ChannelFlags(
+        public=_given(public),
+        allow_device_self_set=_given(self_set),
+        ios=_given(ios),
+        android=_given(android),
+        electron=_given(electron),
+        disable_auto_update=_given(disable_auto_update.value if disable_auto_update else None),
+    )
     with reporting(), connect(server, apikey) as client:
-        row = client.set_channel(
-            app_id,
-            channel,
-            version=version,
-            public=public,
-            allow_device_self_set=self_set,
-            ios=ios,
-            android=android,
-            electron=electron,
-            disable_auto_update=disable_auto_update.value if disable_auto_update else None,
-        )
+        row = client.set_channel(app_id, channel, version=version, flags=flags)
     if as_json:
         print_json(row)
         return
@@ -102,6 +104,11 @@ def channel_set(
         f"Channel {escape(row['channel'])} of {escape(app_id)} serves {escape(serves)}; "
         f"{_public_text(row)}; {_rules_text(row)}"
     )
+
+
+def _given(value: T | None) -> T | msgspec.UnsetType:
+    """An option left out is not sent: the channel keeps its value."""
+    return msgspec.UNSET if value is None else value
 
 
 def _public_text(row: Channel) -> str:

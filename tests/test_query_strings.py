@@ -355,3 +355,96 @@ def test_bundle_and_channel_queries(owner: tuple[Harness, str, str]) -> None:
         ],
         method="DELETE",
     )
+
+
+# -- the document's query parameters come from the same models ----------------------------------
+
+
+def _query_params(doc: dict[str, Any], path: str, method: str) -> list[dict[str, Any]]:
+    return [p for p in doc["paths"][path][method]["parameters"] if p["in"] == "query"]
+
+
+def test_documented_query_parameters_are_the_models(sqlite_harness: Harness) -> None:
+    """What ``/openapi.json`` says of the query parameters: generated from the query models."""
+    doc = sqlite_harness.client.get("/openapi.json").json()
+    day = {"type": "string", "format": "date"}
+    span = "(`YYYY-MM-DD`, UTC, inclusive). At most 90 days in all."
+    daily = _query_params(doc, "/statistics/app/{app_id}/", "get")
+    assert [(p["name"], p["required"], p["schema"]) for p in daily] == [
+        ("from", True, day),
+        ("to", True, day),
+        ("format", False, {"enum": ["csv", "json"], "default": "json"}),
+        ("compare", False, {"enum": ["none", "previous"], "default": "none"}),
+        ("breakdown", False, {"type": "boolean", "default": False}),
+    ]
+    assert daily[0]["description"] == f"First day {span}"
+    assert [p["name"] for p in _query_params(doc, "/statistics/app/{app_id}/releases/", "get")] == [
+        "from",
+        "to",
+        "format",
+        "by",
+    ]
+    # ``format`` is read there too, but the answer is JSON either way.
+    assert [
+        p["name"] for p in _query_params(doc, "/statistics/app/{app_id}/refused_devices/", "get")
+    ] == ["from", "to"]
+    page = {
+        "name": "page",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 0, "maximum": 999999999, "default": 0},
+        "description": "The page, from 0.",
+    }
+    text = {
+        "type": "string",
+        "maxLength": 255,
+        "minLength": 1,
+        "pattern": "^(?:(?=.*\\S)[^\\x00-\\x1f\\x7f-\\x9f]*)$",
+    }
+    app_id = {
+        "name": "app_id",
+        "in": "query",
+        "required": True,
+        "schema": text,
+        "description": "A reverse-domain app id like `com.example.app`.",
+    }
+    assert _query_params(doc, "/bundle", "get") == [app_id, page]
+    assert _query_params(doc, "/bundle", "delete") == [
+        app_id,
+        {"name": "version", "in": "query", "required": True, "schema": text},
+    ]
+    assert _query_params(doc, "/channel", "get") == [app_id]
+    assert _query_params(doc, "/organization/{org_id}/webhooks/deliveries", "get") == [
+        {
+            "name": "status",
+            "in": "query",
+            "required": False,
+            "schema": {"enum": ["delivered", "failed", "pending"]},
+            "description": "Only the deliveries in it.",
+        },
+        page,
+    ]
+    events = _query_params(doc, "/app/{app_id}/devices/{device_id}/events", "get")
+    assert [(p["name"], p["required"], p["schema"]) for p in events] == [
+        ("limit", False, {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
+        ("before", False, {"type": "integer", "minimum": 0, "maximum": 999999999999999999}),
+    ]
+    devices = _query_params(doc, "/app/{app_id}/devices", "get")
+    assert devices[0] == page
+    assert devices[1]["schema"] == {"type": "string", "maxLength": 64, "default": ""}
+
+
+def test_event_limit_reads_at_most_six_digits(owner: tuple[Harness, str, str]) -> None:
+    """``limit`` takes leading zeros up to six digits; a longer one is refused, where the
+    bound was once checked on its first six digits only (``0001234`` gave 1234 events)."""
+    h, key, _ = owner
+    check(
+        h,
+        key,
+        f"/app/com.q.app/devices/{uuid.uuid4()}/events",
+        [
+            ("limit=000200", (404, "Device not found")),
+            ("limit=0000050", (400, LIMIT)),
+            ("limit=0001234", (400, LIMIT)),
+        ],
+    )

@@ -4,8 +4,9 @@ Each route module describes its own operations beside its routes with :func:`des
 (summary, parameters, every answer, errors included). Request and answer schemas are the
 msgspec models of ``otameter.models``: an operation names a model (``answer("The app.",
 App)``, ``list[Plan]``) and the document turns every model it meets into JSON Schema with
-``msgspec.json.schema_components``, the Structs as named components. This module holds the
-words operations share and assembles the document.
+``msgspec.json.schema_components``, the Structs as named components. Query parameters are
+the fields of the query models the handlers read (:func:`query_parameters`). This module holds
+the words operations share and assembles the document.
 
 ``tests/test_openapi.py`` runs schemathesis against a live server over the document, and
 checks that every route the app registers is described; the document served by an app holds

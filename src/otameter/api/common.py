@@ -18,7 +18,6 @@ from ..auth import Principal, key_from_headers, lookup_key
 from ..clock import to_ms
 from ..config import Network
 from ..errors import TOO_MANY_FAILURES, UNAUTHORIZED, ApiError, bad_request
-from ..models.common import PageQuery
 from ..query_strings import decode_query
 from ..runtime import Runtime
 from ..text import has_control, json_control_path
@@ -227,8 +226,3 @@ def query_model(request: Request, model: type[S]) -> S:
     """The request's query string read into ``model`` (``query_strings.decode_query``): 400 in
     the route's words on the first faulty parameter."""
     return decode_query(request.query_params, model)
-
-
-def query_page(request: Request) -> int:
-    """The ``page`` query parameter (0-based)."""
-    return query_model(request, PageQuery).page

@@ -153,6 +153,20 @@ class PluginError(TypedDict):
     error: Annotated[str, msgspec.Meta(description="A stable error code.")]
     message: str
     kind: Kind
+    version: NotRequired[str]
+    old: NotRequired[str]
+    major: NotRequired[bool]
+    breaking: NotRequired[bool]
+
+
+class BlockedDetails(TypedDict, total=False):
+    """The keys a blocked answer may add to a :class:`PluginError` (``protocol.no_update``'s
+    keyword arguments): the same names and types as its optional keys."""
+
+    version: str
+    old: str
+    major: bool
+    breaking: bool
 
 
 class RateLimited(PluginError):
@@ -209,11 +223,14 @@ class ChannelSetOk(TypedDict):
     unset: NotRequired[bool]
 
 
+ChannelStatus = Literal["default", "override"]
+
+
 class ChannelGet(TypedDict):
     """getChannel's answer: never an `error` key."""
 
     channel: str
-    status: Literal["default", "override"]
+    status: ChannelStatus
     allowSet: NotRequired[bool]
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import msgspec.inspect
 import pytest
 
 from otameter.models import common, devices, plans, plugin, statistics
@@ -46,6 +47,17 @@ def answered(response: Any, status: int, model: Any) -> Any:
     body = response.json()
     conforms(body, model)
     return body
+
+
+def test_no_update_takes_the_optional_keys_of_its_answer() -> None:
+    answer = msgspec.inspect.type_info(plugin.PluginError)
+    details = msgspec.inspect.type_info(plugin.BlockedDetails)
+    assert isinstance(answer, msgspec.inspect.TypedDictType)
+    assert isinstance(details, msgspec.inspect.TypedDictType)
+    optional = {f.name: f.type for f in answer.fields if not f.required}
+    assert set(optional) == {"version", "old", "major", "breaking"}
+    assert {f.name: f.type for f in details.fields if not f.required} == optional
+    assert all(not f.required for f in details.fields)
 
 
 def test_plugin_answers_are_their_models(harness: Harness) -> None:

@@ -143,16 +143,19 @@ class StatsEventBody(StatsEvent, forbid_unknown_fields=True):
     """``StatsEvent`` as ``POST /stats`` decodes it in one pass (as :class:`UpdateBody`)."""
 
 
-class PluginError(TypedDict):
+class _CodedAnswer(TypedDict):
+    error: Annotated[str, msgspec.Meta(description="A stable error code.")]
+    message: str
+    kind: Kind
+
+
+class PluginError(_CodedAnswer):
     """A plugin endpoint's error or no-update answer (`no_new_version_available`,
     `no_channel`, `need_plan_upgrade`, `disable_auto_update_to_major`, a field validation
     code, ...). Usually sent with HTTP 200 so that the plugin reads the code. Blocked answers
     may add `version` (the bundle held back), `old` (the device's native version), `major` and
     `breaking` (a major step: the plugin fires its breakingAvailable event)."""
 
-    error: Annotated[str, msgspec.Meta(description="A stable error code.")]
-    message: str
-    kind: Kind
     version: NotRequired[str]
     old: NotRequired[str]
     major: NotRequired[bool]
@@ -169,7 +172,7 @@ class BlockedDetails(TypedDict, total=False):
     breaking: bool
 
 
-class RateLimited(PluginError):
+class RateLimited(_CodedAnswer):
     """`too_many_requests`: the plugin waits `retryAfterSeconds` (also in `Retry-After`)."""
 
     retryAfterSeconds: int

@@ -7,70 +7,45 @@ bundle-usage view, from the per-version day counts in ``activity_bitmaps``.
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
 
 from sqlalchemy import Connection, func, select
 
 from .csv_cells import CsvWriter
 from .errors import ApiError
+from .models.statistics import (
+    BundleUsageDay,
+    StatsDay,
+    StatsFormat,
+    StatsOptions,
+    StatsRange,
+    VersionShare,
+)
+from .query_strings import decode_query
 from .storage import schema as s
 
 MAX_RANGE_DAYS = 90
-DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-INVALID_DATE = "Invalid date format. Use YYYY-MM-DD"
 RANGE_TOO_LARGE = "Date range cannot exceed 90 days"
 INVALID_RANGE = "Invalid date range: 'from' must not be after 'to'"
-INVALID_FORMAT = "Invalid format. Use json or csv"
-INVALID_BREAKDOWN = "Invalid breakdown. Use true or false"
-INVALID_COMPARE = "Invalid compare. Use previous"
 PREVIOUS_TOO_EARLY = "Invalid compare: the previous period would start before 0001-01-01"
 
 #: What every row carries (the seed's shape).
 PUBLIC_FIELDS = ("mau", "storage", "bandwidth")
 #: Added by ``breakdown=true``: devices first active in the calendar month, and active that day.
 BREAKDOWN_FIELDS = ("new_devices", "dau")
-FIGURES = ("mau", "dau", "new_devices", "emudev_devices", "storage", "bandwidth")
-TRUE_VALUES = {"true", "1", "yes"}
-FALSE_VALUES = {"false", "0", "no", ""}
 
 
-def missing_parameter(name: str) -> str:
-    """The seed's message, naming the parameter that was not given."""
-    return f"{INVALID_DATE} (the '{name}' parameter is missing)"
-
-
-def parse_day(value: str | None, name: str | None = None) -> date:
-    if value is None and name is not None:
-        raise ApiError(400, missing_parameter(name))
-    if value is None or not DATE_RE.match(value):
-        raise ApiError(400, INVALID_DATE)
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise ApiError(400, INVALID_DATE) from None
-
-
-def parse_range(start_raw: str | None, end_raw: str | None) -> tuple[date, date]:
-    """Validate ``from``/``to``: inclusive, at most 90 days counted inclusively."""
-    start, end = parse_day(start_raw, "from"), parse_day(end_raw, "to")
+def parse_range(params: Mapping[str, str]) -> tuple[date, date]:
+    """``from``/``to`` (``StatsRange``): inclusive, at most 90 days counted inclusively."""
+    span = decode_query(params, StatsRange)
+    start, end = span.start, span.end
     if start > end:
         raise ApiError(400, INVALID_RANGE)
     if (end - start).days + 1 > MAX_RANGE_DAYS:
         raise ApiError(400, RANGE_TOO_LARGE)
     return start, end
-
-
-def _flag(params: Mapping[str, str], name: str, message: str) -> bool:
-    value = params.get(name, "").strip().lower()
-    if value in TRUE_VALUES:
-        return True
-    if value in FALSE_VALUES:
-        return False
-    raise ApiError(400, message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,22 +67,18 @@ class StatsQuery:
 
 
 def parse_query(params: Mapping[str, str], *, options: bool = True) -> StatsQuery:
-    """``from``/``to`` plus, where ``options``, ``format``, ``breakdown`` and ``compare``."""
-    start, end = parse_range(params.get("from"), params.get("to"))
-    fmt = params.get("format", "json").strip().lower()
-    if fmt not in {"json", "csv"}:
-        raise ApiError(400, INVALID_FORMAT)
+    """``from``/``to``, ``format`` and, where ``options``, ``compare`` and ``breakdown``."""
+    start, end = parse_range(params)
     if not options:
-        return StatsQuery(start, end, csv=fmt == "csv")
-    compare = params.get("compare", "").strip().lower()
-    if compare not in {"", "previous", "none"}:
-        raise ApiError(400, INVALID_COMPARE)
+        fmt = decode_query(params, StatsFormat)
+        return StatsQuery(start, end, csv=fmt.format == "csv")
+    given = decode_query(params, StatsOptions)
     query = StatsQuery(
         start,
         end,
-        csv=fmt == "csv",
-        breakdown=_flag(params, "breakdown", INVALID_BREAKDOWN),
-        compare=compare == "previous",
+        csv=given.format == "csv",
+        breakdown=given.breakdown,
+        compare=given.compare == "previous",
     )
     if query.compare and (start - date.min).days < query.length:
         raise ApiError(400, PREVIOUS_TOO_EARLY)
@@ -120,16 +91,18 @@ def daily_figures(
     start: date,
     end: date,
     today: date,
-    figures: Sequence[str] = FIGURES,
-) -> list[dict[str, Any]]:
+    breakdown: bool = False,
+) -> list[StatsDay]:
     """One row per day from ``start`` to ``min(end, today)``, summed over ``app_ids``.
 
     A day with no stored figures is a row of zeros (no app had anything that day, or the
-    app did not exist yet). Only ``figures`` are read: fewer sums make org totals cheaper.
+    app did not exist yet). Only the row's figures are read (``breakdown`` adds two): fewer
+    sums make org totals cheaper.
     """
     last = min(end, today)
     if last < start:
         return []
+    figures = PUBLIC_FIELDS + (BREAKDOWN_FIELDS if breakdown else ())
     totals: dict[date, dict[str, int]] = {}
     if app_ids:
         u = s.daily_usage.c
@@ -139,36 +112,44 @@ def daily_figures(
             .where(app_filter, u.day >= start, u.day <= last)
             .group_by(u.day)
         )
-        for row in rows:
-            totals[row.day] = {name: int(getattr(row, name) or 0) for name in figures}
-    out: list[dict[str, Any]] = []
+        for stored in rows:
+            totals[stored.day] = {name: int(getattr(stored, name) or 0) for name in figures}
+    out: list[StatsDay] = []
     day = start
     zero = dict.fromkeys(figures, 0)
     while day <= last:
-        out.append({"date": day.isoformat(), **totals.get(day, zero)})
+        found = totals.get(day, zero)
+        row: StatsDay = {
+            "date": day.isoformat(),
+            "mau": found["mau"],
+            "storage": found["storage"],
+            "bandwidth": found["bandwidth"],
+        }
+        if breakdown:
+            row["new_devices"] = found["new_devices"]
+            row["dau"] = found["dau"]
+        out.append(row)
         day += timedelta(days=1)
     return out
 
 
 def statistics_rows(
     conn: Connection, app_ids: Sequence[str], query: StatsQuery, today: date
-) -> list[dict[str, Any]]:
+) -> list[StatsDay]:
     """The answer rows: the seed's figures, plus the breakdown and the compared period."""
-    fields = PUBLIC_FIELDS + (BREAKDOWN_FIELDS if query.breakdown else ())
-    rows = daily_figures(conn, app_ids, query.start, query.end, today, fields)
-    out = [{"date": row["date"], **{name: row[name] for name in fields}} for row in rows]
+    out = daily_figures(conn, app_ids, query.start, query.end, today, query.breakdown)
     if query.compare and out:
         lo, hi = query.previous
-        before = daily_figures(conn, app_ids, lo, hi, today, fields)
+        before = daily_figures(conn, app_ids, lo, hi, today, query.breakdown)
         # Day n of the period is compared with day n of the previous one.
         for row, old in zip(out, before, strict=False):
-            row["previous"] = {"date": old["date"], **{name: old[name] for name in fields}}
+            row["previous"] = old
     return out
 
 
 def bundle_usage_rows(
     conn: Connection, app_id: str, start: date, end: date, today: date
-) -> list[dict[str, Any]]:
+) -> list[BundleUsageDay]:
     """Per day, how many counted devices ran each bundle version, and their share.
 
     Reads the per-version day counts the rollups keep in ``activity_bitmaps``. A device that
@@ -185,12 +166,12 @@ def bundle_usage_rows(
         )
     ):
         per_day.setdefault(day, {})[version] = int(devices)
-    out: list[dict[str, Any]] = []
+    out: list[BundleUsageDay] = []
     day = start
     while day <= last:
         counts = per_day.get(day, {})
         total = counts.pop("", 0)
-        versions = [
+        versions: list[VersionShare] = [
             {
                 "version": version,
                 "devices": devices,
@@ -203,7 +184,7 @@ def bundle_usage_rows(
     return out
 
 
-def rows_to_csv(rows: list[dict[str, Any]], breakdown: bool, compare: bool) -> str:
+def rows_to_csv(rows: Sequence[StatsDay], breakdown: bool, compare: bool) -> str:
     """CSV of the answer rows: one line per day, the compared day's figures as ``previous_*``."""
     fields = ["date", *PUBLIC_FIELDS, *(BREAKDOWN_FIELDS if breakdown else ())]
     header = fields + ([f"previous_{name}" for name in fields] if compare else [])
@@ -211,15 +192,17 @@ def rows_to_csv(rows: list[dict[str, Any]], breakdown: bool, compare: bool) -> s
     writer = CsvWriter(buffer)
     writer.writerow(header)
     for row in rows:
-        line = [row[name] for name in fields]
+        # Read by name: the columns are the row's fields.
+        cells: Mapping[str, object] = row
+        line = [cells[name] for name in fields]
         if compare:
-            old = row.get("previous") or {}
+            old: Mapping[str, object] = row.get("previous") or {}
             line += [old.get(name, "") for name in fields]
         writer.writerow(line)
     return buffer.getvalue()
 
 
-def bundle_usage_to_csv(rows: list[dict[str, Any]]) -> str:
+def bundle_usage_to_csv(rows: Sequence[BundleUsageDay]) -> str:
     """Long form: one line per day and version (a day without devices has one empty line)."""
     buffer = io.StringIO()
     writer = CsvWriter(buffer)

@@ -18,6 +18,7 @@ from ..auth import Principal, key_from_headers, lookup_key
 from ..clock import to_ms
 from ..config import Network
 from ..errors import TOO_MANY_FAILURES, UNAUTHORIZED, ApiError, bad_request
+from ..query_strings import decode_query
 from ..runtime import Runtime
 from ..text import has_control, json_control_path
 
@@ -221,10 +222,7 @@ def optional_bool(data: dict[str, Any], key: str, default: bool | None) -> bool 
     return value
 
 
-def query_page(request: Request) -> int:
-    """The ``page`` query parameter (0-based)."""
-    raw = request.query_params.get("page", "0")
-    # isascii: int() accepts other scripts' digits; the length keeps the offset within BIGINT.
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
-        raise bad_request("'page' must be a non-negative integer")
-    return int(raw)
+def query_model(request: Request, model: type[S]) -> S:
+    """The request's query string read into ``model`` (``query_strings.decode_query``): 400 in
+    the route's words on the first faulty parameter."""
+    return decode_query(request.query_params, model)

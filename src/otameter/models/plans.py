@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import typing
 from typing import Annotated, Any, ClassVar, Literal, NotRequired, TypedDict
 
 import msgspec
 
+from .common import PAGE_MESSAGE, Page
 from .shapes import DateTime, Day, NonNegative
 
 
@@ -14,7 +16,7 @@ class Plan(TypedDict):
     mau: NonNegative
     storage: NonNegative
     bandwidth: NonNegative
-    default: NotRequired[bool]
+    default: Annotated[bool, msgspec.Meta(description="The plan of orgs that have none.")]
 
 
 class UsageMetric(TypedDict):
@@ -127,17 +129,36 @@ class WebhookDelivery(TypedDict):
     attempts: NonNegative
     created_at: DateTime
     payload: Any
-    next_attempt_at: NotRequired[DateTime | None]
-    last_status_code: NotRequired[int | None]
-    last_error: NotRequired[
-        Annotated[
-            str | None,
-            msgspec.Meta(
-                description=(
-                    "`HTTP <status>` when the target answered, else a generic reason (refused "
-                    "target, no HTTP answer): never the network's own error text."
-                )
-            ),
-        ]
+    next_attempt_at: Annotated[
+        DateTime | None, msgspec.Meta(description="While `pending`: the next attempt.")
     ]
-    delivered_at: NotRequired[DateTime | None]
+    last_status_code: int | None
+    last_error: Annotated[
+        str | None,
+        msgspec.Meta(
+            description=(
+                "`HTTP <status>` when the target answered, else a generic reason (refused "
+                "target, no HTTP answer): never the network's own error text."
+            )
+        ),
+    ]
+    delivered_at: DateTime | None
+
+
+# -- query strings (read by query_strings.decode_query, documented by openapi.query_parameters)
+
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+
+
+class DeliveriesQuery(msgspec.Struct):
+    """``GET /organization/{org_id}/webhooks/deliveries``: the status, then the page."""
+
+    messages: ClassVar[dict[str, str]] = {
+        "status": f"'status' must be one of {', '.join(typing.get_args(DeliveryStatus))}",
+        "page": PAGE_MESSAGE,
+    }
+
+    status: (
+        Annotated[DeliveryStatus, msgspec.Meta(description="Only the deliveries in it.")] | None
+    ) = None
+    page: Page = 0

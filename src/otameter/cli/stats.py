@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, Generic, NamedTuple, TypeVar, get_type_hints
 
 import typer
 from rich.markup import escape
@@ -78,8 +78,9 @@ class StatsOptions:
                 return Fetched(query(client, first, last), first, last)
 
 
-@dataclass(frozen=True)
-class Fetched(Generic[T]):
+class Fetched(NamedTuple, Generic[T]):
+    """A ``stats`` command's rows and the period they cover."""
+
     rows: list[T]
     first: date
     last: date
@@ -153,10 +154,9 @@ SUBJECTS = (
 
 def show_statistics(subject: Subject, ident: str | None, options: StatsOptions) -> None:
     """``stats app|org|user``: daily MAU, storage and bandwidth as a table, JSON or CSV."""
-    fetched = options.fetch(
+    rows, first, last = options.fetch(
         lambda client, first, last: client.statistics(subject.scope, ident, first, last)
     )
-    rows, first, last = fetched.rows, fetched.first, fetched.last
     if options.as_json:
         print_json({"data": rows})
         return
@@ -212,8 +212,9 @@ for _subject in SUBJECTS:
 )
 def show_releases(app_id: str, options: StatsOptions) -> None:
     """``stats releases APP_ID``: release health per bundle version as a table, JSON or CSV."""
-    fetched = options.fetch(lambda client, first, last: client.releases(app_id, first, last))
-    rows, first, last = fetched.rows, fetched.first, fetched.last
+    rows, first, last = options.fetch(
+        lambda client, first, last: client.releases(app_id, first, last)
+    )
     if options.as_json:
         print_json({"data": rows})
         return

@@ -199,12 +199,15 @@ def test_external_bundle_refusals(harness: Harness, owner: tuple[str, str]) -> N
         ({"checksum": "g" * 64}, CHECKSUM),
         ({"checksum": "a" * 65}, CHECKSUM),
         ({"checksum": ["a" * 64]}, CHECKSUM),
+        # A final line break (was stored on SQLite, a 500 on PostgreSQL: the column holds 64).
+        ({"checksum": "a" * 64 + "\n"}, control("checksum")),
         ({"size": None}, SIZE),
         ({"size": -1}, SIZE),
         ({"size": 1.5}, SIZE),
         ({"size": True}, SIZE),
         ({"size": "5"}, SIZE),
         ({"size": 2**63}, SIZE),
+        ({"size": 1.0}, SIZE),
         ({"channel": "\t"}, control("channel")),
         ({"channel": "beta\r"}, control("channel")),
         # The first faulty field in reading order.
@@ -484,3 +487,71 @@ def test_channel_update_accepted_bodies(harness: Harness, owner: tuple[str, str]
     assert kept["version"] == "1.0.0"
     # An empty version takes the bundle off the channel.
     assert post(channel="beta", version="")["version"] is None
+
+
+def test_bundle_form_channel_is_at_most_255_characters(
+    harness: Harness, owner: tuple[str, str]
+) -> None:
+    """A channel name longer than the column is refused on both engines, before the file or
+    after it (nothing of the upload is kept)."""
+    key, _ = owner
+    zipped = zip_bytes()
+    headers = harness.auth(key)
+    for before, after in (([("channel", "c" * 256)], []), ([], [("channel", "c" * 256)])):
+        body, content_type = _multipart(
+            [("app_id", APP), ("version", "4.0.0"), *before, ("file", zipped), *after]
+        )
+        r = harness.client.post(
+            "/bundle", content=body, headers={**headers, "content-type": content_type}
+        )
+        assert (r.status_code, r.json()) == refused(400, too_long("channel", 255))
+    assert harness.client.get(f"/bundle?app_id={APP}", headers=headers).json() == []
+    assert list((harness.data_dir / "bundles").rglob("*.zip")) == []
+    body, content_type = _multipart(
+        [("app_id", APP), ("version", "4.0.0"), ("channel", "c" * 255), ("file", zipped)]
+    )
+    r = harness.client.post(
+        "/bundle", content=body, headers={**headers, "content-type": content_type}
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["channel"] == "c" * 255
+
+
+def test_the_document_describes_the_bodies_from_the_models(sqlite_harness: Harness) -> None:
+    doc = sqlite_harness.client.get("/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+
+    def body(path: str, media: str = "application/json") -> dict[str, Any]:
+        schema: dict[str, Any] = doc["paths"][path]["post"]["requestBody"]["content"][media][
+            "schema"
+        ]
+        name = schema["$ref"].rsplit("/", 1)[1]
+        described: dict[str, Any] = schemas[name]
+        return described
+
+    key = body("/apikey")
+    assert list(key["properties"]) == [
+        "name",
+        "mode",
+        "limited_to_orgs",
+        "limited_to_apps",
+        "expires_at",
+    ]
+    assert key["properties"]["name"] == {"type": "string", "default": None}
+    assert key["properties"]["mode"]["enum"] == ["all", "read", "upload", "write"]
+    external = body("/bundle")
+    assert external["required"] == ["app_id", "version", "external_url"]
+    assert external["properties"]["size"]["maximum"] == 2**63 - 1
+    form = body("/bundle", "multipart/form-data")
+    assert form["required"] == ["app_id", "version", "file"]
+    assert form["properties"]["channel"]["maxLength"] == 255
+    channel = body("/channel")
+    assert channel["required"] == ["app_id", "channel"]
+    assert set(channel["properties"]) == {
+        "app_id",
+        "channel",
+        "version",
+        *FLAGS,
+        "disable_auto_update",
+    }
+    assert {"type": "null"} in channel["properties"]["public"]["anyOf"]

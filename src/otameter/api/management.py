@@ -1191,14 +1191,7 @@ describe(
                 "`disable_auto_update: none` and `disable_auto_update_under_native: true`."
             ),
             "security": AUTH,
-            "requestBody": json_body(
-                {
-                    "allOf": [
-                        models.ChannelUpdate,
-                        models.ChannelFlags,
-                    ]
-                }
-            ),
+            "requestBody": json_body(models.ChannelUpdate),
             "responses": {
                 "200": answer(
                     "The channel.",

@@ -172,8 +172,8 @@ class BundleForm(BundleFields, kw_only=True):
     file: Annotated[str, msgspec.Meta(extra_json_schema={"contentMediaType": "application/zip"})]
 
 
-# Python's "$": a final newline passes, as it always has (the checksum is stored lower-cased).
-Checksum = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-fA-F]{64}$")]
+# Stored lower-cased.
+Checksum = Annotated[str, msgspec.Meta(pattern=python_pattern("[0-9a-fA-F]{64}"))]
 
 
 class ExternalBundle(msgspec.Struct):
@@ -192,9 +192,7 @@ class ExternalBundle(msgspec.Struct):
             extra_json_schema={"format": "uri"},
         ),
     ]
-    checksum: (
-        Annotated[str, msgspec.Meta(pattern=r"^[0-9a-fA-F]{64}$")] | msgspec.UnsetType | None
-    ) = msgspec.UNSET
+    checksum: Checksum | msgspec.UnsetType | None = msgspec.UNSET
     size: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | msgspec.UnsetType = msgspec.UNSET
     channel: LooseText = None  # cut to 255 characters; default `production`
 

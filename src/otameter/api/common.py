@@ -105,7 +105,7 @@ async def json_model(request: Request, model: type[S]) -> S:
 
     The model's constraints are the rules. A body it refuses is answered 400 naming the first
     faulty field in the model's order (an unknown field first, where the model forbids them),
-    in the words of :func:`require_str`, or the model's own words (:func:`_first_fault`).
+    in the API's words for text fields or the model's own (:func:`_first_fault`).
     Fields the model names in ``absent_when_false`` are absent when any false JSON value
     fills them (null, false, 0, "", [], {}).
     """
@@ -143,12 +143,13 @@ def _decode(data: dict[str, Any], model: type[S]) -> S:
 def _first_fault(data: dict[str, Any], model: type[msgspec.Struct]) -> str:
     """The message for the first faulty field of ``data``, in the model's order.
 
-    A text field (``str``, constrained or not) is read as :func:`require_str` reads it:
-    missing, not a string or blank, then too long, then a control character; otherwise the
-    model's ``messages`` for the field, or require_str's. A field that may also be absent or
-    null keeps the length and control-character messages for a string. Any other field (a
-    choice, a number, a flag...) is answered with its entry in ``messages``, else the model's
-    ``fault`` template, else require_str's words.
+    A text field (``str``, constrained or not) is answered in the API's words for text:
+    missing, not a string or blank ("is required and must be a non-empty string"), then too
+    long, then a control character; otherwise the model's ``messages`` for the field, or the
+    first words. A text field that may also be absent or null keeps the length and
+    control-character messages for a string. Any other field (a choice, a number, a flag...)
+    is answered with its entry in ``messages``, else the model's ``fault`` template, else the
+    text words.
     """
     messages: dict[str, str] = getattr(model, "messages", {})
     fault: str | None = getattr(model, "fault", None)
@@ -196,7 +197,7 @@ def _unwrap(annotation: Any) -> Any:
 
 
 def _is_text(annotation: Any) -> bool:
-    """Whether a field is text (``str``, constrained or not): read as require_str reads it."""
+    """Whether a field is text (``str``, constrained or not)."""
     return _unwrap(annotation) is str
 
 

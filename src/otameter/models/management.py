@@ -129,7 +129,7 @@ class RevokedKey(TypedDict):
 
 
 class NewApp(msgspec.Struct, kw_only=True):
-    # Read in this order, as require_str and optional_str read them.
+    # Read in this order.
     app_id: Annotated[
         str,
         msgspec.Meta(

@@ -555,3 +555,40 @@ def test_the_document_describes_the_bodies_from_the_models(sqlite_harness: Harne
         "disable_auto_update",
     }
     assert {"type": "null"} in channel["properties"]["public"]["anyOf"]
+
+
+MINE = [("app_id", "com.mine.app"), ("version", "1.0.0")]
+
+
+def test_bundle_form_cannot_name_another_app_after_the_file(harness: Harness) -> None:
+    """The upload is authorized from the fields before the file: given again after it,
+    ``app_id`` or ``version`` may not change, or a key could upload into an app of an org it
+    cannot see."""
+    _, mine = harness.user("mine@example.com")
+    harness.app(mine, harness.org(mine), "com.mine.app")
+    _, theirs = harness.user("theirs@example.com")
+    harness.app(theirs, harness.org(theirs), "com.theirs.app")
+    changed = "'app_id' and 'version' must not change after 'file' in the form"
+    for after in (
+        [("app_id", "com.theirs.app")],
+        [("version", "9.9.9")],
+        [("app_id", " com.mine.app")],
+    ):
+        body, content_type = _multipart(
+            [("app_id", "com.mine.app"), ("version", "1.0.0"), ("file", zip_bytes()), *after]
+        )
+        r = harness.client.post(
+            "/bundle", content=body, headers={**harness.auth(mine), "content-type": content_type}
+        )
+        assert (r.status_code, r.json()) == refused(400, changed), after
+    for key, app_id in ((mine, "com.mine.app"), (theirs, "com.theirs.app")):
+        r = harness.client.get(f"/bundle?app_id={app_id}", headers=harness.auth(key))
+        assert r.json() == []
+    assert list((harness.data_dir / "bundles").rglob("*.zip")) == []
+    # The same values again change nothing.
+    body, content_type = _multipart([*MINE, ("file", zip_bytes()), *MINE])
+    r = harness.client.post(
+        "/bundle", content=body, headers={**harness.auth(mine), "content-type": content_type}
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["app_id"] == "com.mine.app"

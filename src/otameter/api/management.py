@@ -61,6 +61,7 @@ INSUFFICIENT = "Insufficient permissions"
 APP_LIMITED = "A key limited to some apps cannot act for the whole organization"
 KEYS_NEED = "Managing API keys needs a key of mode 'all' that is not limited to some apps"
 LAST_OWNER = "An organization keeps at least one super_admin"
+CHANGED_AFTER_FILE = "'app_id' and 'version' must not change after 'file' in the form"
 
 
 # -- access checks ---------------------------------------------------------------------------
@@ -541,6 +542,11 @@ async def upload_bundle(request: Request) -> Response:
             raise
         try:
             form = form_model(received.fields, models.BundleFields)
+            before = received.fields_before_file
+            # Given again after the file, they would name an app the caller was not
+            # authorized for.
+            if (form.app_id, form.version) != (before["app_id"], before["version"]):
+                raise bad_request(CHANGED_AFTER_FILE)
         except BaseException:
             await _abort(staged)
             raise
@@ -1104,7 +1110,8 @@ describe(
                 "URL, never counted in storage or bandwidth. The channel (default "
                 "`production`) then serves the bundle.\n\n"
                 "The multipart form is read as it streams in: `app_id` and `version` must come "
-                "before `file` (the upload is authorized from them before any byte is stored), "
+                "before `file` (the upload is authorized from them before any byte is stored) "
+                "and keep their values after it, "
                 "and the file flows through the size limit (`OTAMETER_MAX_BUNDLE_SIZE`, "
                 "default 512 MiB) into storage: past the limit the answer is 413 and nothing "
                 "is kept. The zip is then checked entry by entry; a 400 names the first entry "

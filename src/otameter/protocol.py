@@ -77,9 +77,6 @@ __all__ = [
 
 #: Largest stats array we accept; generous over the plugin's cap (it never queues more than 200
 #: stats events on disk) for replays and older queues.
-#: The plugin never queues more than this many stats events (its on-disk queue cap).
-PLUGIN_STATS_QUEUE_CAP: Final = 200
-#: Largest stats array we accept; generous over the plugin cap for replays and older queues.
 MAX_STATS_BATCH: Final = 1000
 
 _HEX_RE: Final = re.compile(r"[0-9a-f]*", re.ASCII)

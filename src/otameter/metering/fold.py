@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from ..clock import day_of_ms
+from ..storage import schema as s
 from .counting import Verdict, classify, device_verdict
 from .events import CheckIn, Download
 
@@ -29,21 +30,14 @@ ActivityKey = tuple[str, date, str, str]
 # app_id, device_id, version, at, day, bytes
 DownloadRow = tuple[str, str, str, int, date, int]
 
-# Columns of a device row, in order (and their PostgreSQL types, for the JSON upsert).
-DEVICE_FIELDS = (
-    ("app_id", "text"),
-    ("device_id", "text"),
-    ("first_seen", "bigint"),
-    ("last_seen", "bigint"),
-    ("last_counted_at", "bigint"),
-    ("platform", "text"),
-    ("version_name", "text"),
-    ("version_build", "text"),
-    ("version_os", "text"),
-    ("plugin_version", "text"),
-    ("custom_id", "text"),
-    ("is_emulator", "boolean"),
-    ("is_prod", "boolean"),
+# Columns of a device row: the devices table's, in its order, but the ordinal ``id`` (given on
+# insert), with the PostgreSQL type each is cast to in the JSON upsert (text, not the varchar
+# of the column: a cast to varchar(n) would cut a long value where the insert must refuse it).
+_PG_TYPES = {str: "text", int: "bigint", bool: "boolean"}
+DEVICE_FIELDS = tuple(
+    (column.name, _PG_TYPES[column.type.python_type])
+    for column in s.devices.columns
+    if column.name != "id"
 )
 # Device attributes that follow the newest check-in, whatever order events arrive in.
 LATEST_FIELDS = tuple(name for name, _ in DEVICE_FIELDS[5:])

@@ -21,10 +21,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Final
+from typing import Final
 
 from . import protocol
 from .catalog import AppSnapshot, ChannelInfo
+from .models.plugin import PluginError
 
 AUTO_UPDATE_RULES: Final = ("none", "major", "minor", "patch")
 
@@ -146,7 +147,7 @@ def _same_release(a: Version, b: Version, depth: int) -> bool:
 
 def auto_update_block(
     channel: ChannelInfo, bundle_version: str, version_build: str
-) -> dict[str, Any] | None:
+) -> PluginError | None:
     """The blocked answer when the channel's rules keep this bundle from the device, else None.
 
     Versions that cannot be read as semver are not judged (the plugin does not require semver,
@@ -159,31 +160,34 @@ def auto_update_block(
     if target is None or native is None:
         return None
     rule = channel.disable_auto_update
-    extra = {"version": bundle_version, "old": version_build}
     if rule == "major" and target.major > native.major:
         return protocol.no_update(
             "disable_auto_update_to_major",
             "Cannot upgrade to a new major version automatically",
             major=True,
             breaking=True,
-            **extra,
+            version=bundle_version,
+            old=version_build,
         )
     if rule == "minor" and not _same_release(target, native, 2):
         return protocol.no_update(
             "disable_auto_update_to_minor",
             "Cannot upgrade to a new minor version automatically",
-            **extra,
+            version=bundle_version,
+            old=version_build,
         )
     if rule == "patch" and not _same_release(target, native, 3):
         return protocol.no_update(
             "disable_auto_update_to_patch",
             "Cannot upgrade to a new patch version automatically",
-            **extra,
+            version=bundle_version,
+            old=version_build,
         )
     if channel.disable_auto_update_under_native and target < native:
         return protocol.no_update(
             "disable_auto_update_under_native",
             "Cannot go below the version of the native build",
-            **extra,
+            version=bundle_version,
+            old=version_build,
         )
     return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .models.common import Error
+
 
 class ApiError(Exception):
     def __init__(
@@ -12,7 +14,7 @@ class ApiError(Exception):
         self.message = message
         self.headers = headers
 
-    def body(self) -> dict[str, str]:
+    def body(self) -> Error:
         return {"error": self.message, "status": "KO"}
 
 

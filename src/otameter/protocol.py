@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Unpack
 from urllib.parse import urlsplit
 
 import msgspec
@@ -31,8 +31,19 @@ from .models.plugin import (
     MAX_STATS_VERSION_NAME,
     MAX_TEXT,
     MAX_TIMESTAMP_MS,
+    BlockedDetails,
     ChannelBody,
+    ChannelGet,
+    ChannelListEntry,
+    ChannelSetOk,
+    ChannelStatus,
+    Kind,
+    ManifestEntry,
+    PluginError,
     StatsEventBody,
+    StatsOk,
+    StatsResult,
+    UpdateAvailable,
     UpdateBody,
 )
 from .models.shapes import APP_ID_RE, MAX_APP_ID, PLATFORMS, SEMVER_RE, UUID_RE
@@ -116,7 +127,7 @@ class ProtocolError(Exception):
         self.http_status = http_status
         self.field = field
 
-    def body(self) -> dict[str, str]:
+    def body(self) -> PluginError:
         return {"error": self.code, "message": self.message, "kind": KIND_FAILED}
 
     def __str__(self) -> str:
@@ -749,7 +760,7 @@ _IOS_STRING_KEYS: Final = frozenset(
 _IOS_BOOL_KEYS: Final = frozenset({"major", "breaking"})
 
 
-def kind_for_code(code: str) -> str:
+def kind_for_code(code: str) -> Kind:
     """Map a no-update error code to the ``kind`` the plugin expects (protocol §2)."""
     if code in UP_TO_DATE_CODES:
         return KIND_UP_TO_DATE
@@ -766,7 +777,7 @@ def update_available(
     manifest: Sequence[Mapping[str, str]] | None = None,
     link: str | None = None,
     comment: str | None = None,
-) -> dict[str, Any]:
+) -> UpdateAvailable:
     """Success answer to an update check.
 
     Never has an ``error`` or ``kind`` key: Android takes the error path if either exists.
@@ -787,7 +798,7 @@ def update_available(
         checksum = checksum.lower()
         if not _HEX_RE.fullmatch(checksum):
             raise ValueError("checksum must be hex (the zip's SHA-256) or empty")
-    answer: dict[str, Any] = {
+    answer: UpdateAvailable = {
         "version": version,
         "url": url,
         "checksum": checksum,
@@ -805,26 +816,31 @@ def update_available(
     return answer
 
 
-def _manifest_entry(entry: Mapping[str, str]) -> dict[str, str]:
-    result: dict[str, str] = {}
-    for key in ("file_name", "file_hash", "download_url"):
-        value = entry.get(key)
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"manifest entries need a non-empty string {key!r}")
-        result[key] = value
-    return result
+def _manifest_entry(entry: Mapping[str, str]) -> ManifestEntry:
+    return {
+        "file_name": _manifest_value(entry, "file_name"),
+        "file_hash": _manifest_value(entry, "file_hash"),
+        "download_url": _manifest_value(entry, "download_url"),
+    }
+
+
+def _manifest_value(entry: Mapping[str, str], key: str) -> str:
+    value = entry.get(key)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"manifest entries need a non-empty string {key!r}")
+    return value
 
 
 def no_update(
     code: str = "no_new_version_available",
     message: str = "No new version available",
-    **extra: Any,
-) -> dict[str, Any]:
+    **extra: Unpack[BlockedDetails],
+) -> PluginError:
     """HTTP-200 answer to an update check that carries no update (up to date, blocked, failed).
 
-    ``kind`` is derived from ``code``. ``extra`` adds optional top-level keys (``version``,
-    ``old``, ``major``, ``breaking``, ...); keys iOS decodes with a fixed type are checked so
-    the answer cannot trigger an iOS ``decode_error``.
+    ``kind`` is derived from ``code``. ``extra`` adds the optional top-level keys of a blocked
+    answer (``version``, ``old``, ``major``, ``breaking``); keys iOS decodes with a fixed type
+    are checked so the answer cannot trigger an iOS ``decode_error``.
     """
     _require_str("code", code, allow_empty=False)
     _require_str("message", message)
@@ -860,13 +876,13 @@ def _require_str(name: str, value: Any, *, allow_empty: bool = True) -> None:
 
 def channel_set_ok(
     message: str | None = None, *, allow_set: bool | None = None, unset: bool = False
-) -> dict[str, Any]:
+) -> ChannelSetOk:
     """Success answer to setChannel (``POST``). Never has an ``error`` key, not even ``""``:
     iOS then skips persisting the channel and Android rejects the call.
 
     ``unset=True`` tells the device to clear its locally stored channel.
     """
-    answer: dict[str, Any] = {"status": "ok"}
+    answer: ChannelSetOk = {"status": "ok"}
     if message is not None:
         _require_str("message", message)
         answer["message"] = message
@@ -877,18 +893,18 @@ def channel_set_ok(
     return answer
 
 
-def channel_get(channel: str, status: str, allow_set: bool | None = None) -> dict[str, Any]:
+def channel_get(channel: str, status: ChannelStatus, allow_set: bool | None = None) -> ChannelGet:
     """Answer to getChannel (``PUT``): ``status`` is ``"default"`` or ``"override"``."""
     _require_str("channel", channel, allow_empty=False)
     if status not in ("default", "override"):
         raise ValueError(f'status must be "default" or "override", got {status!r}')
-    answer: dict[str, Any] = {"channel": channel, "status": status}
+    answer: ChannelGet = {"channel": channel, "status": status}
     if allow_set is not None:
         answer["allowSet"] = _require_bool("allow_set", allow_set)
     return answer
 
 
-def channel_error(code: str, message: str) -> dict[str, str]:
+def channel_error(code: str, message: str) -> PluginError:
     """HTTP-200 error answer on ``channelUrl`` (protocol §4): ``{"error", "message", "kind"}``.
 
     §4 shows only ``error`` and ``message``; ``kind: "failed"`` is added because every
@@ -900,7 +916,7 @@ def channel_error(code: str, message: str) -> dict[str, str]:
     return {"error": code, "message": message, "kind": KIND_FAILED}
 
 
-def channel_list_entry(id: int, name: str, public: bool, allow_self_set: bool) -> dict[str, Any]:
+def channel_list_entry(id: int, name: str, public: bool, allow_self_set: bool) -> ChannelListEntry:
     """One element of the bare JSON array answered to listChannels (``GET``).
 
     ``id`` must be a real integer: iOS fails to decode the whole list otherwise.
@@ -927,14 +943,14 @@ def _require_bool(name: str, value: Any) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def stats_ok(results: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+def stats_ok(results: Sequence[StatsResult] | None = None) -> StatsOk:
     """``{"status": "ok"}`` for a single event, plus ``results`` for an array body."""
     if results is None:
         return {"status": "ok"}
-    return {"status": "ok", "results": [dict(entry) for entry in results]}
+    return {"status": "ok", "results": [entry.copy() for entry in results]}
 
 
-def stats_result(index: int, error: ProtocolError | None = None) -> dict[str, Any]:
+def stats_result(index: int, error: ProtocolError | None = None) -> StatsResult:
     """One entry of a batch's ``results``: ``{status: "ok", index}`` or an error entry."""
     if error is None:
         return {"status": "ok", "index": index}

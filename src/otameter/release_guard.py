@@ -24,6 +24,8 @@ from sqlalchemy import Connection, select, update
 
 from .clock import Clock, to_ms
 from .config import Settings
+from .models.devices import ReleaseAlert
+from .models.shapes import iso
 from .releases import CRASHED, FAILED, INSTALLED, ROLLED_BACK
 from .storage import schema as s
 from .webhooks import enqueue_event
@@ -202,8 +204,9 @@ class ReleaseGuard:
         return str(previous)
 
 
-def release_alerts(conn: Connection, app_id: str) -> list[dict[str, Any]]:
-    """The app's raised release regressions, newest first (for the dashboard)."""
+def release_alerts(conn: Connection, app_id: str) -> list[ReleaseAlert]:
+    """The app's raised release regressions, newest first (``GET /app/{app_id}/release_alerts``,
+    the dashboard's too)."""
     a = s.release_alerts.c
     rows = conn.execute(
         select(s.release_alerts).where(a.app_id == app_id).order_by(a.created_at.desc())
@@ -216,7 +219,7 @@ def release_alerts(conn: Connection, app_id: str) -> list[dict[str, Any]]:
             "devices": r.devices,
             "rates": orjson.loads(r.rates),
             "rolled_back_to": r.rolled_back_to,
-            "created_at": r.created_at,
+            "created_at": iso(r.created_at),
         }
         for r in rows
     ]

@@ -5,15 +5,25 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
-from typing import Any
 
 from pyroaring import BitMap
 from sqlalchemy import Connection, select
 
 from .csv_cells import CsvWriter
-from .releases import OUTCOMES, RELEASE_ROW_FIELDS, histogram_quantile
+from .models.statistics import ReleaseRow
+from .releases import (
+    CRASHED,
+    DOWNLOADED,
+    FAILED,
+    INSTALLED,
+    OFFERED,
+    OUTCOMES,
+    RELEASE_ROW_FIELDS,
+    ROLLED_BACK,
+    histogram_quantile,
+)
 from .storage import schema as s
 
 ACTIVE = "active"
@@ -23,7 +33,7 @@ _KINDS = ("counted", *OUTCOMES)
 
 def release_rows(
     conn: Connection, app_id: str, start: date, end: date, today: date, *, by_day: bool = False
-) -> list[dict[str, Any]]:
+) -> list[ReleaseRow]:
     """One row per version with anything in [start, min(end, today)] (per day: with ``date``).
 
     Device counts are the size of the union of the day sets, so a device counts once over the
@@ -66,18 +76,25 @@ def release_rows(
         histogram[bucket] = histogram.get(bucket, 0) + int(launches)
         counts.setdefault((day if by_day else None, version), {})
     order = _version_order(conn, app_id, {version for _, version in counts})
-    out: list[dict[str, Any]] = []
+    out: list[ReleaseRow] = []
     for day, version in sorted(counts, key=lambda k: (k[0] or start, order[k[1]])):
         figures = counts[(day, version)]
         histogram = histograms.get((day, version), {})
-        row: dict[str, Any] = {"date": day.isoformat()} if by_day and day is not None else {}
-        row["version"] = version
-        for name in (ACTIVE, *OUTCOMES):
-            row[name] = figures.get(name, 0)
-        row["launches"] = sum(histogram.values())
-        row["launch_ms_p50"] = histogram_quantile(histogram, 0.50)
-        row["launch_ms_p95"] = histogram_quantile(histogram, 0.95)
-        out.append(row)
+        row: ReleaseRow = {
+            "version": version,
+            "active": figures.get(ACTIVE, 0),
+            "offered": figures.get(OFFERED, 0),
+            "downloaded": figures.get(DOWNLOADED, 0),
+            "installed": figures.get(INSTALLED, 0),
+            "failed": figures.get(FAILED, 0),
+            "rolled_back": figures.get(ROLLED_BACK, 0),
+            "crashed": figures.get(CRASHED, 0),
+            "launches": sum(histogram.values()),
+            "launch_ms_p50": histogram_quantile(histogram, 0.50),
+            "launch_ms_p95": histogram_quantile(histogram, 0.95),
+        }
+        # A day's row names its day first.
+        out.append({"date": day.isoformat(), **row} if by_day and day is not None else row)
     return out
 
 
@@ -97,7 +114,7 @@ def _version_order(conn: Connection, app_id: str, versions: Iterable[str]) -> di
     return {version: n for n, version in enumerate(ranked)}
 
 
-def release_rows_to_csv(rows: list[dict[str, Any]], by_day: bool) -> str:
+def release_rows_to_csv(rows: Sequence[ReleaseRow], by_day: bool) -> str:
     """CSV with the JSON fields as columns (a launch time without launches is empty)."""
     fields = (("date",) if by_day else ()) + FIELDS
     buffer = io.StringIO()
@@ -105,5 +122,6 @@ def release_rows_to_csv(rows: list[dict[str, Any]], by_day: bool) -> str:
     writer = CsvWriter(buffer)
     writer.writerow(fields)
     for row in rows:
-        writer.writerow(["" if row[name] is None else row[name] for name in fields])
+        cells: Mapping[str, object] = row
+        writer.writerow(["" if cells[name] is None else cells[name] for name in fields])
     return buffer.getvalue()

@@ -11,12 +11,12 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
 
 from sqlalchemy import Connection, func, select
 
 from .csv_cells import CsvWriter
 from .errors import ApiError
+from .models.statistics import BundleUsageDay, StatsDay, VersionShare
 from .storage import schema as s
 
 MAX_RANGE_DAYS = 90
@@ -33,7 +33,6 @@ PREVIOUS_TOO_EARLY = "Invalid compare: the previous period would start before 00
 PUBLIC_FIELDS = ("mau", "storage", "bandwidth")
 #: Added by ``breakdown=true``: devices first active in the calendar month, and active that day.
 BREAKDOWN_FIELDS = ("new_devices", "dau")
-FIGURES = ("mau", "dau", "new_devices", "emudev_devices", "storage", "bandwidth")
 TRUE_VALUES = {"true", "1", "yes"}
 FALSE_VALUES = {"false", "0", "no", ""}
 
@@ -120,16 +119,18 @@ def daily_figures(
     start: date,
     end: date,
     today: date,
-    figures: Sequence[str] = FIGURES,
-) -> list[dict[str, Any]]:
+    breakdown: bool = False,
+) -> list[StatsDay]:
     """One row per day from ``start`` to ``min(end, today)``, summed over ``app_ids``.
 
     A day with no stored figures is a row of zeros (no app had anything that day, or the
-    app did not exist yet). Only ``figures`` are read: fewer sums make org totals cheaper.
+    app did not exist yet). Only the row's figures are read (``breakdown`` adds two): fewer
+    sums make org totals cheaper.
     """
     last = min(end, today)
     if last < start:
         return []
+    figures = PUBLIC_FIELDS + (BREAKDOWN_FIELDS if breakdown else ())
     totals: dict[date, dict[str, int]] = {}
     if app_ids:
         u = s.daily_usage.c
@@ -139,36 +140,44 @@ def daily_figures(
             .where(app_filter, u.day >= start, u.day <= last)
             .group_by(u.day)
         )
-        for row in rows:
-            totals[row.day] = {name: int(getattr(row, name) or 0) for name in figures}
-    out: list[dict[str, Any]] = []
+        for stored in rows:
+            totals[stored.day] = {name: int(getattr(stored, name) or 0) for name in figures}
+    out: list[StatsDay] = []
     day = start
     zero = dict.fromkeys(figures, 0)
     while day <= last:
-        out.append({"date": day.isoformat(), **totals.get(day, zero)})
+        found = totals.get(day, zero)
+        row: StatsDay = {
+            "date": day.isoformat(),
+            "mau": found["mau"],
+            "storage": found["storage"],
+            "bandwidth": found["bandwidth"],
+        }
+        if breakdown:
+            row["new_devices"] = found["new_devices"]
+            row["dau"] = found["dau"]
+        out.append(row)
         day += timedelta(days=1)
     return out
 
 
 def statistics_rows(
     conn: Connection, app_ids: Sequence[str], query: StatsQuery, today: date
-) -> list[dict[str, Any]]:
+) -> list[StatsDay]:
     """The answer rows: the seed's figures, plus the breakdown and the compared period."""
-    fields = PUBLIC_FIELDS + (BREAKDOWN_FIELDS if query.breakdown else ())
-    rows = daily_figures(conn, app_ids, query.start, query.end, today, fields)
-    out = [{"date": row["date"], **{name: row[name] for name in fields}} for row in rows]
+    out = daily_figures(conn, app_ids, query.start, query.end, today, query.breakdown)
     if query.compare and out:
         lo, hi = query.previous
-        before = daily_figures(conn, app_ids, lo, hi, today, fields)
+        before = daily_figures(conn, app_ids, lo, hi, today, query.breakdown)
         # Day n of the period is compared with day n of the previous one.
         for row, old in zip(out, before, strict=False):
-            row["previous"] = {"date": old["date"], **{name: old[name] for name in fields}}
+            row["previous"] = old
     return out
 
 
 def bundle_usage_rows(
     conn: Connection, app_id: str, start: date, end: date, today: date
-) -> list[dict[str, Any]]:
+) -> list[BundleUsageDay]:
     """Per day, how many counted devices ran each bundle version, and their share.
 
     Reads the per-version day counts the rollups keep in ``activity_bitmaps``. A device that
@@ -185,12 +194,12 @@ def bundle_usage_rows(
         )
     ):
         per_day.setdefault(day, {})[version] = int(devices)
-    out: list[dict[str, Any]] = []
+    out: list[BundleUsageDay] = []
     day = start
     while day <= last:
         counts = per_day.get(day, {})
         total = counts.pop("", 0)
-        versions = [
+        versions: list[VersionShare] = [
             {
                 "version": version,
                 "devices": devices,
@@ -203,7 +212,7 @@ def bundle_usage_rows(
     return out
 
 
-def rows_to_csv(rows: list[dict[str, Any]], breakdown: bool, compare: bool) -> str:
+def rows_to_csv(rows: Sequence[StatsDay], breakdown: bool, compare: bool) -> str:
     """CSV of the answer rows: one line per day, the compared day's figures as ``previous_*``."""
     fields = ["date", *PUBLIC_FIELDS, *(BREAKDOWN_FIELDS if breakdown else ())]
     header = fields + ([f"previous_{name}" for name in fields] if compare else [])
@@ -211,15 +220,17 @@ def rows_to_csv(rows: list[dict[str, Any]], breakdown: bool, compare: bool) -> s
     writer = CsvWriter(buffer)
     writer.writerow(header)
     for row in rows:
-        line = [row[name] for name in fields]
+        # Read by name: the columns are the row's fields.
+        cells: Mapping[str, object] = row
+        line = [cells[name] for name in fields]
         if compare:
-            old = row.get("previous") or {}
+            old: Mapping[str, object] = row.get("previous") or {}
             line += [old.get(name, "") for name in fields]
         writer.writerow(line)
     return buffer.getvalue()
 
 
-def bundle_usage_to_csv(rows: list[dict[str, Any]]) -> str:
+def bundle_usage_to_csv(rows: Sequence[BundleUsageDay]) -> str:
     """Long form: one line per day and version (a day without devices has one empty line)."""
     buffer = io.StringIO()
     writer = CsvWriter(buffer)

@@ -46,6 +46,7 @@ from . import metrics
 from .clock import Clock, to_ms
 from .config import Network
 from .metering.writer import Writer
+from .models.plans import WebhookDelivery
 from .models.shapes import iso
 from .storage import schema as s
 
@@ -470,7 +471,7 @@ class WebhookDispatcher:
         return _Result(item.id, attempts, False, status, f"HTTP {status}")
 
 
-def delivery_json(row: Any) -> dict[str, Any]:
+def delivery_json(row: Any) -> WebhookDelivery:
     return {
         "id": row.id,
         "webhook_id": row.webhook_id,

@@ -155,17 +155,14 @@ async def list_release_alerts(request: Request) -> Response:
     return JSONResponse(await read_release_alerts(request, await caller(request)))
 
 
-async def read_release_alerts(request: Request, principal: Principal) -> dict[str, Any]:
+async def read_release_alerts(request: Request, principal: Principal) -> models.ReleaseAlerts:
     """The release regressions raised for the app (release_guard.py), newest first
     (``GET /app/{app_id}/release_alerts``; the dashboard's too)."""
     app_id = request.path_params["app_id"]
 
-    def read(conn: Connection) -> dict[str, Any]:
+    def read(conn: Connection) -> models.ReleaseAlerts:
         app_access(conn, principal, app_id, Level.READ)
-        alerts = release_alerts(conn, app_id)
-        for alert in alerts:
-            alert["created_at"] = iso(alert["created_at"])
-        return {"data": alerts}
+        return {"data": release_alerts(conn, app_id)}
 
     return await read_db(request, read)
 

@@ -56,24 +56,22 @@ async def get_usage(request: Request) -> Response:
     return JSONResponse(await read_usage(request, await caller(request)))
 
 
-async def read_usage(request: Request, principal: Principal) -> dict[str, Any]:
+async def read_usage(request: Request, principal: Principal) -> models.Usage:
     """The org's usage against its plan (``GET /organization/{org_id}/usage``; the
     dashboard's too)."""
     rt = runtime(request)
     org_id = request.path_params["org_id"]
     now = rt.clock.now()
 
-    def read(conn: Connection) -> dict[str, Any]:
+    def read(conn: Connection) -> models.Usage:
         org = org_access(conn, principal, org_id, Level.READ)
         if principal.limited_apps is not None:
             # Usage covers every app of the org, more than this key may read.
             raise ApiError(403, INSUFFICIENT)
         usage = compute_usage(conn, org, now.date())
-        body = usage.as_json(to_ms(now))
         # Check-ins of new devices refused this cycle by the new-devices-per-address limit.
         refused = refused_by_day(conn, usage.app_ids, usage.cycle_start, usage.cycle_end)
-        body["refused_new_devices"] = sum(refused.values())
-        return body
+        return usage.as_json(to_ms(now), sum(refused.values()))
 
     return await read_db(request, read)
 
@@ -184,7 +182,7 @@ async def list_deliveries(request: Request) -> Response:
         raise bad_request(f"'status' must be one of {', '.join(STATUSES)}")
     page = query_page(request)
 
-    def read(conn: Connection) -> list[dict[str, Any]]:
+    def read(conn: Connection) -> list[models.WebhookDelivery]:
         org_access(conn, principal, org_id, Level.ADMIN, whole_org=True)
         d = s.webhook_deliveries.c
         query = select(s.webhook_deliveries).where(d.org_id == org_id)

@@ -154,7 +154,7 @@ def rate_limited(wait: int, message: str) -> JSONResponse:
 
 def update_answer(
     rt: Runtime, request: Request, snapshot: AppSnapshot, req: protocol.UpdateRequest
-) -> dict[str, Any]:
+) -> models.UpdateAvailable | models.PluginError:
     if snapshot.lock_code:
         return protocol.no_update(snapshot.lock_code, snapshot.lock_reason or "Plan limit reached")
     channel = channels.select_channel(snapshot, req)
@@ -275,7 +275,7 @@ async def stats(request: Request) -> Response:
         return JSONResponse(exc.body(), status_code=exc.http_status)
     now_ms = to_ms(rt.clock.now())
     events: list[PluginStat] = []
-    results: list[dict[str, Any]] = []
+    results: list[models.StatsResult] = []
     for index, item in enumerate(parsed):
         if isinstance(item, ProtocolError):
             results.append(protocol.stats_result(index, item))
@@ -358,7 +358,9 @@ async def channel_self(request: Request) -> Response:
     return JSONResponse(await set_channel(rt, snapshot, req))
 
 
-def list_channels(snapshot: AppSnapshot, req: protocol.ChannelRequest) -> list[dict[str, Any]]:
+def list_channels(
+    snapshot: AppSnapshot, req: protocol.ChannelRequest
+) -> list[models.ChannelListEntry]:
     # ``public`` says whether the channel is the public one of the device's platform.
     return [
         protocol.channel_list_entry(
@@ -372,7 +374,9 @@ def list_channels(snapshot: AppSnapshot, req: protocol.ChannelRequest) -> list[d
     ]
 
 
-def get_channel(snapshot: AppSnapshot, req: protocol.ChannelRequest) -> dict[str, Any]:
+def get_channel(
+    snapshot: AppSnapshot, req: protocol.ChannelRequest
+) -> models.ChannelGet | models.PluginError:
     """getChannel(): what the plugin will persist as its channel (plugin-protocol.md §4).
 
     An old plugin's override comes first. Otherwise the device's own ``defaultChannel`` when it
@@ -393,7 +397,7 @@ def get_channel(snapshot: AppSnapshot, req: protocol.ChannelRequest) -> dict[str
 
 async def set_channel(
     rt: Runtime, snapshot: AppSnapshot, req: protocol.ChannelRequest
-) -> dict[str, Any]:
+) -> models.ChannelSetOk | models.PluginError:
     """setChannel(c): may the device join c? Only old plugins get a server-side override."""
     name = req.channel or ""
     channel = snapshot.channels.get(name)
@@ -430,7 +434,7 @@ async def set_channel(
 
 async def unset_channel(
     rt: Runtime, snapshot: AppSnapshot, req: protocol.ChannelRequest
-) -> dict[str, Any]:
+) -> models.ChannelSetOk:
     """unsetChannel() of plugins older than 7.34 / 8.2: drop the override, if any.
 
     Newer plugins send no request; for them nothing is stored, so there is nothing to drop.

@@ -118,7 +118,7 @@ def _principal(
 
 async def read_statistics(
     request: Request, scope: str, principal: Principal | None = None
-) -> tuple[StatsQuery, list[dict[str, Any]]]:
+) -> tuple[StatsQuery, list[models.StatsDay]]:
     """The statistics of the app, org or user the path names, for ``principal`` (the
     dashboard's session) or, without it, for the request's key (``GET /statistics/...``)."""
     key = request_key(request) if principal is None else None
@@ -128,7 +128,7 @@ async def read_statistics(
 
     # Key, parameters and rows in one trip to the thread pool and one connection: the
     # key is checked first so that a caller without one learns nothing else.
-    def read(conn: Connection) -> tuple[StatsQuery, list[dict[str, Any]]] | None:
+    def read(conn: Connection) -> tuple[StatsQuery, list[models.StatsDay]] | None:
         caller = _principal(conn, principal, key, now_ms)
         if caller is None:
             return None
@@ -147,9 +147,9 @@ async def read_statistics(
     return answer
 
 
-def statistics_body(query: StatsQuery, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def statistics_body(query: StatsQuery, rows: list[models.StatsDay]) -> models.StatsAnswer:
     """The JSON answer of ``GET /statistics/...`` (and of the dashboard's copy)."""
-    body: dict[str, Any] = {"data": rows}
+    body: models.StatsAnswer = {"data": rows}
     if query.compare:
         lo, hi = query.previous
         body["previous_period"] = {"from": lo.isoformat(), "to": hi.isoformat()}
@@ -212,7 +212,7 @@ async def read_app_rows(
 
 def bundle_usage_of(
     conn: Connection, app_id: str, query: StatsQuery, today: date, by: str
-) -> list[dict[str, Any]]:
+) -> list[models.BundleUsageDay]:
     """The rows of ``GET /statistics/app/{app_id}/bundle_usage/``."""
     return bundle_usage_rows(conn, app_id, query.start, query.end, today)
 
@@ -232,7 +232,7 @@ async def refused_devices(request: Request) -> Response:
 
     def rows(
         conn: Connection, app_id: str, query: StatsQuery, today: date, by: str
-    ) -> list[dict[str, Any]]:
+    ) -> list[models.RefusedDay]:
         last = min(query.end, today)
         refused = refused_by_day(conn, [app_id], query.start, last)
         days = (last - query.start).days + 1
@@ -257,7 +257,7 @@ def release_by(by: str) -> str:
 
 def releases_of(
     conn: Connection, app_id: str, query: StatsQuery, today: date, by: str
-) -> list[dict[str, Any]]:
+) -> list[models.ReleaseRow]:
     """The rows of ``GET /statistics/app/{app_id}/releases/``."""
     return release_rows(conn, app_id, query.start, query.end, today, by_day=by == "day")
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
+from ..models import plans as models
 from ..storage import schema as s
 from ..storage.dialect import dialect_insert
 
@@ -99,7 +100,7 @@ class Plan:
         value: int = getattr(self, metric)
         return value
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> models.Plan:
         return {
             "name": self.name,
             "mau": self.mau,

@@ -19,8 +19,9 @@ from sqlalchemy import Connection, func, select
 
 from ..clock import day_of_ms
 from ..metering.rollups import devices_by_app
+from ..models import plans as models
 from ..storage import schema as s
-from .plans import METRICS, Plan, cycle_bounds, effective_plan
+from .plans import Plan, cycle_bounds, effective_plan
 
 # The seed's rule: after the trial, at most 3% of the cycle's active devices may be
 # emulators or dev builds.
@@ -61,8 +62,17 @@ class Usage:
             return None
         return round(self.used(metric) * 100 / self.plan.limit(metric), 2)
 
-    def as_json(self, now_ms: int) -> dict[str, Any]:
-        body: dict[str, Any] = {
+    def metric_json(self, metric: str) -> models.UsageMetric:
+        return {
+            "used": self.used(metric),
+            "limit": self.plan.limit(metric) if self.plan else None,
+            "percent": self.percent(metric),
+        }
+
+    def as_json(self, now_ms: int, refused_new_devices: int) -> models.Usage:
+        """``GET /organization/{org_id}/usage``'s answer; ``refused_new_devices``: the check-ins
+        of new devices refused this cycle by the new-devices-per-address limit."""
+        return {
             "org_id": self.org_id,
             "plan": self.plan.name if self.plan else None,
             "cycle_start": self.cycle_start.isoformat(),
@@ -74,21 +84,18 @@ class Usage:
                 day_of_ms(self.trial_ends_ms).isoformat() if self.trial_ends_ms else None
             ),
             "in_trial": self.in_trial(now_ms),
+            "mau": self.metric_json("mau"),
+            "storage": self.metric_json("storage"),
+            "bandwidth": self.metric_json("bandwidth"),
+            "emulator_dev": {
+                "ratio": round(self.emudev_ratio, 6),
+                "threshold": EMUDEV_THRESHOLD,
+                "devices": self.emudev_devices,
+                "active_devices": self.active_devices,
+                "enforced": self.plan is not None and not self.in_trial(now_ms),
+            },
+            "refused_new_devices": refused_new_devices,
         }
-        for metric in METRICS:
-            body[metric] = {
-                "used": self.used(metric),
-                "limit": self.plan.limit(metric) if self.plan else None,
-                "percent": self.percent(metric),
-            }
-        body["emulator_dev"] = {
-            "ratio": round(self.emudev_ratio, 6),
-            "threshold": EMUDEV_THRESHOLD,
-            "devices": self.emudev_devices,
-            "active_devices": self.active_devices,
-            "enforced": self.plan is not None and not self.in_trial(now_ms),
-        }
-        return body
 
 
 def _devices(conn: Connection, app_ids: list[str], lo: date, hi: date) -> tuple[int, int, int]:

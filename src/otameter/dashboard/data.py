@@ -24,28 +24,29 @@ from ..billing.plans import cycle_bounds
 from ..billing.usage import bandwidth_by_app, load_org, storage_by_app
 from ..errors import ApiError
 from ..metering.rollups import devices_by_app
+from ..models.statistics import BundleUsageAnswer, ReleasesAnswer, StatsAnswer
 
 Read = Callable[[Request, Principal], Awaitable[Any]]
 
 
-async def app_statistics(request: Request, principal: Principal) -> dict[str, Any]:
+async def app_statistics(request: Request, principal: Principal) -> StatsAnswer:
     query, rows = await statistics.read_statistics(request, "app", principal)
     return statistics.statistics_body(query, rows)
 
 
-async def org_statistics(request: Request, principal: Principal) -> dict[str, Any]:
+async def org_statistics(request: Request, principal: Principal) -> StatsAnswer:
     query, rows = await statistics.read_statistics(request, "org", principal)
     return statistics.statistics_body(query, rows)
 
 
-async def bundle_usage(request: Request, principal: Principal) -> dict[str, Any]:
+async def bundle_usage(request: Request, principal: Principal) -> BundleUsageAnswer:
     _, _, rows = await statistics.read_app_rows(
         request, statistics.bundle_usage_of, principal=principal
     )
     return {"data": rows}
 
 
-async def releases(request: Request, principal: Principal) -> dict[str, Any]:
+async def releases(request: Request, principal: Principal) -> ReleasesAnswer:
     _, _, rows = await statistics.read_app_rows(
         request, statistics.releases_of, statistics.release_by, principal
     )

@@ -14,7 +14,7 @@ class Plan(TypedDict):
     mau: NonNegative
     storage: NonNegative
     bandwidth: NonNegative
-    default: NotRequired[bool]
+    default: Annotated[bool, msgspec.Meta(description="The plan of orgs that have none.")]
 
 
 class UsageMetric(TypedDict):
@@ -127,17 +127,17 @@ class WebhookDelivery(TypedDict):
     attempts: NonNegative
     created_at: DateTime
     payload: Any
-    next_attempt_at: NotRequired[DateTime | None]
-    last_status_code: NotRequired[int | None]
-    last_error: NotRequired[
-        Annotated[
-            str | None,
-            msgspec.Meta(
-                description=(
-                    "`HTTP <status>` when the target answered, else a generic reason (refused "
-                    "target, no HTTP answer): never the network's own error text."
-                )
-            ),
-        ]
+    next_attempt_at: Annotated[
+        DateTime | None, msgspec.Meta(description="While `pending`: the next attempt.")
     ]
-    delivered_at: NotRequired[DateTime | None]
+    last_status_code: int | None
+    last_error: Annotated[
+        str | None,
+        msgspec.Meta(
+            description=(
+                "`HTTP <status>` when the target answered, else a generic reason (refused "
+                "target, no HTTP answer): never the network's own error text."
+            )
+        ),
+    ]
+    delivered_at: DateTime | None

@@ -143,19 +143,36 @@ class StatsEventBody(StatsEvent, forbid_unknown_fields=True):
     """``StatsEvent`` as ``POST /stats`` decodes it in one pass (as :class:`UpdateBody`)."""
 
 
-class PluginError(TypedDict):
+class _CodedAnswer(TypedDict):
+    error: Annotated[str, msgspec.Meta(description="A stable error code.")]
+    message: str
+    kind: Kind
+
+
+class PluginError(_CodedAnswer):
     """A plugin endpoint's error or no-update answer (`no_new_version_available`,
     `no_channel`, `need_plan_upgrade`, `disable_auto_update_to_major`, a field validation
     code, ...). Usually sent with HTTP 200 so that the plugin reads the code. Blocked answers
     may add `version` (the bundle held back), `old` (the device's native version), `major` and
     `breaking` (a major step: the plugin fires its breakingAvailable event)."""
 
-    error: Annotated[str, msgspec.Meta(description="A stable error code.")]
-    message: str
-    kind: Kind
+    version: NotRequired[str]
+    old: NotRequired[str]
+    major: NotRequired[bool]
+    breaking: NotRequired[bool]
 
 
-class RateLimited(PluginError):
+class BlockedDetails(TypedDict, total=False):
+    """The keys a blocked answer may add to a :class:`PluginError` (``protocol.no_update``'s
+    keyword arguments): the same names and types as its optional keys."""
+
+    version: str
+    old: str
+    major: bool
+    breaking: bool
+
+
+class RateLimited(_CodedAnswer):
     """`too_many_requests`: the plugin waits `retryAfterSeconds` (also in `Retry-After`)."""
 
     retryAfterSeconds: int
@@ -209,11 +226,14 @@ class ChannelSetOk(TypedDict):
     unset: NotRequired[bool]
 
 
+ChannelStatus = Literal["default", "override"]
+
+
 class ChannelGet(TypedDict):
     """getChannel's answer: never an `error` key."""
 
     channel: str
-    status: Literal["default", "override"]
+    status: ChannelStatus
     allowSet: NotRequired[bool]
 
 

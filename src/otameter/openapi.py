@@ -4,8 +4,9 @@ Each route module describes its own operations beside its routes with :func:`des
 (summary, parameters, every answer, errors included). Request and answer schemas are the
 msgspec models of ``otameter.models``: an operation names a model (``answer("The app.",
 App)``, ``list[Plan]``) and the document turns every model it meets into JSON Schema with
-``msgspec.json.schema_components``, the Structs as named components. This module holds the
-words operations share and assembles the document.
+``msgspec.json.schema_components``, the Structs as named components. Query parameters are
+the fields of the query models the handlers read (:func:`query_parameters`). This module holds
+the words operations share and assembles the document.
 
 ``tests/test_openapi.py`` runs schemathesis against a live server over the document, and
 checks that every route the app registers is described; the document served by an app holds
@@ -15,6 +16,7 @@ only the operations whose route that app registers.
 from __future__ import annotations
 
 import re
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -80,20 +82,46 @@ TOO_MANY_FAILURES = {
 }
 BAD_REQUEST = error("The query or body is invalid; `error` says which field.")
 
-# The 0-based ``page`` of a paged list (api.common.query_page).
-PAGE_PARAM: dict[str, Any] = {
-    "name": "page",
-    "in": "query",
-    "required": False,
-    "schema": {"type": "integer", "minimum": 0, "maximum": 999999999, "default": 0},
-}
+
+def query_parameters(*models: type[msgspec.Struct]) -> list[dict[str, Any]]:
+    """The query ``parameters`` of an operation: the fields of ``models`` (query models,
+    ``query_strings.decode_query`` reads them) in order, each with its schema, default and
+    description (the ``msgspec.Meta`` description of its type)."""
+    fields = [f for model in models for f in msgspec.structs.fields(model)]
+    inline, components = msgspec.json.schema_components([_without_none(f.type) for f in fields])
+    assert not components, "a query parameter is a plain value"
+    out: list[dict[str, Any]] = []
+    for f, schema in zip(fields, inline, strict=True):
+        description = schema.pop("description", None)
+        if f.default not in (msgspec.NODEFAULT, None, msgspec.UNSET):
+            schema["default"] = msgspec.to_builtins(f.default)
+        param: dict[str, Any] = {
+            "name": f.encode_name,
+            "in": "query",
+            "required": f.required,
+            "schema": schema,
+        }
+        if description:
+            param["description"] = description
+        out.append(param)
+    return out
 
 
-def app_id_param(where: str = "path", required: bool = True) -> dict[str, Any]:
+def _without_none(annotation: Any) -> Any:
+    """``X | None`` as ``X``: an absent parameter is the ``None``."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        kept = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(kept) == 1:
+            return kept[0]
+    return annotation
+
+
+def app_id_param() -> dict[str, Any]:
+    """``{app_id}`` in a path (in a query it is a query model's field)."""
     return {
         "name": "app_id",
-        "in": where,
-        "required": required,
+        "in": "path",
+        "required": True,
         "schema": {"type": "string", "minLength": 1, "maxLength": 255},
         "description": "A reverse-domain app id like `com.example.app`.",
     }

@@ -7,7 +7,6 @@ bundle-usage view, from the per-version day counts in ``activity_bitmaps``.
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -16,60 +15,37 @@ from sqlalchemy import Connection, func, select
 
 from .csv_cells import CsvWriter
 from .errors import ApiError
-from .models.statistics import BundleUsageDay, StatsDay, VersionShare
+from .models.statistics import (
+    BundleUsageDay,
+    StatsDay,
+    StatsFormat,
+    StatsOptions,
+    StatsRange,
+    VersionShare,
+)
+from .query_strings import decode_query
 from .storage import schema as s
 
 MAX_RANGE_DAYS = 90
-DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-INVALID_DATE = "Invalid date format. Use YYYY-MM-DD"
 RANGE_TOO_LARGE = "Date range cannot exceed 90 days"
 INVALID_RANGE = "Invalid date range: 'from' must not be after 'to'"
-INVALID_FORMAT = "Invalid format. Use json or csv"
-INVALID_BREAKDOWN = "Invalid breakdown. Use true or false"
-INVALID_COMPARE = "Invalid compare. Use previous"
 PREVIOUS_TOO_EARLY = "Invalid compare: the previous period would start before 0001-01-01"
 
 #: What every row carries (the seed's shape).
 PUBLIC_FIELDS = ("mau", "storage", "bandwidth")
 #: Added by ``breakdown=true``: devices first active in the calendar month, and active that day.
 BREAKDOWN_FIELDS = ("new_devices", "dau")
-TRUE_VALUES = {"true", "1", "yes"}
-FALSE_VALUES = {"false", "0", "no", ""}
 
 
-def missing_parameter(name: str) -> str:
-    """The seed's message, naming the parameter that was not given."""
-    return f"{INVALID_DATE} (the '{name}' parameter is missing)"
-
-
-def parse_day(value: str | None, name: str | None = None) -> date:
-    if value is None and name is not None:
-        raise ApiError(400, missing_parameter(name))
-    if value is None or not DATE_RE.match(value):
-        raise ApiError(400, INVALID_DATE)
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise ApiError(400, INVALID_DATE) from None
-
-
-def parse_range(start_raw: str | None, end_raw: str | None) -> tuple[date, date]:
-    """Validate ``from``/``to``: inclusive, at most 90 days counted inclusively."""
-    start, end = parse_day(start_raw, "from"), parse_day(end_raw, "to")
+def parse_range(params: Mapping[str, str]) -> tuple[date, date]:
+    """``from``/``to`` (``StatsRange``): inclusive, at most 90 days counted inclusively."""
+    span = decode_query(params, StatsRange)
+    start, end = span.start, span.end
     if start > end:
         raise ApiError(400, INVALID_RANGE)
     if (end - start).days + 1 > MAX_RANGE_DAYS:
         raise ApiError(400, RANGE_TOO_LARGE)
     return start, end
-
-
-def _flag(params: Mapping[str, str], name: str, message: str) -> bool:
-    value = params.get(name, "").strip().lower()
-    if value in TRUE_VALUES:
-        return True
-    if value in FALSE_VALUES:
-        return False
-    raise ApiError(400, message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,22 +67,18 @@ class StatsQuery:
 
 
 def parse_query(params: Mapping[str, str], *, options: bool = True) -> StatsQuery:
-    """``from``/``to`` plus, where ``options``, ``format``, ``breakdown`` and ``compare``."""
-    start, end = parse_range(params.get("from"), params.get("to"))
-    fmt = params.get("format", "json").strip().lower()
-    if fmt not in {"json", "csv"}:
-        raise ApiError(400, INVALID_FORMAT)
+    """``from``/``to``, ``format`` and, where ``options``, ``compare`` and ``breakdown``."""
+    start, end = parse_range(params)
     if not options:
-        return StatsQuery(start, end, csv=fmt == "csv")
-    compare = params.get("compare", "").strip().lower()
-    if compare not in {"", "previous", "none"}:
-        raise ApiError(400, INVALID_COMPARE)
+        fmt = decode_query(params, StatsFormat)
+        return StatsQuery(start, end, csv=fmt.format == "csv")
+    given = decode_query(params, StatsOptions)
     query = StatsQuery(
         start,
         end,
-        csv=fmt == "csv",
-        breakdown=_flag(params, "breakdown", INVALID_BREAKDOWN),
-        compare=compare == "previous",
+        csv=given.format == "csv",
+        breakdown=given.breakdown,
+        compare=given.compare == "previous",
     )
     if query.compare and (start - date.min).days < query.length:
         raise ApiError(400, PREVIOUS_TOO_EARLY)

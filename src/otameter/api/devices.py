@@ -15,33 +15,25 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..auth import Level, Principal
-from ..errors import bad_request, not_found
+from ..errors import not_found
 from ..models import devices as models
 from ..models.shapes import iso
 from ..openapi import (
     AUTH,
     BAD_REQUEST,
-    PAGE_PARAM,
     UNAUTHORIZED,
     answer,
     app_id_param,
     describe,
     error,
+    query_parameters,
 )
 from ..release_guard import release_alerts
 from ..storage import schema as s
-from .common import JSONResponse, caller, query_page, read_db
+from .common import JSONResponse, caller, query_model, read_db
 from .management import app_access
 
 PAGE_SIZE = 50
-MAX_EVENTS = 200
-
-
-def _limit(request: Request, default: int, most: int) -> int:
-    raw = request.query_params.get("limit", str(default))
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw[:6]) <= most:
-        raise bad_request(f"'limit' must be an integer from 1 to {most}")
-    return int(raw)
 
 
 async def list_devices(request: Request) -> Response:
@@ -52,10 +44,8 @@ async def read_devices(request: Request, principal: Principal) -> dict[str, Any]
     """The app's devices (``GET /app/{app_id}/devices``; the dashboard's too): ``?search=``
     matches the start of a device id or a custom id; ``?page=`` (0-based)."""
     app_id = request.path_params["app_id"]
-    page = query_page(request)
-    search = request.query_params.get("search", "").strip()
-    if len(search) > 64:
-        raise bad_request("'search' is longer than 64 characters")
+    query = query_model(request, models.DevicesQuery)
+    page, search = query.page, query.search
 
     def read(conn: Connection) -> dict[str, Any]:
         app_access(conn, principal, app_id, Level.READ)
@@ -113,13 +103,8 @@ async def read_device_events(request: Request, principal: Principal) -> dict[str
     (``GET /app/{app_id}/devices/{device_id}/events``; the dashboard's too)."""
     app_id = request.path_params["app_id"]
     device_id = request.path_params["device_id"].lower()
-    limit = _limit(request, 50, MAX_EVENTS)
-    before_raw = request.query_params.get("before")
-    if before_raw is not None and not (
-        before_raw.isascii() and before_raw.isdigit() and len(before_raw) <= 18
-    ):
-        raise bad_request("'before' must be an event id")
-    before = int(before_raw) if before_raw is not None else None
+    query = query_model(request, models.DeviceEventsQuery)
+    limit, before = query.limit, query.before
 
     def read(conn: Connection) -> dict[str, Any]:
         app_access(conn, principal, app_id, Level.READ)
@@ -186,16 +171,7 @@ describe(
             "description": "Most recently seen first; `search` matches the start of a device "
             "id or a custom id.",
             "security": AUTH,
-            "parameters": [
-                app_id_param(),
-                {
-                    "name": "search",
-                    "in": "query",
-                    "required": False,
-                    "schema": {"type": "string", "maxLength": 64},
-                },
-                PAGE_PARAM,
-            ],
+            "parameters": [app_id_param(), *query_parameters(models.DevicesQuery)],
             "responses": {
                 "200": answer(
                     "A page of 50 devices.",
@@ -228,18 +204,7 @@ describe(
                     "required": True,
                     "schema": {"type": "string", "minLength": 1, "maxLength": 36},
                 },
-                {
-                    "name": "limit",
-                    "in": "query",
-                    "required": False,
-                    "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
-                },
-                {
-                    "name": "before",
-                    "in": "query",
-                    "required": False,
-                    "schema": {"type": "integer", "minimum": 0, "maximum": 999999999999999999},
-                },
+                *query_parameters(models.DeviceEventsQuery),
             ],
             "responses": {
                 "200": answer(

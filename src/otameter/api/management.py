@@ -32,13 +32,13 @@ from ..openapi import (
     AUTH,
     BAD_REQUEST,
     JSON,
-    PAGE_PARAM,
     UNAUTHORIZED,
     answer,
     app_id_param,
     describe,
     error,
     json_body,
+    query_parameters,
 )
 from ..runtime import Runtime
 from ..sessions import end_key_sessions
@@ -49,9 +49,8 @@ from .common import (
     form_model,
     json_model,
     loose_text,
-    query_page,
+    query_model,
     read_db,
-    require_str,
     runtime,
 )
 
@@ -674,8 +673,8 @@ async def list_bundles(request: Request) -> Response:
 
 async def read_bundles(request: Request, principal: Principal) -> list[dict[str, Any]]:
     """A page of the app's bundles (``GET /bundle``; the dashboard's too)."""
-    app_id = require_str(dict(request.query_params), "app_id")
-    page = query_page(request)
+    query = query_model(request, models.BundlesQuery)
+    app_id, page = query.app_id, query.page
 
     def read(conn: Connection) -> list[dict[str, Any]]:
         app_access(conn, principal, app_id, Level.READ)
@@ -712,9 +711,8 @@ async def read_bundles(request: Request, principal: Principal) -> list[dict[str,
 
 async def delete_bundle(request: Request) -> Response:
     principal = await caller(request)
-    params = dict(request.query_params)
-    app_id = require_str(params, "app_id")
-    version = require_str(params, "version")
+    ref = query_model(request, models.BundleRef)
+    app_id, version = ref.app_id, ref.version
     rt = runtime(request)
     await read_db(request, app_access, principal, app_id, Level.WRITE)
     (outcome,) = await rt.submit([BundleDelete(app_id, version, to_ms(rt.clock.now()))])
@@ -856,7 +854,7 @@ async def read_channels(request: Request, principal: Principal) -> list[dict[str
     ``version_build`` for a fresh install still on the bundle it ships) on a platform the
     channel serves. A device counts on every channel serving the bundle it runs.
     (``GET /channel``; the dashboard's too.)"""
-    app_id = require_str(dict(request.query_params), "app_id")
+    app_id = query_model(request, models.AppQuery).app_id
     since_ms = to_ms(runtime(request).clock.now()) - CHANNEL_DEVICE_DAYS * 86_400_000
 
     def read(conn: Connection) -> list[dict[str, Any]]:
@@ -1146,10 +1144,7 @@ describe(
             "summary": "An app's bundles",
             "description": "Not deleted, newest first, 50 a page.",
             "security": AUTH,
-            "parameters": [
-                app_id_param("query"),
-                PAGE_PARAM,
-            ],
+            "parameters": query_parameters(models.BundlesQuery),
             "responses": {
                 "200": answer("Bundles.", list[models.BundleListItem]),
                 "400": BAD_REQUEST,
@@ -1162,15 +1157,7 @@ describe(
             "summary": "Delete a bundle",
             "description": "Soft delete: storage is freed from that moment, statistics stay.",
             "security": AUTH,
-            "parameters": [
-                app_id_param("query"),
-                {
-                    "name": "version",
-                    "in": "query",
-                    "required": True,
-                    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-                },
-            ],
+            "parameters": query_parameters(models.BundleRef),
             "responses": {
                 "200": answer(
                     "Deleted.",
@@ -1220,7 +1207,7 @@ describe(
             "tags": ["channels"],
             "summary": "An app's channels",
             "security": AUTH,
-            "parameters": [app_id_param("query")],
+            "parameters": query_parameters(models.AppQuery),
             "responses": {
                 "200": answer(
                     "Channels.",

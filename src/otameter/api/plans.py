@@ -26,7 +26,6 @@ from ..models.shapes import iso
 from ..openapi import (
     AUTH,
     BAD_REQUEST,
-    PAGE_PARAM,
     STR,
     UNAUTHORIZED,
     answer,
@@ -34,16 +33,16 @@ from ..openapi import (
     error,
     json_body,
     org_id_param,
+    query_parameters,
 )
 from ..rate_limits import refused_by_day
 from ..release_guard import THRESHOLDS
 from ..storage import schema as s
 from ..webhooks import MIN_SECRET_LENGTH, TargetError, delivery_json, parse_target
-from .common import JSONResponse, caller, json_model, json_object, query_page, read_db, runtime
+from .common import JSONResponse, caller, json_model, json_object, query_model, read_db, runtime
 from .management import INSUFFICIENT, org_access
 
 PAGE_SIZE = 50
-STATUSES = ("pending", "delivered", "failed")
 
 
 async def get_plans(request: Request) -> Response:
@@ -176,11 +175,8 @@ async def delete_webhook(request: Request) -> Response:
 async def list_deliveries(request: Request) -> Response:
     principal = await caller(request)
     org_id = request.path_params["org_id"]
-    params = request.query_params
-    status = params.get("status")
-    if status is not None and status not in STATUSES:
-        raise bad_request(f"'status' must be one of {', '.join(STATUSES)}")
-    page = query_page(request)
+    query = query_model(request, models.DeliveriesQuery)
+    status, page = query.status, query.page
 
     def read(conn: Connection) -> list[models.WebhookDelivery]:
         org_access(conn, principal, org_id, Level.ADMIN, whole_org=True)
@@ -388,16 +384,7 @@ describe(
             "tags": ["webhooks"],
             "summary": "Webhook deliveries, newest first",
             "security": AUTH,
-            "parameters": [
-                org_id_param(),
-                {
-                    "name": "status",
-                    "in": "query",
-                    "required": False,
-                    "schema": {"enum": ["pending", "delivered", "failed"]},
-                },
-                PAGE_PARAM,
-            ],
+            "parameters": [org_id_param(), *query_parameters(models.DeliveriesQuery)],
             "responses": {
                 "200": answer("Deliveries.", list[models.WebhookDelivery]),
                 "400": BAD_REQUEST,

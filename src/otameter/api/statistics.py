@@ -14,7 +14,7 @@ Access rules (no existence oracle, contract.md "Authentication"):
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import date, timedelta
 from typing import Any, TypeVar
 
@@ -27,7 +27,6 @@ from ..auth import Level, Principal, lookup_key, org_role, readable_org_ids
 from ..clock import to_ms
 from ..errors import ApiError
 from ..models import statistics as models
-from ..models.shapes import Day
 from ..openapi import (
     AUTH,
     UNAUTHORIZED,
@@ -37,7 +36,9 @@ from ..openapi import (
     error,
     json_content,
     org_id_param,
+    query_parameters,
 )
+from ..query_strings import decode_query
 from ..rate_limits import refused_by_day
 from ..release_stats import release_rows, release_rows_to_csv
 from ..statistics import (
@@ -183,7 +184,7 @@ T = TypeVar("T")
 async def read_app_rows(
     request: Request,
     rows: Callable[[Connection, str, StatsQuery, date, str], T],
-    read_by: Callable[[str], str] = lambda by: by,
+    read_by: Callable[[Mapping[str, str]], str] = lambda params: "",
     principal: Principal | None = None,
 ) -> tuple[StatsQuery, str, T]:
     """What a per-app statistics route reads, in the order every one of them checks it: the
@@ -200,7 +201,7 @@ async def read_app_rows(
         if caller is None:
             return None
         query = parse_query(request.query_params, options=False)
-        by = read_by(request.query_params.get("by", "").strip().lower())
+        by = read_by(request.query_params)
         app_ids_for_app(conn, caller, app_id)
         return query, by, rows(conn, app_id, query, today, by)
 
@@ -245,14 +246,9 @@ async def refused_devices(request: Request) -> Response:
     return JSONResponse({"data": data})
 
 
-INVALID_BY = "Invalid by. Use day"
-
-
-def release_by(by: str) -> str:
-    """The ``by`` of the releases route: per version (the default) or per day."""
-    if by not in {"", "day", "version"}:
-        raise ApiError(400, INVALID_BY)
-    return by
+def release_by(params: Mapping[str, str]) -> str:
+    """The ``by`` of the releases route: ``version`` (the default) or ``day``."""
+    return decode_query(params, models.ReleaseGrouping).by
 
 
 def releases_of(
@@ -287,46 +283,6 @@ routes = [
 
 # -- the OpenAPI description of these routes --------------------------------------------------
 
-STATS_DATE_PARAMS = [
-    {
-        "name": name,
-        "in": "query",
-        "required": True,
-        "schema": Day,
-        "description": f"{what} (`YYYY-MM-DD`, UTC, inclusive). At most 90 days in all.",
-    }
-    for name, what in (("from", "First day"), ("to", "Last day"))
-]
-FORMAT_PARAM = {
-    "name": "format",
-    "in": "query",
-    "required": False,
-    "schema": {"enum": ["json", "csv"], "default": "json"},
-    "description": (
-        "`csv`: the same rows as `text/csv` with a header line and a Content-Disposition filename."
-    ),
-}
-STATS_OPTION_PARAMS = [
-    FORMAT_PARAM,
-    {
-        "name": "breakdown",
-        "in": "query",
-        "required": False,
-        "schema": {"enum": ["true", "false", "1", "0", "yes", "no"], "default": "false"},
-        "description": "Adds `new_devices` and `dau` to each row.",
-    },
-    {
-        "name": "compare",
-        "in": "query",
-        "required": False,
-        "schema": {"enum": ["previous", "none"]},
-        "description": (
-            "`previous`: each row gets a `previous` object with the figures of the day at the "
-            "same position in the preceding period of equal length (`previous_period`). In "
-            "CSV they are the `previous_*` columns."
-        ),
-    },
-]
 CSV_ANSWER = {
     "text/csv": {
         "schema": {"type": "string"},
@@ -358,7 +314,7 @@ def stats_op(summary: str, params: list[dict[str, Any]], description: str) -> di
         "summary": summary,
         "description": description,
         "security": AUTH,
-        "parameters": [*params, *STATS_DATE_PARAMS, *STATS_OPTION_PARAMS],
+        "parameters": [*params, *query_parameters(models.StatsRange, models.StatsOptions)],
         "responses": {
             "200": {
                 "description": "One row per day.",
@@ -390,7 +346,10 @@ describe(
             "summary": "Share of devices on each bundle version",
             "description": "Per day, from the counted check-ins' versions.",
             "security": AUTH,
-            "parameters": [app_id_param(), *STATS_DATE_PARAMS, FORMAT_PARAM],
+            "parameters": [
+                app_id_param(),
+                *query_parameters(models.StatsRange, models.StatsFormat),
+            ],
             "responses": {
                 "200": {
                     "description": (
@@ -421,15 +380,7 @@ describe(
             "security": AUTH,
             "parameters": [
                 app_id_param(),
-                *STATS_DATE_PARAMS,
-                FORMAT_PARAM,
-                {
-                    "name": "by",
-                    "in": "query",
-                    "required": False,
-                    "schema": {"enum": ["day", "version"]},
-                    "description": "`day`: a row per version and day (default: per version).",
-                },
+                *query_parameters(models.StatsRange, models.StatsFormat, models.ReleaseGrouping),
             ],
             "responses": {
                 "200": {
@@ -458,7 +409,8 @@ describe(
                 "device refused twice counts twice."
             ),
             "security": AUTH,
-            "parameters": [app_id_param(), *STATS_DATE_PARAMS],
+            # ``format`` is checked too, but the answer is JSON either way: not offered.
+            "parameters": [app_id_param(), *query_parameters(models.StatsRange)],
             "responses": {
                 "200": answer("One row per day.", models.RefusedDevicesAnswer),
                 **STATS_ERRORS,

@@ -103,7 +103,7 @@ def _range(request: Request) -> tuple[date, date, date, bool]:
     today = runtime(request).clock.now().date()
     compare = request.query_params.get("compare") == "1"
     try:
-        start, end = parse_range(request.query_params.get("from"), request.query_params.get("to"))
+        start, end = parse_range(request.query_params)
     except ApiError:
         return today - timedelta(days=DEFAULT_DAYS - 1), today, today, compare
     end = min(end, today)

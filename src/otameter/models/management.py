@@ -8,6 +8,7 @@ from typing import Annotated, Any, ClassVar, Literal, NotRequired, TypedDict
 
 import msgspec
 
+from .common import PAGE_MESSAGE, Page
 from .shapes import (
     APP_ID_CORE,
     CONTROL,
@@ -342,3 +343,37 @@ class ChannelListKey(TypedDict):
             )
         ),
     ]
+
+
+# -- query strings (read by query_strings.decode_query, documented by openapi.query_parameters)
+
+#: Text given in a query: one line holding more than white space, read stripped.
+QueryText = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=NOT_BLANK)]
+
+
+class AppQuery(msgspec.Struct):
+    """``?app_id=`` of ``GET /channel``."""
+
+    app_id: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1,
+            max_length=MAX_APP_ID,
+            pattern=NOT_BLANK,
+            description="A reverse-domain app id like `com.example.app`.",
+        ),
+    ]
+
+
+class BundlesQuery(AppQuery):
+    """``GET /bundle``: the app, then the page."""
+
+    messages: ClassVar[dict[str, str]] = {"page": PAGE_MESSAGE}
+
+    page: Page = 0
+
+
+class BundleRef(AppQuery):
+    """``DELETE /bundle``: the app, then the version."""
+
+    version: QueryText

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import typing
 from typing import Annotated, Any, ClassVar, Literal, NotRequired, TypedDict
 
 import msgspec
 
+from .common import PAGE_MESSAGE, Page
 from .shapes import DateTime, Day, NonNegative
 
 
@@ -141,3 +143,22 @@ class WebhookDelivery(TypedDict):
         ),
     ]
     delivered_at: DateTime | None
+
+
+# -- query strings (read by query_strings.decode_query, documented by openapi.query_parameters)
+
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+
+
+class DeliveriesQuery(msgspec.Struct):
+    """``GET /organization/{org_id}/webhooks/deliveries``: the status, then the page."""
+
+    messages: ClassVar[dict[str, str]] = {
+        "status": f"'status' must be one of {', '.join(typing.get_args(DeliveryStatus))}",
+        "page": PAGE_MESSAGE,
+    }
+
+    status: (
+        Annotated[DeliveryStatus, msgspec.Meta(description="Only the deliveries in it.")] | None
+    ) = None
+    page: Page = 0

@@ -1,9 +1,11 @@
-"""The statistics API's answers (``/statistics/...``): daily figures, bundle usage, release
-health, refused devices."""
+"""The statistics API (``/statistics/...``): its query strings and its answers (daily figures,
+bundle usage, release health, refused devices)."""
 
 from __future__ import annotations
 
-from typing import Annotated, NotRequired, TypedDict
+from collections.abc import Callable
+from datetime import date
+from typing import Annotated, ClassVar, Final, Literal, NotRequired, TypedDict
 
 import msgspec
 
@@ -140,3 +142,103 @@ class RefusedDay(TypedDict):
 
 class RefusedDevicesAnswer(TypedDict):
     data: list[RefusedDay]
+
+
+# -- query strings (read by query_strings.decode_query, documented by openapi.query_parameters)
+
+INVALID_DATE: Final = "Invalid date format. Use YYYY-MM-DD"
+INVALID_FORMAT: Final = "Invalid format. Use json or csv"
+INVALID_BREAKDOWN: Final = "Invalid breakdown. Use true or false"
+INVALID_COMPARE: Final = "Invalid compare. Use previous"
+INVALID_BY: Final = "Invalid by. Use day"
+
+
+def missing_parameter(name: str) -> str:
+    """The seed's message, naming the parameter that was not given."""
+    return f"{INVALID_DATE} (the '{name}' parameter is missing)"
+
+
+def folded(text: str) -> str:
+    """An option's word: case and white space around it do not matter."""
+    return text.strip().lower()
+
+
+class StatsRange(msgspec.Struct):
+    """``from`` and ``to`` of every statistics route (their order and span: statistics.py)."""
+
+    messages: ClassVar[dict[str, str]] = {"from": INVALID_DATE, "to": INVALID_DATE}
+    missing: ClassVar[dict[str, str]] = {name: missing_parameter(name) for name in ("from", "to")}
+
+    start: Annotated[
+        date,
+        msgspec.Meta(
+            description="First day (`YYYY-MM-DD`, UTC, inclusive). At most 90 days in all."
+        ),
+    ] = msgspec.field(name="from")
+    end: Annotated[
+        date,
+        msgspec.Meta(
+            description="Last day (`YYYY-MM-DD`, UTC, inclusive). At most 90 days in all."
+        ),
+    ] = msgspec.field(name="to")
+
+
+class StatsFormat(msgspec.Struct):
+    """``format``, read by every statistics route after the range."""
+
+    messages: ClassVar[dict[str, str]] = {"format": INVALID_FORMAT}
+    read: ClassVar[dict[str, Callable[[str], str]]] = {"format": folded}
+
+    format: Annotated[
+        Literal["json", "csv"],
+        msgspec.Meta(
+            description=(
+                "`csv`: the same rows as `text/csv` with a header line and a "
+                "Content-Disposition filename."
+            )
+        ),
+    ] = "json"
+
+
+class StatsOptions(StatsFormat):
+    """The options of the daily statistics, in the order they are checked."""
+
+    messages: ClassVar[dict[str, str]] = {
+        **StatsFormat.messages,
+        "compare": INVALID_COMPARE,
+        "breakdown": INVALID_BREAKDOWN,
+    }
+    read: ClassVar[dict[str, Callable[[str], str]]] = {
+        **StatsFormat.read,
+        "compare": lambda text: folded(text) or "none",
+        "breakdown": folded,
+    }
+
+    compare: Annotated[
+        Literal["previous", "none"],
+        msgspec.Meta(
+            description=(
+                "`previous`: each row gets a `previous` object with the figures of the day at "
+                "the same position in the preceding period of equal length "
+                "(`previous_period`). In CSV they are the `previous_*` columns."
+            )
+        ),
+    ] = "none"
+    breakdown: Annotated[
+        bool,
+        msgspec.Meta(
+            description="Adds `new_devices` and `dau` to each row (`1`, `yes`, `0`, `no` too)."
+        ),
+    ] = False
+
+
+class ReleaseGrouping(msgspec.Struct):
+    """``by`` of the release-health route, read after ``format``."""
+
+    messages: ClassVar[dict[str, str]] = {"by": INVALID_BY}
+    read: ClassVar[dict[str, Callable[[str], str]]] = {"by": lambda text: folded(text) or "version"}
+
+    by: Annotated[
+        Literal["version", "day"],
+        msgspec.Meta(description="`day`: a row per version and day (default: per version)."),
+    ] = "version"

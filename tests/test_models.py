@@ -16,7 +16,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from otameter import auth, channels, protocol
+from otameter import auth, protocol
+from otameter.cli import channels as cli_channels
 from otameter.models import management, plugin, shapes, statistics
 from otameter.releases import RELEASE_ROW_FIELDS
 from tests.harness import Harness
@@ -79,7 +80,10 @@ def test_the_update_decoder_is_the_documented_model() -> None:
 def test_roles_and_key_modes_are_the_servers() -> None:
     assert typing.get_args(management.Role) == tuple(auth.ROLES)
     assert typing.get_args(management.KeyMode) == tuple(auth.KEY_MODES)
-    assert typing.get_args(management.AutoUpdateRule) == channels.AUTO_UPDATE_RULES
+    # The CLI's choices for `channel set --disable-auto-update` are the API's.
+    assert [rule.value for rule in cli_channels.AutoUpdateRule] == list(
+        typing.get_args(management.AutoUpdateRule)
+    )
 
 
 def test_release_rows_are_the_model() -> None:

@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from otameter import auth, protocol
+from otameter.cli import channels as cli_channels
 from otameter.models import management, plugin, shapes, statistics
 from otameter.releases import RELEASE_ROW_FIELDS
 from tests.harness import Harness
@@ -79,6 +80,10 @@ def test_the_update_decoder_is_the_documented_model() -> None:
 def test_roles_and_key_modes_are_the_servers() -> None:
     assert typing.get_args(management.Role) == tuple(auth.ROLES)
     assert typing.get_args(management.KeyMode) == tuple(auth.KEY_MODES)
+    # The CLI's choices for `channel set --disable-auto-update` are the API's.
+    assert [rule.value for rule in cli_channels.AutoUpdateRule] == list(
+        typing.get_args(management.AutoUpdateRule)
+    )
 
 
 def test_release_rows_are_the_model() -> None:
@@ -141,6 +146,10 @@ def test_release_guard_update_is_read_through_its_model(harness: Harness) -> Non
     for bad in (-0.1, 1.01, True, "0.1", {}):
         assert refused({"max_crash_rate": bad}) == "'max_crash_rate' must be a rate from 0 to 1"
     assert refused({"max_failure_rate": 2}) == "'max_failure_rate' must be a rate from 0 to 1"
+    # A string is no number, whatever it holds.
+    assert refused({"min_devices": "\t5"}) == (
+        "'min_devices' must be an integer from 1 to 1000000000"
+    )
     assert refused([]) == "Request body must be a JSON object"
 
     r = harness.client.put(path, json={"min_devices": 5, "max_crash_rate": 1}, headers=auth)
@@ -369,6 +378,7 @@ def test_new_app_is_read_through_its_model(harness: Harness) -> None:
     long_id = "'app_id' must be at most 255 characters"
     control = "'app_id' must not contain control characters"
     long_org = "'owner_org' must be at most 36 characters"
+    control_name = "'name' must not contain control characters"
 
     def required(name: str) -> str:
         return f"'{name}' is required and must be a non-empty string"
@@ -385,6 +395,10 @@ def test_new_app_is_read_through_its_model(harness: Harness) -> None:
         ({"app_id": "com.example.x"}, required("owner_org")),
         ({"app_id": "com.example.x", "owner_org": "o" * 37}, long_org),
         ({"app_id": "com", "owner_org": 5}, not_an_id),
+        # The name is read between the two: any value but one holding a control character.
+        ({"app_id": "com.example.x", "name": "\t", "owner_org": 5}, control_name),
+        ({"app_id": "com.example.x", "name": "a\nb", "owner_org": org_id}, control_name),
+        ({"app_id": "com", "name": "\t"}, not_an_id),
     ):  # fmt: skip
         r = harness.client.post("/app", json=sent, headers=auth)
         assert (r.status_code, r.json()) == (400, {"error": message, "status": "KO"}), sent

@@ -45,6 +45,8 @@ def too_large(max_bytes: int) -> ApiError:
 @dataclass
 class Received:
     fields: dict[str, str]
+    # The fields as they stood when the file began: those that authorized it.
+    fields_before_file: dict[str, str]
     staged: StagedUpload
     size: int
     checksum: str
@@ -197,6 +199,7 @@ async def receive_bundle(request: Request, max_bytes: int, prepare: Prepare) -> 
     except (FormParserError, ValueError):
         raise bad_request("The multipart boundary is invalid") from None
     part: _FilePart | None = None
+    authorized: dict[str, str] = {}
     try:
         async for piece in request.stream():
             try:
@@ -213,6 +216,7 @@ async def receive_bundle(request: Request, max_bytes: int, prepare: Prepare) -> 
                             "'app_id' and 'version' must come before 'file' in the form"
                         )
                     part = _FilePart(await prepare(fields_before), max_bytes)
+                    authorized = fields_before
                 elif kind == "data":
                     assert part is not None
                     part.add(value)
@@ -237,4 +241,4 @@ async def receive_bundle(request: Request, max_bytes: int, prepare: Prepare) -> 
         if part is not None:
             await part.abort()
         raise
-    return Received(collector.fields, part.staged, part.size, part.digest.hexdigest())
+    return Received(collector.fields, authorized, part.staged, part.size, part.digest.hexdigest())

@@ -27,8 +27,6 @@ from . import protocol
 from .catalog import AppSnapshot, ChannelInfo
 from .models.plugin import PluginError
 
-AUTO_UPDATE_RULES: Final = ("none", "major", "minor", "patch")
-
 # Bundle names that are not versions: the shipped bundle and an unknown one.
 _INTERNAL_VERSIONS: Final = frozenset({"builtin", "unknown"})
 

@@ -21,7 +21,8 @@ is answered 400 in the route's own words, from the model's ClassVars:
 - ``missing``: field -> the message when a required field is absent;
 - ``read``: field -> how its raw text is read first (folded to lower case, say).
 
-A field without a message is answered in the words of ``api.common.require_str``.
+A field without a message is answered in the API's words for text ("'x' is required and must
+be a non-empty string", too long, control characters).
 Checks that need more than one field (a range's order and length) are the caller's.
 """
 
@@ -106,7 +107,7 @@ def _is_text(annotation: Any) -> bool:
 
 
 def _text_fault(name: str, raw: str, annotation: Any) -> str:
-    """A refused value in the words of ``api.common.require_str``."""
+    """A refused value in the API's words for text."""
     _, meta = _base(annotation)
     if raw.strip():
         if meta is not None and meta.max_length is not None and len(raw) > meta.max_length:

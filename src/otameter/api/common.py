@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import types
 import typing
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
@@ -105,17 +106,54 @@ async def json_model(request: Request, model: type[S]) -> S:
 
     The model's constraints are the rules. A body it refuses is answered 400 naming the first
     faulty field in the model's order (an unknown field first, where the model forbids them),
-    in the words of :func:`require_str`, or the model's own ``messages`` for that field.
+    in the API's words for text fields or the model's own (:func:`_first_fault`).
+    Fields the model names in ``absent_when_false`` are absent when any false JSON value
+    fills them (null, false, 0, "", [], {}).
     """
     data = await json_object(request)
+    absent: frozenset[str] = getattr(model, "absent_when_false", frozenset())
+    if absent:
+        data = {name: value for name, value in data.items() if value or name not in absent}
+    return _decode(data, model)
+
+
+def form_model(fields: dict[str, str], model: type[S]) -> S:
+    """The text fields of a submitted form decoded into ``model``, answered as
+    :func:`json_model` answers; no field, known to the model or not, may hold a control
+    character (the first such field in the form's order is named)."""
+    for name, value in fields.items():
+        if has_control(value):
+            raise bad_request(_control(name))
+    return _decode(fields, model)
+
+
+def _decode(data: dict[str, Any], model: type[S]) -> S:
     try:
-        return msgspec.convert(data, model, strict=True)
+        given = msgspec.convert(data, model, strict=True)
     except msgspec.ValidationError:
         raise bad_request(_first_fault(data, model)) from None
+    # Fields of any value taken as text accept everything but a line break or other control
+    # character, which no type says (_first_fault names them when another field is faulty).
+    for f in msgspec.structs.fields(model):
+        value = data.get(f.encode_name)
+        if _is_loose(f.type) and isinstance(value, str) and has_control(value):
+            raise bad_request(_control(f.encode_name))
+    return given
 
 
 def _first_fault(data: dict[str, Any], model: type[msgspec.Struct]) -> str:
+    """The message for the first faulty field of ``data``, in the model's order.
+
+    A text field (``str``, constrained or not) is answered in the API's words for text:
+    missing, not a string or blank ("is required and must be a non-empty string"), then too
+    long, then a control character; otherwise the model's ``messages`` for the field, or the
+    first words. A text field that may also be absent or null keeps the length and
+    control-character messages for a string. Any other field (a choice, a number, a flag...)
+    is answered with its entry in ``messages``, else the model's ``fault`` template, else the
+    text words.
+    """
     messages: dict[str, str] = getattr(model, "messages", {})
+    fault: str | None = getattr(model, "fault", None)
     fields = msgspec.structs.fields(model)
     if model.__struct_config__.forbid_unknown_fields:
         unknown = sorted(set(data) - {f.encode_name for f in fields})
@@ -124,33 +162,56 @@ def _first_fault(data: dict[str, Any], model: type[msgspec.Struct]) -> str:
             return template.format(name=unknown[0])
     for f in fields:
         name = f.encode_name
+        text = _is_text(f.type)
         if name not in data:
             if f.required:
-                return _required(name) if _is_text(f.type) else messages.get(name, _required(name))
+                return _required(name) if text else messages.get(name, _required(name))
+            continue
+        value = data[name]
+        if _is_loose(f.type):
+            if isinstance(value, str) and has_control(value):
+                return _control(name)
             continue
         try:
-            msgspec.convert(data[name], f.type, strict=True)
+            msgspec.convert(value, f.type, strict=True)
         except msgspec.ValidationError as exc:
-            value = data[name]
-            longest = _LONGER_THAN.search(str(exc))
-            if isinstance(value, str) and value.strip():
+            if isinstance(value, str) and _takes_text(f.type) and (value.strip() or not text):
+                longest = _LONGER_THAN.search(str(exc))
                 if longest:
                     return f"'{name}' must be at most {longest[1]} characters"
                 if has_control(value):
-                    return f"'{name}' must not contain control characters"
-            elif _is_text(f.type):
+                    return _control(name)
+            if text and not (isinstance(value, str) and value.strip()):
                 return _required(name)
             if name in messages:
                 return messages[name]
+            if fault is not None and not text:
+                return fault.format(name=name)
             return _required(name)
     return "Request body is invalid"  # the model refused the whole but no field: not reached
 
 
-def _is_text(annotation: Any) -> bool:
-    """Whether a field is text (``str``, constrained or not): read as require_str reads it."""
+def _unwrap(annotation: Any) -> Any:
     if typing.get_origin(annotation) is typing.Annotated:
-        annotation = typing.get_args(annotation)[0]
-    return annotation is str
+        return typing.get_args(annotation)[0]
+    return annotation
+
+
+def _is_text(annotation: Any) -> bool:
+    """Whether a field is text (``str``, constrained or not)."""
+    return _unwrap(annotation) is str
+
+
+def _takes_text(annotation: Any) -> bool:
+    """Whether a field is text, or text that may also be absent or null."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    members = typing.get_args(annotation) if union else ()
+    return _is_text(annotation) or any(_is_text(member) for member in members)
+
+
+def _is_loose(annotation: Any) -> bool:
+    """Whether a field takes any value (read as text by :func:`loose_text`)."""
+    return _unwrap(annotation) is Any
 
 
 _LONGER_THAN = re.compile(r"of length <= (\d+)")
@@ -158,6 +219,18 @@ _LONGER_THAN = re.compile(r"of length <= (\d+)")
 
 def _required(name: str) -> str:
     return f"'{name}' is required and must be a non-empty string"
+
+
+def _control(name: str) -> str:
+    return f"'{name}' must not contain control characters"
+
+
+def loose_text(value: Any, default: str, max_len: int) -> str:
+    """A field any JSON value fills, as text: ``default`` for null or "", else the value's
+    text cut to ``max_len`` (the decoding refused control characters)."""
+    if value is None or value == "":
+        return default
+    return str(value)[:max_len]
 
 
 def client_ip(request: Request, trusted: tuple[Network, ...]) -> str | None:
@@ -182,44 +255,6 @@ def _is_trusted(address: str, trusted: tuple[Network, ...]) -> bool:
     except ValueError:
         return False
     return any(ip in network for network in trusted)
-
-
-def require_str(data: dict[str, Any], key: str, *, max_len: int = 255) -> str:
-    value = data.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise bad_request(f"'{key}' is required and must be a non-empty string")
-    if len(value) > max_len:
-        raise bad_request(f"'{key}' must be at most {max_len} characters")
-    if has_control(value):
-        raise bad_request(f"'{key}' must not contain control characters")
-    return value.strip()
-
-
-def optional_str(data: dict[str, Any], key: str, default: str, *, max_len: int = 200) -> str:
-    """An optional text field (``default`` when absent or empty), cut to ``max_len``."""
-    value = data.get(key)
-    if value is None or value == "":
-        return default
-    text = str(value)
-    if has_control(text):
-        raise bad_request(f"'{key}' must not contain control characters")
-    return text[:max_len]
-
-
-def text_fields(form: Any) -> dict[str, str]:
-    """The text fields of a submitted form; none may hold a control character."""
-    fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    for key, value in fields.items():
-        if has_control(value):
-            raise bad_request(f"'{key}' must not contain control characters")
-    return fields
-
-
-def optional_bool(data: dict[str, Any], key: str, default: bool | None) -> bool | None:
-    value = data.get(key, default)
-    if value is not None and not isinstance(value, bool):
-        raise bad_request(f"'{key}' must be a boolean")
-    return value
 
 
 def query_model(request: Request, model: type[S]) -> S:

@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
+import msgspec
 from sqlalchemy import Connection, delete, func, select, update
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..auth import KEY_MODES, ROLES, Level, Principal, hash_key, id_set, new_api_key, org_role
+from ..auth import ROLES, Level, Principal, hash_key, id_set, new_api_key, org_role
 from ..bundle_store import BundleBytes, StagedUpload, TrackedUpload
 from ..bundle_upload import receive_bundle
 from ..bundles import validate_zip
 from ..channel_store import claim_public, public_column, public_for_served
-from ..channels import AUTO_UPDATE_RULES
 from ..clock import to_ms
 from ..errors import ApiError, bad_request, not_found
 from ..metering.events import BundleDelete, BundleUpload, Outcome
@@ -44,27 +43,24 @@ from ..openapi import (
 from ..runtime import Runtime
 from ..sessions import end_key_sessions
 from ..storage import schema as s
-from ..text import has_control
 from .common import (
     JSONResponse,
     caller,
+    form_model,
     json_model,
-    json_object,
-    optional_bool,
-    optional_str,
+    loose_text,
     query_model,
     read_db,
-    require_str,
     runtime,
-    text_fields,
 )
 
-CHECKSUM_RE = re.compile(r"^[0-9a-f]{64}$")
+T = TypeVar("T")
 PAGE_SIZE = 50
 INSUFFICIENT = "Insufficient permissions"
 APP_LIMITED = "A key limited to some apps cannot act for the whole organization"
 KEYS_NEED = "Managing API keys needs a key of mode 'all' that is not limited to some apps"
 LAST_OWNER = "An organization keeps at least one super_admin"
+CHANGED_AFTER_FILE = "'app_id' and 'version' must not change after 'file' in the form"
 
 
 # -- access checks ---------------------------------------------------------------------------
@@ -287,24 +283,17 @@ def _invite(
 # -- API keys --------------------------------------------------------------------------------
 
 
-def _id_list(data: dict[str, Any], key: str) -> list[str]:
-    value = data.get(key) or []
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise bad_request(f"'{key}' must be a list of ids")
-    return sorted(set(value))
-
-
 def _require_key_manager(principal: Principal) -> None:
     if principal.level < Level.OWNER or not principal.whole_orgs:
         raise ApiError(403, KEYS_NEED)
 
 
-def _expiry(data: dict[str, Any], now_ms: int) -> int | None:
-    value = data.get("expires_at")
+def _expiry(value: str | None, now_ms: int) -> int | None:
+    """``expires_at`` in epoch ms: an ISO 8601 date-time with a time zone, in the future."""
     if value is None:
         return None
-    message = "'expires_at' must be a future ISO 8601 date-time with a time zone, or null"
-    if not isinstance(value, str) or len(value) > 40:
+    message = models.EXPIRES_AT
+    if len(value) > 40:
         raise bad_request(message)
     try:
         when = datetime.fromisoformat(value)
@@ -333,16 +322,14 @@ def _key_json(row: Any, now_ms: int) -> models.ApiKeyInfo:
 
 async def create_key(request: Request) -> Response:
     principal = await caller(request)
-    data = await json_object(request)
-    name = optional_str(data, "name", "")
-    mode = data.get("mode", "read")
-    if not isinstance(mode, str) or mode not in KEY_MODES:
-        raise bad_request(f"'mode' must be one of {', '.join(KEY_MODES)}")
-    orgs = _id_list(data, "limited_to_orgs")
-    apps = _id_list(data, "limited_to_apps")
+    given = await json_model(request, models.NewApiKey)
+    name = loose_text(given.name, "", 200)
+    mode = given.mode
+    orgs = sorted(set(given.limited_to_orgs))
+    apps = sorted(set(given.limited_to_apps))
     rt = runtime(request)
     now_ms = to_ms(rt.clock.now())
-    expires_ms = _expiry(data, now_ms)
+    expires_ms = _expiry(given.expires_at, now_ms)
     _require_key_manager(principal)
     key = new_api_key()
     key_id = str(uuid.uuid4())
@@ -434,7 +421,7 @@ async def create_app(request: Request) -> Response:
     principal = await caller(request)
     given = await json_model(request, models.NewApp)
     app_id = given.app_id.strip()
-    name = optional_str({"name": given.name}, "name", app_id)
+    name = loose_text(given.name, app_id, 200)
     owner_org = given.owner_org.strip()
     rt = runtime(request)
     now_ms = to_ms(rt.clock.now())
@@ -553,13 +540,17 @@ async def upload_bundle(request: Request) -> Response:
             await _abort(staged)
             raise
         try:
-            fields = text_fields(received.fields)
+            form = form_model(received.fields, models.BundleFields)
+            before = received.fields_before_file
+            # Given again after the file, they would name an app the caller was not
+            # authorized for.
+            if (form.app_id, form.version) != (before["app_id"], before["version"]):
+                raise bad_request(CHANGED_AFTER_FILE)
         except BaseException:
             await _abort(staged)
             raise
-        app_id = require_str(fields, "app_id")
-        version = require_str(fields, "version")
-        channel = (fields.get("channel") or "production").strip()
+        app_id, version = form.app_id.strip(), form.version.strip()
+        channel = (form.channel or "production").strip()
         event = BundleUpload(
             app_id,
             version,
@@ -573,34 +564,21 @@ async def upload_bundle(request: Request) -> Response:
             storage=staged.bundle.storage,
         )
     else:
-        data = await json_object(request)
-        app_id = require_str(data, "app_id")
-        version = require_str(data, "version")
-        external_url = require_str(data, "external_url", max_len=2048)
-        if not re.match(r"^https?://[^\s/]+", external_url):
-            raise bad_request("'external_url' must be an absolute http(s) URL")
-        checksum_value = data.get("checksum")
-        if checksum_value is not None and (
-            not isinstance(checksum_value, str) or not CHECKSUM_RE.match(checksum_value.lower())
-        ):
-            raise bad_request("'checksum' must be the zip's SHA-256 as 64 hex characters")
-        size_value = data.get("size", 0)
-        if (
-            not isinstance(size_value, int)
-            or isinstance(size_value, bool)
-            or not 0 <= size_value < 2**63
-        ):
-            raise bad_request("'size' must be a non-negative integer")
-        channel = optional_str(data, "channel", "production", max_len=255)
+        given = await json_model(request, models.ExternalBundle)
+        app_id, version = given.app_id.strip(), given.version.strip()
+        external_url = given.external_url.strip()
+        checksum = given.checksum.lower() if isinstance(given.checksum, str) else None
+        size = given.size if given.size is not msgspec.UNSET else 0
+        channel = loose_text(given.channel, "production", 255)
         app = await read_db(request, app_access, principal, app_id, Level.UPLOAD)
         await read_db(request, _check_unlocked, app.owner_org)
         event = BundleUpload(
             app_id,
             version,
-            size_value,
+            size,
             to_ms(rt.clock.now()),
             external_url=external_url,
-            checksum=checksum_value.lower() if isinstance(checksum_value, str) else None,
+            checksum=checksum,
             channel=channel,
             created_by=principal.user_id,
         )
@@ -634,9 +612,8 @@ async def _begin_upload(
 ) -> StagedUpload:
     """Authorize a multipart upload from its fields, before any of its bytes is stored."""
     rt = runtime(request)
-    fields = text_fields(fields)
-    app_id = require_str(fields, "app_id")
-    version = require_str(fields, "version")
+    form = form_model(fields, models.BundleFields)
+    app_id, version = form.app_id.strip(), form.version.strip()
 
     def check(conn: Connection) -> None:
         app = app_access(conn, principal, app_id, Level.UPLOAD)
@@ -776,6 +753,10 @@ def _channel_json(row: Any, version: str | None) -> dict[str, Any]:
     }
 
 
+def _sent(value: T | msgspec.UnsetType) -> T | None:
+    return None if value is msgspec.UNSET else value
+
+
 async def upsert_channel(request: Request) -> Response:
     """Create or update a channel (``POST /channel``).
 
@@ -785,18 +766,12 @@ async def upsert_channel(request: Request) -> Response:
     its public platforms, less any it no longer serves.
     """
     principal = await caller(request)
-    data = await json_object(request)
-    app_id = require_str(data, "app_id")
-    name = require_str(data, "channel")
-    version = data.get("version")
-    if version is not None and not isinstance(version, str):
-        raise bad_request("'version' must be a string")
-    if version is not None and has_control(version):
-        raise bad_request("'version' must not contain control characters")
-    flags = {key: optional_bool(data, key, None) for key in CHANNEL_FLAGS}
-    rule = data.get("disable_auto_update")
-    if rule is not None and rule not in AUTO_UPDATE_RULES:
-        raise bad_request(f"'disable_auto_update' must be one of: {', '.join(AUTO_UPDATE_RULES)}")
+    given = await json_model(request, models.ChannelUpdate)
+    app_id, name = given.app_id.strip(), given.channel.strip()
+    # Absent and null alike: kept (a new channel: the default).
+    version = None if given.version is msgspec.UNSET else given.version
+    flags = {key: _sent(getattr(given, key)) for key in CHANNEL_FLAGS}
+    rule = _sent(given.disable_auto_update)
     rt = runtime(request)
     now_ms = to_ms(rt.clock.now())
 
@@ -1133,7 +1108,8 @@ describe(
                 "URL, never counted in storage or bandwidth. The channel (default "
                 "`production`) then serves the bundle.\n\n"
                 "The multipart form is read as it streams in: `app_id` and `version` must come "
-                "before `file` (the upload is authorized from them before any byte is stored), "
+                "before `file` (the upload is authorized from them before any byte is stored) "
+                "and keep their values after it, "
                 "and the file flows through the size limit (`OTAMETER_MAX_BUNDLE_SIZE`, "
                 "default 512 MiB) into storage: past the limit the answer is 413 and nothing "
                 "is kept. The zip is then checked entry by entry; a 400 names the first entry "
@@ -1209,14 +1185,7 @@ describe(
                 "`disable_auto_update: none` and `disable_auto_update_under_native: true`."
             ),
             "security": AUTH,
-            "requestBody": json_body(
-                {
-                    "allOf": [
-                        models.ChannelUpdate,
-                        models.ChannelFlags,
-                    ]
-                }
-            ),
+            "requestBody": json_body(models.ChannelUpdate),
             "responses": {
                 "200": answer(
                     "The channel.",

@@ -22,6 +22,7 @@ from .shapes import (
 Role = Literal["read", "upload", "write", "admin", "super_admin"]
 KeyMode = Literal["read", "upload", "write", "all"]
 Uuid = Annotated[str, msgspec.Meta(extra_json_schema={"format": "uuid"})]
+EXPIRES_AT = "'expires_at' must be a future ISO 8601 date-time with a time zone, or null"
 OrgId = Annotated[str, msgspec.Meta(max_length=36)]
 
 
@@ -67,12 +68,34 @@ class Membership(TypedDict):
     status: Literal["ok"]
 
 
+# Any JSON value but null and "" is taken as text (its Python str()), cut to a length the
+# handler knows; one line (``api.common.loose_text``).
+LooseText = Annotated[Any, msgspec.Meta(extra_json_schema={"type": "string"})]
+# One line of text, perhaps blank (a version to look up, ...).
+OneLine = Annotated[str, msgspec.Meta(pattern=python_pattern(r"[^\x00-\x1f\x7f-\x9f]*"))]
+# A name or id given as text, read as ``NewOrganization.name`` is (not blank, one line).
+Text255 = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=NOT_BLANK)]
+Id = Annotated[str, msgspec.Meta(min_length=1)]
+
+
 class NewApiKey(msgspec.Struct):
-    name: str | msgspec.UnsetType = msgspec.UNSET
+    # Read in this order.
+    name: LooseText = None  # cut to 200 characters; default ""
     mode: KeyMode = "read"
-    limited_to_orgs: list[str] | msgspec.UnsetType = msgspec.UNSET
-    limited_to_apps: list[str] | msgspec.UnsetType = msgspec.UNSET
+    limited_to_orgs: list[Id] = msgspec.field(default_factory=list)
+    limited_to_apps: list[Id] = msgspec.field(default_factory=list)
+    # An ISO 8601 date-time with a time zone, in the future: the handler reads the time (it
+    # takes what Python's ``datetime.fromisoformat`` takes) against the clock.
     expires_at: DateTime | None = None
+
+    # Any false value (null, false, 0, "", [], {}) means no limit.
+    absent_when_false: ClassVar[frozenset[str]] = frozenset({"limited_to_orgs", "limited_to_apps"})
+    messages: ClassVar[dict[str, str]] = {
+        "mode": f"'mode' must be one of {', '.join(typing.get_args(KeyMode))}",
+        "limited_to_orgs": "'limited_to_orgs' must be a list of ids",
+        "limited_to_apps": "'limited_to_apps' must be a list of ids",
+        "expires_at": EXPIRES_AT,
+    }
 
 
 class CreatedApiKey(TypedDict):
@@ -107,7 +130,7 @@ class RevokedKey(TypedDict):
 
 
 class NewApp(msgspec.Struct, kw_only=True):
-    # Read in this order, as require_str and optional_str read them.
+    # Read in this order.
     app_id: Annotated[
         str,
         msgspec.Meta(
@@ -135,32 +158,50 @@ class App(TypedDict):
     created_at: DateTime
 
 
-Version = Annotated[str, msgspec.Meta(max_length=255)]
+class BundleFields(msgspec.Struct):
+    """The text fields of a bundle upload form (read in this order)."""
+
+    app_id: Text255
+    version: Text255
+    # Stored stripped; absent or empty: `production`.
+    channel: Annotated[str, msgspec.Meta(max_length=255)] | msgspec.UnsetType = msgspec.UNSET
 
 
-class BundleForm(msgspec.Struct):
+class BundleForm(BundleFields, kw_only=True):
     """A bundle uploaded as a multipart form: `app_id` and `version` before `file`."""
 
-    app_id: str
-    version: Version
     file: Annotated[str, msgspec.Meta(extra_json_schema={"contentMediaType": "application/zip"})]
-    channel: str | msgspec.UnsetType = msgspec.UNSET
+
+
+# Stored lower-cased.
+Checksum = Annotated[str, msgspec.Meta(pattern=python_pattern("[0-9a-fA-F]{64}"))]
 
 
 class ExternalBundle(msgspec.Struct):
     """A bundle served from its own URL, never counted in storage or bandwidth."""
 
-    app_id: str
-    version: Version
-    external_url: Annotated[str, msgspec.Meta(max_length=2048, extra_json_schema={"format": "uri"})]
-    channel: str | msgspec.UnsetType = msgspec.UNSET
-    checksum: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-fA-F]{64}\Z")] | msgspec.UnsetType = (
-        msgspec.UNSET
-    )
-    size: (
-        Annotated[int, msgspec.Meta(ge=0, extra_json_schema={"maximum": 2**63 - 1})]
-        | msgspec.UnsetType
-    ) = msgspec.UNSET
+    # Read in this order.
+    app_id: Text255
+    version: Text255
+    external_url: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1,
+            max_length=2048,
+            # Stored stripped; one line.
+            pattern=python_pattern(rf"(?![\s\S]*{CONTROL})\s*https?://[^\s/]+[\s\S]*"),
+            extra_json_schema={"format": "uri"},
+        ),
+    ]
+    checksum: Checksum | msgspec.UnsetType | None = msgspec.UNSET
+    size: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | msgspec.UnsetType = msgspec.UNSET
+    channel: LooseText = None  # cut to 255 characters; default `production`
+
+    messages: ClassVar[dict[str, str]] = {
+        "external_url": "'external_url' must be an absolute http(s) URL",
+        "checksum": "'checksum' must be the zip's SHA-256 as 64 hex characters",
+        "size": "'size' must be a non-negative integer",
+    }
 
 
 class Bundle(TypedDict):
@@ -192,8 +233,9 @@ class DeletedBundle(TypedDict):
     version: str
 
 
+AutoUpdateRule = Literal["none", "major", "minor", "patch"]
 AutoUpdate = Annotated[
-    Literal["none", "major", "minor", "patch"],
+    AutoUpdateRule,
     msgspec.Meta(
         description=(
             "The semver step, from the device's native version, that devices may not "
@@ -201,23 +243,33 @@ AutoUpdate = Annotated[
         )
     ),
 ]
+Public = Annotated[
+    bool,
+    msgspec.Meta(
+        description=(
+            "Sent: true makes the channel the public channel of every platform it serves "
+            "(taking each from the channel that had it), false of none. Answered: public for "
+            "at least one platform."
+        )
+    ),
+]
+UnderNative = Annotated[
+    bool, msgspec.Meta(description="Never offer a bundle below the device's native version.")
+]
+AutoRollback = Annotated[
+    bool,
+    msgspec.Meta(
+        description=(
+            "Release guard: when a `release_regression` is raised for the channel's bundle, the "
+            "channel goes back to the bundle it served before (default false)."
+        )
+    ),
+]
 Flag = bool | msgspec.UnsetType
 
 
 class ChannelFlags(msgspec.Struct):
-    public: (
-        Annotated[
-            bool,
-            msgspec.Meta(
-                description=(
-                    "Sent: true makes the channel the public channel of every platform it "
-                    "serves (taking each from the channel that had it), false of none. "
-                    "Answered: public for at least one platform."
-                )
-            ),
-        ]
-        | msgspec.UnsetType
-    ) = msgspec.UNSET
+    public: Public | msgspec.UnsetType = msgspec.UNSET
     allow_device_self_set: Flag = msgspec.UNSET
     allow_emulator: Flag = msgspec.UNSET
     allow_dev: Flag = msgspec.UNSET
@@ -225,26 +277,8 @@ class ChannelFlags(msgspec.Struct):
     android: Flag = msgspec.UNSET
     electron: Flag = msgspec.UNSET
     disable_auto_update: AutoUpdate | msgspec.UnsetType = msgspec.UNSET
-    disable_auto_update_under_native: (
-        Annotated[
-            bool,
-            msgspec.Meta(description="Never offer a bundle below the device's native version."),
-        ]
-        | msgspec.UnsetType
-    ) = msgspec.UNSET
-    auto_rollback: (
-        Annotated[
-            bool,
-            msgspec.Meta(
-                description=(
-                    "Release guard: when a `release_regression` is raised for the channel's "
-                    "bundle, the channel goes back to the bundle it served before (default "
-                    "false)."
-                )
-            ),
-        ]
-        | msgspec.UnsetType
-    ) = msgspec.UNSET
+    disable_auto_update_under_native: UnderNative | msgspec.UnsetType = msgspec.UNSET
+    auto_rollback: AutoRollback | msgspec.UnsetType = msgspec.UNSET
 
 
 class ChannelPublic(TypedDict):
@@ -256,10 +290,36 @@ class ChannelPublic(TypedDict):
     disable_auto_update: Any
 
 
+SentFlag = bool | msgspec.UnsetType | None
+
+
 class ChannelUpdate(msgspec.Struct):
-    app_id: str
-    channel: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
-    version: str | msgspec.UnsetType | None = msgspec.UNSET
+    """A channel to create or update: absent or null keeps a setting (a new channel: the
+    default)."""
+
+    # Read in this order.
+    app_id: Text255
+    channel: Text255
+    # The bundle the channel serves; empty: none.
+    version: OneLine | msgspec.UnsetType | None = msgspec.UNSET
+    public: Public | msgspec.UnsetType | None = msgspec.UNSET
+    allow_device_self_set: SentFlag = msgspec.UNSET
+    allow_emulator: SentFlag = msgspec.UNSET
+    allow_dev: SentFlag = msgspec.UNSET
+    ios: SentFlag = msgspec.UNSET
+    android: SentFlag = msgspec.UNSET
+    electron: SentFlag = msgspec.UNSET
+    disable_auto_update_under_native: UnderNative | msgspec.UnsetType | None = msgspec.UNSET
+    auto_rollback: AutoRollback | msgspec.UnsetType | None = msgspec.UNSET
+    disable_auto_update: AutoUpdate | msgspec.UnsetType | None = msgspec.UNSET
+
+    fault: ClassVar[str] = "'{name}' must be a boolean"
+    messages: ClassVar[dict[str, str]] = {
+        "version": "'version' must be a string",
+        "disable_auto_update": (
+            f"'disable_auto_update' must be one of: {', '.join(typing.get_args(AutoUpdateRule))}"
+        ),
+    }
 
 
 class ChannelKey(TypedDict):

@@ -68,9 +68,7 @@ def test_every_answer_has_its_models_fields(harness: Harness, tmp_path: Path) ->
         (listed, *_) = client.list_bundles(APP_ID)
         assert_shape(listed, m.BundleListItem)
 
-        channel = client.set_channel(
-            APP_ID, "beta", version="1.0.0", flags=m.ChannelFlags(public=False)
-        )
+        channel = client.set_channel(m.ChannelUpdate(APP_ID, "beta", "1.0.0", public=False))
         assert_shape(channel, m.Channel)
         assert channel["version"] == "1.0.0" and channel["public"] is False
         rows = client.list_channels(APP_ID)
@@ -155,7 +153,11 @@ METER = {"used": 1, "limit": 4, "percent": 25}
         ("/bundle", [{"id": "b"}], lambda c: c.list_bundles(APP_ID)),
         ("/bundle", {"status": "ok"}, lambda c: c.delete_bundle(APP_ID, "1.0.0")),
         ("/channel", [{"id": 1, "channel": "beta"}], lambda c: c.list_channels(APP_ID)),
-        ("/channel", {"id": "1", "channel": "beta"}, lambda c: c.set_channel(APP_ID, "beta")),
+        (
+            "/channel",
+            {"id": "1", "channel": "beta"},
+            lambda c: c.set_channel(m.ChannelUpdate(APP_ID, "beta")),
+        ),
         (
             f"/statistics/app/{APP_ID}/",
             {"rows": [STATS_ROW]},

@@ -24,7 +24,6 @@ from .models.management import (
     ApiKeyInfo,
     App,
     Channel,
-    ChannelFlags,
     ChannelListItem,
     ChannelUpdate,
     CreatedApiKey,
@@ -45,7 +44,6 @@ __all__ = [
     "App",
     "Bundle",
     "Channel",
-    "ChannelFlags",
     "ChannelListItem",
     "ClientError",
     "CreatedApiKey",
@@ -292,19 +290,10 @@ class OtameterClient:
         body = self._request("GET", "/channel", params={"app_id": app_id})
         return self._expect(body, list[ChannelListItem], "/channel")
 
-    def set_channel(
-        self,
-        app_id: str,
-        channel: str,
-        version: str | None = None,
-        flags: ChannelFlags | None = None,
-    ) -> Channel:
-        """Create or update a channel (``POST /channel``): the bundle version it serves when
-        given, and the flags set in ``flags`` (those left unset keep their value)."""
-        request = ChannelUpdate(app_id, channel, msgspec.UNSET if version is None else version)
-        payload: dict[str, Any] = msgspec.to_builtins(request)
-        if flags is not None:
-            payload |= msgspec.to_builtins(flags)
+    def set_channel(self, update: ChannelUpdate) -> Channel:
+        """Create or update a channel (``POST /channel``); settings left unset keep their value
+        (a new channel takes the defaults)."""
+        payload = msgspec.to_builtins(update)
         body = self._request("POST", "/channel", json=payload)
         return self._expect(body, Channel, "/channel")
 

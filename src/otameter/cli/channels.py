@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..models.management import ChannelFlags
+from ..models.management import ChannelUpdate
 from ..models.shapes import PLATFORMS
 from .errors import EXIT_HELP, reporting
 from .output import JsonOption, out, print_json
@@ -86,7 +86,10 @@ def channel_set(
     apikey: ApikeyOption = None,
 ) -> None:
     """Create a channel or change it, as POST /channel does; options left out keep their value."""
-    flags = ChannelFlags(
+    update = ChannelUpdate(
+        app_id,
+        channel,
+        version=_given(version),
         public=_given(public),
         allow_device_self_set=_given(self_set),
         ios=_given(ios),
@@ -95,7 +98,7 @@ def channel_set(
         disable_auto_update=_given(disable_auto_update.value if disable_auto_update else None),
     )
     with reporting(), connect(server, apikey) as client:
-        row = client.set_channel(app_id, channel, version=version, flags=flags)
+        row = client.set_channel(update)
     if as_json:
         print_json(row)
         return

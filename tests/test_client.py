@@ -186,7 +186,7 @@ def test_an_answer_of_another_shape_is_an_unexpected_answer(
     with OtameterClient(odd, "otm_x") as client, pytest.raises(ClientError) as caught:
         call(client)
     assert caught.value.message == f"unexpected answer from {odd}{path}"
-    assert caught.value.status is None
+    assert caught.value.status is None and not caught.value.unreachable
 
 
 def test_an_answer_of_the_right_shape_comes_back_as_the_server_wrote_it(odd: str) -> None:
@@ -247,5 +247,6 @@ def test_the_cli_reports_an_unexpected_answer_on_one_line(
     environ = {"OTAMETER_SERVER": odd, "OTAMETER_APIKEY": "otm_x", "COLUMNS": "200"}
     result = CliRunner().invoke(cli, args, env=environ)
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    assert result.exit_code == 3
-    assert result.stderr.splitlines()[0] == f"error: unexpected answer from {odd}{path}"
+    # EXIT_HELP: an unexpected answer exits 1; the server answered, so no "is it running?".
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [f"error: unexpected answer from {odd}{path}"]

@@ -67,16 +67,21 @@ Scope = Literal["app", "org", "user"]
 
 
 class ClientError(Exception):
-    """A request that did not succeed; ``status`` is None when no HTTP answer came back."""
+    """A request that did not succeed.
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    ``status`` is the HTTP status of a refusal; None when no HTTP answer came back, or when the
+    answer was a success of a shape the API does not give (``answered``).
+    """
+
+    def __init__(self, message: str, status: int | None = None, *, answered: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        self.answered = answered or status is not None
 
     @property
     def unreachable(self) -> bool:
-        return self.status is None
+        return not self.answered
 
     def __str__(self) -> str:
         return self.message if self.status is None else f"{self.message} (HTTP {self.status})"
@@ -188,7 +193,8 @@ class OtameterClient:
         try:
             msgspec.convert(value, model)
         except msgspec.ValidationError:
-            raise ClientError(f"unexpected answer from {self.server}{path}") from None
+            message = f"unexpected answer from {self.server}{path}"
+            raise ClientError(message, answered=True) from None
         return cast(T, value)
 
     # -- organizations and apps --------------------------------------------------------------
@@ -304,7 +310,7 @@ class OtameterClient:
             path = "/statistics/user/"
         else:
             if not ident:
-                raise ClientError(f"statistics for an {scope} need its id")
+                raise ValueError(f"statistics for an {scope} need its id")
             path = f"/statistics/{scope}/{quote(ident, safe='')}/"
         params = {"from": start.isoformat(), "to": end.isoformat()}
         body = self._expect(self._request("GET", path, params=params), StatsAnswer, path)

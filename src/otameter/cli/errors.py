@@ -54,8 +54,10 @@ def fail(message: str, code: int = EXIT_ERROR, hint: str | None = None) -> typer
 
 
 def exit_code(error: ClientError) -> int:
-    if error.status is None:
+    if error.unreachable:
         return EXIT_UNREACHABLE
+    if error.status is None:
+        return EXIT_ERROR  # an answer of a shape the API does not give
     return {
         400: EXIT_INVALID,
         401: EXIT_AUTH,
@@ -69,7 +71,7 @@ def exit_code(error: ClientError) -> int:
 
 
 def _hint(error: ClientError) -> str | None:
-    if error.status is None:
+    if error.unreachable:
         return "is the server running? Choose it with --server or OTAMETER_SERVER."
     if error.status == 401:
         return "check the API key (--apikey, OTAMETER_APIKEY or the config file)."

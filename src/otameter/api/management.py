@@ -741,14 +741,25 @@ CHANNEL_FLAGS = {
 CHANNEL_DEVICE_DAYS = 30
 
 
-def _channel_json(row: Any, version: str | None) -> dict[str, Any]:
+def _channel_json(row: Any, version: str | None) -> models.Channel:
     return {
         "id": row.id,
         "app_id": row.app_id,
         "channel": row.name,
         "version": version,
-        **{key: bool(getattr(row, key)) for key in CHANNEL_FLAGS},
-        **{public_column(p): bool(getattr(row, public_column(p))) for p in PLATFORMS},
+        # The flags of CHANNEL_FLAGS, in its order.
+        "public": bool(row.public),
+        "allow_device_self_set": bool(row.allow_device_self_set),
+        "allow_emulator": bool(row.allow_emulator),
+        "allow_dev": bool(row.allow_dev),
+        "ios": bool(row.ios),
+        "android": bool(row.android),
+        "electron": bool(row.electron),
+        "disable_auto_update_under_native": bool(row.disable_auto_update_under_native),
+        "auto_rollback": bool(row.auto_rollback),
+        "public_ios": bool(row.public_ios),
+        "public_android": bool(row.public_android),
+        "public_electron": bool(row.public_electron),
         "disable_auto_update": row.disable_auto_update,
     }
 
@@ -775,7 +786,7 @@ async def upsert_channel(request: Request) -> Response:
     rt = runtime(request)
     now_ms = to_ms(rt.clock.now())
 
-    def write(conn: Connection) -> dict[str, Any]:
+    def write(conn: Connection) -> models.Channel:
         app_access(conn, principal, app_id, Level.WRITE)
         c, b = s.channels.c, s.bundles.c
         bundle_id = None
@@ -848,7 +859,7 @@ async def list_channels(request: Request) -> Response:
     return JSONResponse(await read_channels(request, await caller(request)))
 
 
-async def read_channels(request: Request, principal: Principal) -> list[dict[str, Any]]:
+async def read_channels(request: Request, principal: Principal) -> list[models.ChannelListItem]:
     """The app's channels, each with ``devices``: the devices seen in the last 30 days whose
     last check-in reported running the bundle the channel serves now (``version_name``, or
     ``version_build`` for a fresh install still on the bundle it ships) on a platform the
@@ -857,7 +868,7 @@ async def read_channels(request: Request, principal: Principal) -> list[dict[str
     app_id = query_model(request, models.AppQuery).app_id
     since_ms = to_ms(runtime(request).clock.now()) - CHANNEL_DEVICE_DAYS * 86_400_000
 
-    def read(conn: Connection) -> list[dict[str, Any]]:
+    def read(conn: Connection) -> list[models.ChannelListItem]:
         app_access(conn, principal, app_id, Level.READ)
         c, b, d = s.channels.c, s.bundles.c, s.devices.c
         rows = conn.execute(
@@ -874,7 +885,7 @@ async def read_channels(request: Request, principal: Principal) -> list[dict[str
         ):
             version = build if name == "builtin" else name
             running[(version, platform)] = running.get((version, platform), 0) + int(count)
-        result = []
+        result: list[models.ChannelListItem] = []
         for r in rows:
             devices = 0
             if r.version is not None:
@@ -1187,16 +1198,7 @@ describe(
             "security": AUTH,
             "requestBody": json_body(models.ChannelUpdate),
             "responses": {
-                "200": answer(
-                    "The channel.",
-                    {
-                        "allOf": [
-                            models.ChannelKey,
-                            models.ChannelFlags,
-                            models.ChannelPublic,
-                        ]
-                    },
-                ),
+                "200": answer("The channel.", models.Channel),
                 "400": BAD_REQUEST,
                 "401": UNAUTHORIZED,
                 "403": error("Needs `write`."),
@@ -1209,19 +1211,7 @@ describe(
             "security": AUTH,
             "parameters": query_parameters(models.AppQuery),
             "responses": {
-                "200": answer(
-                    "Channels.",
-                    {
-                        "type": "array",
-                        "items": {
-                            "allOf": [
-                                models.ChannelListKey,
-                                models.ChannelFlags,
-                                models.ChannelPublic,
-                            ]
-                        },
-                    },
-                ),
+                "200": answer("Channels.", list[models.ChannelListItem]),
                 "400": BAD_REQUEST,
                 "401": UNAUTHORIZED,
                 "404": error("App not found."),

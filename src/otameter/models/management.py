@@ -265,31 +265,6 @@ AutoRollback = Annotated[
         )
     ),
 ]
-Flag = bool | msgspec.UnsetType
-
-
-class ChannelFlags(msgspec.Struct):
-    public: Public | msgspec.UnsetType = msgspec.UNSET
-    allow_device_self_set: Flag = msgspec.UNSET
-    allow_emulator: Flag = msgspec.UNSET
-    allow_dev: Flag = msgspec.UNSET
-    ios: Flag = msgspec.UNSET
-    android: Flag = msgspec.UNSET
-    electron: Flag = msgspec.UNSET
-    disable_auto_update: AutoUpdate | msgspec.UnsetType = msgspec.UNSET
-    disable_auto_update_under_native: UnderNative | msgspec.UnsetType = msgspec.UNSET
-    auto_rollback: AutoRollback | msgspec.UnsetType = msgspec.UNSET
-
-
-class ChannelPublic(TypedDict):
-    """Which platforms the channel is the public (default) channel of."""
-
-    public_ios: bool
-    public_android: bool
-    public_electron: bool
-    disable_auto_update: Any
-
-
 SentFlag = bool | msgspec.UnsetType | None
 
 
@@ -322,17 +297,32 @@ class ChannelUpdate(msgspec.Struct):
     }
 
 
-class ChannelKey(TypedDict):
+class Channel(TypedDict):
+    """A channel as ``POST /channel`` answers it: every setting, always present."""
+
     id: int
     app_id: str
     channel: str
-    version: str | None
+    version: Annotated[str | None, msgspec.Meta(description="The bundle it serves; null: none.")]
+    public: Public
+    allow_device_self_set: bool
+    allow_emulator: bool
+    allow_dev: bool
+    ios: bool
+    android: bool
+    electron: bool
+    disable_auto_update_under_native: UnderNative
+    auto_rollback: AutoRollback
+    # Which platforms the channel is the public (default) channel of.
+    public_ios: bool
+    public_android: bool
+    public_electron: bool
+    disable_auto_update: AutoUpdate
 
 
-class ChannelListKey(TypedDict):
-    id: int
-    channel: str
-    version: str | None
+class ChannelListItem(Channel):
+    """A channel as ``GET /channel`` lists it."""
+
     devices: Annotated[
         NonNegative,
         msgspec.Meta(
@@ -343,27 +333,6 @@ class ChannelListKey(TypedDict):
             )
         ),
     ]
-
-
-class Channel(ChannelKey, ChannelPublic):
-    """A channel as ``POST /channel`` answers it: its key, every flag of ``ChannelFlags``
-    (always present in an answer) and its public platforms."""
-
-    public: bool
-    allow_device_self_set: bool
-    allow_emulator: bool
-    allow_dev: bool
-    ios: bool
-    android: bool
-    electron: bool
-    disable_auto_update_under_native: bool
-    auto_rollback: bool
-
-
-class ChannelListItem(Channel):
-    """A channel as ``GET /channel`` lists it."""
-
-    devices: NonNegative
 
 
 # -- query strings (read by query_strings.decode_query, documented by openapi.query_parameters)

@@ -8,10 +8,8 @@ its one "unexpected answer" error (and the CLI with its error line), never a Key
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from datetime import date
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -26,6 +24,7 @@ from otameter.client import ClientError, OtameterClient
 from otameter.models import management as m
 from otameter.models import plans, statistics
 from tests.harness import Harness, device_body, setup_app, zip_bytes
+from tests.httpserver import QuietHandler, serving
 
 APP_ID = "com.example.app"
 
@@ -98,38 +97,22 @@ def test_every_answer_has_its_models_fields(harness: Harness, tmp_path: Path) ->
 # -- a real HTTP server that answers other shapes ----------------------------------------------
 
 
-class Odd(BaseHTTPRequestHandler):
+class Odd(QuietHandler):
     """Answers every request with the body the test put at its path, with status 200."""
 
     answers: ClassVar[dict[str, Any]] = {}
 
     def _answer(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        self.rfile.read(length)
-        body = json.dumps(self.answers.get(urlsplit(self.path).path, {})).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.send_json(self.answers.get(urlsplit(self.path).path, {}))
 
     do_GET = do_POST = do_DELETE = _answer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture
 def odd() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Odd)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        thread.join()
-        server.server_close()
+    with serving(Odd) as port:
+        yield f"http://127.0.0.1:{port}"
         Odd.answers = {}
 
 

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -19,6 +16,7 @@ from otameter.cli import app as cli
 from otameter.csv_cells import CsvWriter, safe_cell
 from otameter.releases import RELEASE_ROW_FIELDS
 from tests.harness import Harness, setup_app
+from tests.httpserver import QuietHandler, serving
 
 APP = "com.example.app"
 FORMULAS = [
@@ -104,7 +102,7 @@ def test_bundle_usage_csv_neutralises_device_versions(harness: Harness) -> None:
 def hostile_server() -> Iterator[str]:
     """A real HTTP server answering the statistics and usage calls with formula strings."""
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             body: Any
             if "/releases/" in self.path:
@@ -124,25 +122,10 @@ def hostile_server() -> Iterator[str]:
                     "storage": {"used": 1, "limit": 2, "percent": 50.0},
                     "bandwidth": {"used": 1, "limit": 2, "percent": 50.0},
                 }
-            data = json.dumps(body).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.send_json(body)
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(Handler) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_cli_csv_neutralises_strings_from_the_server(hostile_server: str) -> None:

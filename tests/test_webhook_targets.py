@@ -13,10 +13,8 @@ import ipaddress
 import ssl
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -36,6 +34,7 @@ from otameter.webhooks import (
     retry_delay_seconds,
 )
 from tests.harness import Harness, running
+from tests.httpserver import QuietHandler, serving
 from tests.test_plans import devices, put_on_plan, setup_org
 from tests.test_webhooks import (
     LOCAL,
@@ -298,15 +297,12 @@ def test_https_speaks_to_the_name_on_the_checked_address(local: Harness, tmp_pat
     names: list[str | None] = []
     hosts: list[str] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["content-length"]))
             hosts.append(self.headers["host"])
             self.send_response(204)
             self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, private_key)
@@ -315,27 +311,20 @@ def test_https_speaks_to_the_name_on_the_checked_address(local: Harness, tmp_pat
         names.append(name)
 
     context.sni_callback = record_sni
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    port = server.server_address[1]
     trusting = ssl.create_default_context(cafile=str(cert))
     dispatcher = WebhookDispatcher(
         h.rt.writer, h.clock, policy=h.rt.webhook_policy, ssl_context=trusting
     )
-    try:
-        key, org_id = setup_org(h)
-        by_name = add_webhook(h, key, org_id, f"https://localhost:{port}/tls")
-        by_address = add_webhook(h, key, org_id, f"https://127.0.0.1:{port}/tls")
-        put_on_plan(h, org_id, "tiny", mau=2)
-        alert(h)
-        assert dispatcher.deliver_due() == 2
-    finally:
-        dispatcher.close()
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(Handler, tls=context) as port:
+        try:
+            key, org_id = setup_org(h)
+            by_name = add_webhook(h, key, org_id, f"https://localhost:{port}/tls")
+            by_address = add_webhook(h, key, org_id, f"https://127.0.0.1:{port}/tls")
+            put_on_plan(h, org_id, "tiny", mau=2)
+            alert(h)
+            assert dispatcher.deliver_due() == 2
+        finally:
+            dispatcher.close()
     outcome = {d["webhook_id"]: (d["status"], d["last_error"]) for d in deliveries(h, key, org_id)}
     assert outcome[by_name] == ("delivered", None)
     assert hosts == [f"localhost:{port}"] and "localhost" in names
@@ -348,7 +337,7 @@ def test_redirects_are_not_followed(local: Harness, receiver: Receiver) -> None:
     key, org_id = setup_org(h)
     hits: list[str] = []
 
-    class Redirect(BaseHTTPRequestHandler):
+    class Redirect(QuietHandler):
         def do_POST(self) -> None:
             hits.append(self.path)
             self.send_response(307)
@@ -356,21 +345,11 @@ def test_redirects_are_not_followed(local: Harness, receiver: Receiver) -> None:
             self.send_header("content-length", "0")
             self.end_headers()
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        add_webhook(h, key, org_id, f"http://127.0.0.1:{server.server_address[1]}/moved")
+    with serving(Redirect) as port:
+        add_webhook(h, key, org_id, f"http://127.0.0.1:{port}/moved")
         put_on_plan(h, org_id, "tiny", mau=2)
         alert(h)
         assert h.rt.webhooks.deliver_due() == 1
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
     assert hits == ["/moved"] and receiver.received == []
     (row,) = deliveries(h, key, org_id)
     assert row["status"] == "pending" and row["last_status_code"] == 307
@@ -448,11 +427,8 @@ def test_receiver_example_accepts_deliveries_and_refuses_the_rest(
     key, org_id = setup_org(h)
     handled: list[dict[str, Any]] = []
     handler = example.make_handler(SECRET, handled.append, lambda: h.clock.now().timestamp())
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    target = f"http://127.0.0.1:{server.server_address[1]}/"
-    try:
+    with serving(handler) as port:
+        target = f"http://127.0.0.1:{port}/"
         add_webhook(h, key, org_id, target)
         add_webhook(h, key, org_id, receiver.url)  # a copy of each delivery, to replay
         put_on_plan(h, org_id, "tiny", mau=2)
@@ -507,7 +483,3 @@ def test_receiver_example_accepts_deliveries_and_refuses_the_rest(
             h.clock.advance(timedelta(seconds=example.TOLERANCE_SECONDS + 1))
             late = client.post(target, content=copy.body, headers=replay_headers)
             assert late.status_code == 400 and len(handled) == 2
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()

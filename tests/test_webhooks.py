@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import pytest
 
 from otameter.webhooks import NO_ANSWER_REASON, retry_delay_seconds
 from tests.harness import Harness, running
+from tests.httpserver import QuietHandler, serving
 from tests.test_ops import sample
 from tests.test_plans import devices, put_on_plan, setup_org
 
@@ -77,7 +77,7 @@ def serving_receiver() -> Iterator[Receiver]:
     """A receiver on 127.0.0.1 that records what it accepts (answers from ``statuses``)."""
     state = Receiver(url="")
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", "0")))
             with state.lock:
@@ -91,19 +91,9 @@ def serving_receiver() -> Iterator[Receiver]:
             self.end_headers()
             self.wfile.write(b"ok")
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Handler) as port:
+        state.url = f"http://127.0.0.1:{port}/hook"
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def add_webhook(h: Harness, key: str, org_id: str, url: str, secret: str = SECRET) -> str:

@@ -28,3 +28,16 @@ def not_found(message: str) -> ApiError:
 
 UNAUTHORIZED = "Missing or invalid API key"
 TOO_MANY_FAILURES = "Too many failed authentications from this address"
+
+
+# The API's words for a refused text field, wherever it is read (a JSON body, a form, a query).
+def required_text(name: str) -> str:
+    return f"'{name}' is required and must be a non-empty string"
+
+
+def text_too_long(name: str, max_length: int | str) -> str:
+    return f"'{name}' must be at most {max_length} characters"
+
+
+def control_characters(name: str) -> str:
+    return f"'{name}' must not contain control characters"

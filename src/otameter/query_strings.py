@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from .errors import ApiError
+from .errors import ApiError, control_characters, required_text, text_too_long
 from .text import has_control
 
 S = TypeVar("S", bound=msgspec.Struct)
@@ -55,7 +55,7 @@ def decode_query(params: Mapping[str, str], model: type[S]) -> S:
         raw = params.get(name)
         if raw is None:
             if f.required:
-                raise ApiError(400, missing.get(name) or messages.get(name) or _required(name))
+                raise ApiError(400, missing.get(name) or messages.get(name) or required_text(name))
             continue
         if name in read:
             raw = read[name](raw)
@@ -111,11 +111,7 @@ def _text_fault(name: str, raw: str, annotation: Any) -> str:
     _, meta = _base(annotation)
     if raw.strip():
         if meta is not None and meta.max_length is not None and len(raw) > meta.max_length:
-            return f"'{name}' must be at most {meta.max_length} characters"
+            return text_too_long(name, meta.max_length)
         if has_control(raw):
-            return f"'{name}' must not contain control characters"
-    return _required(name)
-
-
-def _required(name: str) -> str:
-    return f"'{name}' is required and must be a non-empty string"
+            return control_characters(name)
+    return required_text(name)

@@ -18,7 +18,15 @@ from starlette.responses import Response
 from ..auth import Principal, key_from_headers, lookup_key
 from ..clock import to_ms
 from ..config import Network
-from ..errors import TOO_MANY_FAILURES, UNAUTHORIZED, ApiError, bad_request
+from ..errors import (
+    TOO_MANY_FAILURES,
+    UNAUTHORIZED,
+    ApiError,
+    bad_request,
+    control_characters,
+    required_text,
+    text_too_long,
+)
 from ..query_strings import decode_query
 from ..runtime import Runtime
 from ..text import has_control, json_control_path
@@ -94,7 +102,7 @@ async def json_object(request: Request) -> dict[str, Any]:
         raise bad_request("Request body must be a JSON object")
     where = json_control_path(body, data)
     if where is not None:
-        raise bad_request(f"'{where}' must not contain control characters")
+        raise bad_request(control_characters(where))
     return data
 
 
@@ -123,7 +131,7 @@ def form_model(fields: dict[str, str], model: type[S]) -> S:
     character (the first such field in the form's order is named)."""
     for name, value in fields.items():
         if has_control(value):
-            raise bad_request(_control(name))
+            raise bad_request(control_characters(name))
     return _decode(fields, model)
 
 
@@ -137,7 +145,7 @@ def _decode(data: dict[str, Any], model: type[S]) -> S:
     for f in msgspec.structs.fields(model):
         value = data.get(f.encode_name)
         if _is_loose(f.type) and isinstance(value, str) and has_control(value):
-            raise bad_request(_control(f.encode_name))
+            raise bad_request(control_characters(f.encode_name))
     return given
 
 
@@ -165,12 +173,12 @@ def _first_fault(data: dict[str, Any], model: type[msgspec.Struct]) -> str:
         text = _is_text(f.type)
         if name not in data:
             if f.required:
-                return _required(name) if text else messages.get(name, _required(name))
+                return required_text(name) if text else messages.get(name, required_text(name))
             continue
         value = data[name]
         if _is_loose(f.type):
             if isinstance(value, str) and has_control(value):
-                return _control(name)
+                return control_characters(name)
             continue
         try:
             msgspec.convert(value, f.type, strict=True)
@@ -178,16 +186,16 @@ def _first_fault(data: dict[str, Any], model: type[msgspec.Struct]) -> str:
             if isinstance(value, str) and _takes_text(f.type) and (value.strip() or not text):
                 longest = _LONGER_THAN.search(str(exc))
                 if longest:
-                    return f"'{name}' must be at most {longest[1]} characters"
+                    return text_too_long(name, longest[1])
                 if has_control(value):
-                    return _control(name)
+                    return control_characters(name)
             if text and not (isinstance(value, str) and value.strip()):
-                return _required(name)
+                return required_text(name)
             if name in messages:
                 return messages[name]
             if fault is not None and not text:
                 return fault.format(name=name)
-            return _required(name)
+            return required_text(name)
     return "Request body is invalid"  # the model refused the whole but no field: not reached
 
 
@@ -215,14 +223,6 @@ def _is_loose(annotation: Any) -> bool:
 
 
 _LONGER_THAN = re.compile(r"of length <= (\d+)")
-
-
-def _required(name: str) -> str:
-    return f"'{name}' is required and must be a non-empty string"
-
-
-def _control(name: str) -> str:
-    return f"'{name}' must not contain control characters"
 
 
 def loose_text(value: Any, default: str, max_len: int) -> str:

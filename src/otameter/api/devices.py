@@ -6,8 +6,6 @@ one (404 ``App not found``).
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from sqlalchemy import Connection, or_, select
 from starlette.requests import Request
@@ -40,14 +38,14 @@ async def list_devices(request: Request) -> Response:
     return JSONResponse(await read_devices(request, await caller(request)))
 
 
-async def read_devices(request: Request, principal: Principal) -> dict[str, Any]:
+async def read_devices(request: Request, principal: Principal) -> models.DevicePage:
     """The app's devices (``GET /app/{app_id}/devices``; the dashboard's too): ``?search=``
     matches the start of a device id or a custom id; ``?page=`` (0-based)."""
     app_id = request.path_params["app_id"]
     query = query_model(request, models.DevicesQuery)
     page, search = query.page, query.search
 
-    def read(conn: Connection) -> dict[str, Any]:
+    def read(conn: Connection) -> models.DevicePage:
         app_access(conn, principal, app_id, Level.READ)
         d, cd, c = s.devices.c, s.channel_devices.c, s.channels.c
         query = (
@@ -98,7 +96,7 @@ async def device_events(request: Request) -> Response:
     return JSONResponse(await read_device_events(request, await caller(request)))
 
 
-async def read_device_events(request: Request, principal: Principal) -> dict[str, Any]:
+async def read_device_events(request: Request, principal: Principal) -> models.DeviceEventPage:
     """The device's stats events, newest first; ``?before=<id>`` pages on, ``?limit=``
     (``GET /app/{app_id}/devices/{device_id}/events``; the dashboard's too)."""
     app_id = request.path_params["app_id"]
@@ -106,7 +104,7 @@ async def read_device_events(request: Request, principal: Principal) -> dict[str
     query = query_model(request, models.DeviceEventsQuery)
     limit, before = query.limit, query.before
 
-    def read(conn: Connection) -> dict[str, Any]:
+    def read(conn: Connection) -> models.DeviceEventPage:
         app_access(conn, principal, app_id, Level.READ)
         e, d = s.device_events.c, s.devices.c
         query = select(s.device_events).where(e.app_id == app_id, e.device_id == device_id)

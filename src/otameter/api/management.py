@@ -156,10 +156,10 @@ async def list_orgs(request: Request) -> Response:
     return JSONResponse(await read_orgs(request, await caller(request)))
 
 
-async def read_orgs(request: Request, principal: Principal) -> list[dict[str, Any]]:
+async def read_orgs(request: Request, principal: Principal) -> list[models.Organization]:
     """The orgs ``principal`` can see (``GET /organization``; the dashboard's too)."""
 
-    def read(conn: Connection) -> list[dict[str, Any]]:
+    def read(conn: Connection) -> list[models.Organization]:
         o, m = s.orgs.c, s.org_members.c
         rows = conn.execute(
             select(o.id, o.name, o.plan, o.created_at, m.role)
@@ -202,7 +202,7 @@ async def add_member(request: Request) -> Response:
     need = Level.OWNER if role == "super_admin" else Level.ADMIN
     now_ms = to_ms(rt.clock.now())
 
-    def write(conn: Connection) -> dict[str, Any]:
+    def write(conn: Connection) -> models.Membership:
         org_access(conn, principal, org_id, need, whole_org=True)
         # Role changes of one org take turns (PostgreSQL row lock; SQLite has one writer), so
         # two super_admins demoting each other at once cannot both see the other remain.
@@ -426,7 +426,7 @@ async def create_app(request: Request) -> Response:
     rt = runtime(request)
     now_ms = to_ms(rt.clock.now())
 
-    def write(conn: Connection) -> dict[str, Any]:
+    def write(conn: Connection) -> models.App:
         org_access(conn, principal, owner_org, Level.WRITE)
         if principal.limited_apps is not None:
             raise ApiError(403, "A key limited to some apps cannot create apps")
@@ -671,12 +671,12 @@ async def list_bundles(request: Request) -> Response:
     return JSONResponse(await read_bundles(request, await caller(request)))
 
 
-async def read_bundles(request: Request, principal: Principal) -> list[dict[str, Any]]:
+async def read_bundles(request: Request, principal: Principal) -> list[models.BundleListItem]:
     """A page of the app's bundles (``GET /bundle``; the dashboard's too)."""
     query = query_model(request, models.BundlesQuery)
     app_id, page = query.app_id, query.page
 
-    def read(conn: Connection) -> list[dict[str, Any]]:
+    def read(conn: Connection) -> list[models.BundleListItem]:
         app_access(conn, principal, app_id, Level.READ)
         b, c = s.bundles.c, s.channels.c
         rows = conn.execute(

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import EXIT_ERROR, EXIT_HELP, Problem, reporting
+from .errors import EXIT_HELP, ForceOption, confirm_or_stop, reporting
 from .output import JsonOption, err, human_time, out, print_json
 from .target import ApikeyOption, ServerOption, connect
 
@@ -97,9 +97,7 @@ def app_list(
 @app_app.command("delete", epilog=EXIT_HELP)
 def app_delete(
     app_id: Annotated[str, typer.Argument(help="The app to delete.")],
-    force: Annotated[bool, typer.Option("--force", "-f", help="Do not ask for confirmation.")] = (
-        False
-    ),
+    force: ForceOption = False,
     as_json: JsonOption = False,
     server: ServerOption = None,
     apikey: ApikeyOption = None,
@@ -108,16 +106,7 @@ def app_delete(
     with reporting(), connect(server, apikey) as client:
         client.get_app(app_id)  # an unknown app fails here, before any question
         if not force:
-            try:
-                confirmed = typer.confirm(
-                    f"Delete {app_id} and all its bundles?", default=False, err=True
-                )
-            except typer.Abort:
-                confirmed = False
-            if not confirmed:
-                raise Problem(
-                    "not confirmed: nothing deleted", EXIT_ERROR, hint="use --force in scripts"
-                )
+            confirm_or_stop(f"Delete {app_id} and all its bundles?", "nothing deleted")
         client.delete_app(app_id)
     if as_json:
         print_json({"app_id": app_id, "deleted": True})

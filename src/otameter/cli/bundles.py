@@ -13,7 +13,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from .cleanup import CleanupPlan, plan_cleanup
-from .errors import EXIT_ERROR, EXIT_HELP, EXIT_NOT_FOUND, Problem, reporting
+from .errors import (
+    EXIT_ERROR,
+    EXIT_HELP,
+    EXIT_NOT_FOUND,
+    ForceOption,
+    Problem,
+    confirm_or_stop,
+    reporting,
+)
 from .output import JsonOption, err, human_bytes, human_time, out, print_json
 from .semver import SemVer
 from .target import HTTP_URL, ApikeyOption, ServerOption, connect
@@ -244,9 +252,7 @@ def bundle_cleanup(
             help="Also remove bundles a channel serves (the channel then serves nothing).",
         ),
     ] = False,
-    force: Annotated[bool, typer.Option("--force", "-f", help="Do not ask for confirmation.")] = (
-        False
-    ),
+    force: ForceOption = False,
     as_json: JsonOption = False,
     server: ServerOption = None,
     apikey: ApikeyOption = None,
@@ -277,18 +283,8 @@ def bundle_cleanup(
                     out.print("Nothing to be removed.")
                 return
             if not force:
-                try:
-                    confirmed = typer.confirm(
-                        f"Remove {len(removed)} bundle{'s' if len(removed) != 1 else ''}?",
-                        default=False,
-                        err=True,
-                    )
-                except typer.Abort:
-                    confirmed = False
-                if not confirmed:
-                    raise Problem(
-                        "not confirmed: nothing removed", EXIT_ERROR, hint="use --force in scripts"
-                    )
+                plural = "s" if len(removed) != 1 else ""
+                confirm_or_stop(f"Remove {len(removed)} bundle{plural}?", "nothing removed")
             done: list[Bundle] = []
             for b in removed:
                 client.delete_bundle(app_id, b["version"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -102,3 +102,17 @@ def reporting() -> Iterator[None]:
         raise fail(problem.message, problem.code, problem.hint) from None
     except ClientError as error:
         raise fail(str(error), exit_code(error), _hint(error)) from None
+
+
+ForceOption = Annotated[bool, typer.Option("--force", "-f", help="Do not ask for confirmation.")]
+
+
+def confirm_or_stop(question: str, nothing_done: str) -> None:
+    """Ask ``question`` on stderr; anything but yes (no terminal to answer included) stops the
+    command with exit code 1, saying ``nothing_done``."""
+    try:
+        confirmed = typer.confirm(question, default=False, err=True)
+    except typer.Abort:
+        confirmed = False
+    if not confirmed:
+        raise Problem(f"not confirmed: {nothing_done}", EXIT_ERROR, hint="use --force in scripts")

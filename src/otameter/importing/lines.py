@@ -124,14 +124,20 @@ def _parse_in_full(line: bytes, latest_ms: int) -> Event:
     raise LineError("'type' must be checkin, download, upload, delete or stat")
 
 
-def _stat(data: dict[str, Any], app_id: str, at_ms: int, event_id: str | None) -> PluginStat:
-    """A plugin stats event (plugin-protocol.md §3), as ``POST /stats`` records it."""
+def _device(data: dict[str, Any]) -> tuple[str, str]:
+    """The device id (lower case) and platform of a check-in or stats line."""
     device_id = _str(data, "device_id", max_len=36)
     if device_id.strip(UUID_CHARS):
         raise LineError("'device_id' must be a UUID")
     platform = _str(data, "platform", max_len=16)
     if platform not in PLATFORMS:
         raise LineError("'platform' must be ios, android or electron")
+    return device_id.lower(), platform
+
+
+def _stat(data: dict[str, Any], app_id: str, at_ms: int, event_id: str | None) -> PluginStat:
+    """A plugin stats event (plugin-protocol.md §3), as ``POST /stats`` records it."""
+    device_id, platform = _device(data)
     action = _str(data, "action", max_len=64)
     if not STAT_ACTION_RE.fullmatch(action):
         raise LineError("'action' must be a snake_case identifier")
@@ -148,7 +154,7 @@ def _stat(data: dict[str, Any], app_id: str, at_ms: int, event_id: str | None) -
         raise LineError("'old_version_name' must be a string")
     return PluginStat(
         app_id=app_id,
-        device_id=device_id.lower(),
+        device_id=device_id,
         action=action,
         version_name=_str(data, "version_name", required=False),
         at_ms=at_ms,
@@ -168,17 +174,12 @@ def _stat(data: dict[str, Any], app_id: str, at_ms: int, event_id: str | None) -
 
 def _checkin(data: dict[str, Any], app_id: str, at_ms: int, event_id: str | None) -> CheckIn:
     ip = data.get("ip")
-    device_id = _str(data, "device_id", max_len=36)
-    if device_id.strip(UUID_CHARS):
-        raise LineError("'device_id' must be a UUID")
-    platform = _str(data, "platform", max_len=16)
-    if platform not in PLATFORMS:
-        raise LineError("'platform' must be ios, android or electron")
+    device_id, platform = _device(data)
     if ip is not None and not isinstance(ip, str):
         raise LineError("'ip' must be a string")
     return CheckIn(
         app_id=app_id,
-        device_id=device_id.lower(),
+        device_id=device_id,
         at_ms=at_ms,
         platform=platform,
         version_name=_str(data, "version_name"),
